@@ -1,0 +1,1 @@
+"""Stateless compute kernels: Numba fast paths with plain-loop references beside them."""

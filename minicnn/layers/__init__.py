@@ -1,0 +1,2 @@
+"""Layer classes (see ``base.Layer`` for the interface)."""
+from .base import Layer

@@ -1,0 +1,89 @@
+"""The Layer interface every minicnn layer follows.
+
+Shape letters: N batch, C input channels, H W height/width, F output channels,
+KH KW kernel size, OH OW output size, G groups.
+
+A layer owns three dicts:
+    params   trainable arrays by their math names (``W``, ``b``, ``gamma``, ``beta``);
+    grads    the same keys and shapes, *assigned* by ``backward`` (never accumulated);
+    buffers  non-trainable state saved with the model (``running_mean``, ``running_var``).
+
+``forward(x, training=False) -> y`` validates the input, keeps in ``self._cache`` what backward
+needs (references, not copies) and returns ``y``. ``backward(dy) -> dx`` reads the cache, frees it,
+never mutates ``dy``, fills ``grads`` when the layer is trainable and returns ``dx`` (``None`` when
+``need_input_grad`` is off: the model turns it off where nobody needs ``dx``).
+Multi-input layers (Concat, Add) take a list and return a list from ``backward``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class Layer:
+    multi_input = False
+
+    def __init__(self):
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+        self.buffers: dict[str, np.ndarray] = {}
+        self.trainable = True
+        self.need_input_grad = True
+        self._cache = None
+
+    # -- the two methods every layer implements ---------------------------------------------
+    def forward(self, x, training: bool = False):
+        raise NotImplementedError
+
+    def backward(self, dy):
+        raise NotImplementedError
+
+    # -- shapes -------------------------------------------------------------------------------
+    def output_shape(self, input_shape):
+        """Output shape for an input shape (N may be ``None``). Elementwise layers keep it."""
+        return tuple(input_shape)
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def get_config(self) -> dict:
+        """Constructor arguments as JSON-able values; ``type(self)(**get_config())`` rebuilds it."""
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    def freeze(self) -> "Layer":
+        """Stop training this layer's params (``dx`` still flows through it)."""
+        self.trainable = False
+        self.grads = {}
+        return self
+
+    def unfreeze(self) -> "Layer":
+        self.trainable = True
+        return self
+
+    @property
+    def num_params(self) -> int:
+        return int(sum(p.size for p in self.params.values()))
+
+    def astype(self, dtype) -> "Layer":
+        """Cast params and buffers in place (float64 for gradient checks); returns self."""
+        for d in (self.params, self.buffers):
+            for k in d:
+                d[k] = d[k].astype(dtype)
+        self.grads = {}
+        return self
+
+    def clear_cache(self) -> None:
+        self._cache = None
+
+    def _pop_cache(self):
+        """Return what forward kept and free it; a clear error if forward was not called."""
+        if self._cache is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward "
+                               f"(or called twice for one forward)")
+        cache, self._cache = self._cache, None
+        return cache
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
