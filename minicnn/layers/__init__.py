@@ -1,2 +1,21 @@
-"""Layer classes (see ``base.Layer`` for the interface)."""
+"""Layer classes. Every layer follows ``base.Layer``: ``params``/``grads``/``buffers`` dicts,
+``forward(x, training=False)`` and ``backward(dy)``.
+
+Reading order for a learner: ``base.py`` -> ``dense.py`` -> ``activation.py`` -> ``conv.py``
+(and its kernels in ``minicnn/kernels/conv.py``) -> ``pool.py`` -> ``norm.py`` -> ``shape.py``.
+"""
+from .activation import Dropout, ReLU, Sigmoid, Softmax
 from .base import Layer
+from .conv import Conv2D, DepthwiseConv2D, SeparableConv2D
+from .dense import Dense
+from .extra import Activation, Identity, Rescaling
+from .norm import BatchNorm2D
+from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
+from .shape import Add, Concat, Flatten, ZeroPad2D
+
+__all__ = ["Layer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "ReLU", "Sigmoid", "Softmax",
+           "Dropout", "BatchNorm2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
+           "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "Add", "Activation", "Rescaling", "Identity"]
+
+# The classes a saved model may name (``minicnn.load`` rebuilds only these; nothing is imported by name).
+LAYER_CLASSES = {name: globals()[name] for name in __all__ if name != "Layer"}

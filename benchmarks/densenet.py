@@ -1,0 +1,129 @@
+"""DenseNet121 224x224 inference: minicnn against PyTorch (2 threads), each in its own process.
+
+    python benchmarks/densenet.py                       # batch 1 and 8, 5 repeats each
+    python benchmarks/densenet.py --batches 1 --repeats 3 --fast
+
+Each measurement runs in a fresh subprocess (``--worker minicnn|torch --batch N``) that prints one
+JSON line: the median wall time of ``--repeats`` forward passes after one warm-up, and the peak RSS
+increase over the post-import baseline (``ru_maxrss`` after building the model, making the input
+and one small 64x64 warm-up pass that loads compiled kernels, vs after the timed passes). Outputs are validated first (minicnn vs torch on the same
+weights and input, rel err = max|a - b| / max|b|), then timed. Timings are noisy on shared machines:
+compare the ratios measured in one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0       # Linux: KiB
+
+
+def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool, check: str | None) -> dict:
+    import numpy as np
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    if kind == "torch":
+        import torch
+        import torchvision
+        torch.set_num_threads(2)
+        net = torchvision.models.densenet121(weights=None).eval()
+        if weights:
+            net.load_state_dict(torch.load(weights, weights_only=True))
+        def run(v=x):
+            with torch.no_grad():
+                return net(torch.from_numpy(v)).numpy()
+    else:
+        from minicnn.pretrained import densenet121, fast_densenet
+        model = densenet121(weights=weights)
+        if fast:
+            model = fast_densenet(model)
+
+        def run(v=x):
+            return model.predict(v, batch_size=len(v))
+    run(rng.standard_normal((1, 3, 64, 64)).astype(np.float32))   # small warm-up: Numba loads its kernels
+    base = _rss_mb()
+    out = run()                                  # warm-up at full size
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - t)
+    result = {"kind": kind, "batch": batch, "median_s": statistics.median(times), "times": times,
+              "rss_increase_mb": _rss_mb() - base, "rss_base_mb": base}
+    if check:
+        np.save(check, out)
+    return result
+
+
+def spawn(kind, batch, repeats, weights, fast, check=None, threads=None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--batch", str(batch),
+           "--repeats", str(repeats)]
+    if weights:
+        cmd += ["--weights", weights]
+    if fast:
+        cmd += ["--fast"]
+    if check:
+        cmd += ["--check", check]
+    env = dict(os.environ)
+    if threads and kind == "minicnn":         # Numba's and OpenBLAS' thread pools
+        env.update(NUMBA_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode:
+        raise RuntimeError(f"worker {kind} batch {batch} failed:\n{p.stderr[-3000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker", choices=["minicnn", "torch"])
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--weights")
+    ap.add_argument("--check")
+    ap.add_argument("--fast", action="store_true", help="minicnn: batch-norm folding + concat buffers")
+    ap.add_argument("--minicnn-threads", type=int, help="NUMBA/OPENBLAS threads for minicnn (default: theirs)")
+    args = ap.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.batch, args.repeats, args.weights, args.fast, args.check)))
+        return
+
+    import numpy as np
+    with tempfile.TemporaryDirectory() as tmp:
+        # one set of random weights for both, so the outputs can be validated before timing
+        weights = os.path.join(tmp, "densenet121.pth")
+        code = ("import torch, torchvision; torch.manual_seed(0); "
+                f"torch.save(torchvision.models.densenet121(weights=None).state_dict(), {weights!r})")
+        subprocess.run([sys.executable, "-c", code], check=True)
+        rows = []
+        for batch in args.batches:
+            ca, cb = os.path.join(tmp, "a.npy"), os.path.join(tmp, "b.npy")
+            t = spawn("torch", batch, args.repeats, weights, False, cb)
+            m = spawn("minicnn", batch, args.repeats, weights, args.fast, ca, args.minicnn_threads)
+            a, b = np.load(ca), np.load(cb)
+            err = float(np.abs(a - b).max() / np.abs(b).max())
+            rows.append((batch, m, t, err))
+    print(f"DenseNet121 224x224 inference, {os.cpu_count()} CPUs, torch threads 2, "
+          f"minicnn{' (folded + concat buffers)' if args.fast else ''}"
+          f"{f' with {args.minicnn_threads} thread(s)' if args.minicnn_threads else ''}; median of {args.repeats}")
+    hdr = (f"{'batch':>5} {'minicnn s':>10} {'torch s':>9} {'time ratio':>10} "
+           f"{'minicnn dRSS MB':>15} {'torch dRSS MB':>13} {'RSS ratio':>9} {'rel err':>9}")
+    print(hdr)
+    print("-" * len(hdr))
+    for batch, m, t, err in rows:
+        print(f"{batch:>5} {m['median_s']:>10.3f} {t['median_s']:>9.3f} {m['median_s'] / t['median_s']:>10.2f} "
+              f"{m['rss_increase_mb']:>15.1f} {t['rss_increase_mb']:>13.1f} "
+              f"{m['rss_increase_mb'] / max(t['rss_increase_mb'], 1e-9):>9.2f} {err:>9.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""Dataset sources: a folder of class sub-folders, a CSV of paths and labels, a MedMNIST ``.npz``.
+
+Every source gives a ``Dataset``: images (as file paths, or as an in-memory array), a label matrix
+``labels`` (N, K) float32 aligned with them, the class names, and patient ids when known.
+
+Label columns (K):
+    * two classes (folder layout, MedMNIST binary) -> ONE column, 1.0 for ``positive_class``.
+      The default positive class is the one that is not ``NORMAL`` / ``No Finding``, else the
+      second in sorted order. This is what a single sigmoid output is trained on.
+    * more classes -> one column per class (``output_names == classes``): one-hot for folders and
+      single-label MedMNIST files, multi-label for CSVs and multi-label MedMNIST files.
+
+    load_dataset("chest_xray", split="train")          # chest_xray/train/{NORMAL,PNEUMONIA}/*.jpeg
+    load_dataset("chest_xray/val")                      # a single split: <root>/<CLASS>/*
+    load_dataset("Data_Entry_2017.csv", image_root="images")   # NIH ChestX-ray14
+    load_dataset("pneumoniamnist.npz", split="test")
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .images import is_image_file, load_image, prepare_array
+from .patients import patient_ids_from_paths
+
+NEGATIVE_CLASS_NAMES = ("normal", "no finding", "no_finding", "nofinding", "healthy", "negative")
+NO_FINDING = "No Finding"
+
+
+@dataclasses.dataclass
+class Dataset:
+    """Images (paths or an in-memory array), labels (N, K) float32 and aligned metadata.
+
+    ``classes`` are all class names, sorted (saved with the model). ``output_names`` names the K
+    label columns: ``[positive_class]`` for a two-class problem, else ``classes``.
+    ``patient_ids[i]`` is the patient of image i, or None when unknown; ``unparsed`` lists the
+    file names whose patient id could not be parsed (reported, never guessed).
+    """
+    labels: np.ndarray
+    classes: list
+    paths: list | None = None
+    images: np.ndarray | None = None
+    patient_ids: list | None = None
+    positive_class: str | None = None
+    split: str | None = None
+    source: str | None = None
+    unparsed: list = dataclasses.field(default_factory=list)
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.float32)
+        if self.labels.ndim == 1:
+            self.labels = self.labels[:, None]
+        if self.labels.ndim != 2:
+            raise ValueError(f"labels must be (N, K), got shape {self.labels.shape}")
+        if (self.paths is None) == (self.images is None):
+            raise ValueError("a Dataset needs exactly one of paths= or images=")
+        n = len(self.paths) if self.paths is not None else len(self.images)
+        if len(self.labels) != n:
+            raise ValueError(f"{n} images but {len(self.labels)} label rows")
+        if self.patient_ids is not None and len(self.patient_ids) != n:
+            raise ValueError(f"{n} images but {len(self.patient_ids)} patient ids")
+        if self.paths is not None:
+            self.paths = [str(p) for p in self.paths]
+        if self.labels.shape[1] != len(self.output_names):
+            raise ValueError(f"labels have {self.labels.shape[1]} columns but the output names are "
+                             f"{self.output_names}")
+
+    @classmethod
+    def from_paths(cls, paths, classes=None, positive_class=None) -> "Dataset":
+        """Unlabelled images (e.g. for prediction): labels are zeros, one column per model output.
+
+        ``classes`` / ``positive_class`` as saved with the model (both optional).
+        """
+        paths = [str(p) for p in paths]
+        classes = list(classes or [])
+        k = 1 if positive_class is not None else len(classes)
+        ids, unparsed = patient_ids_from_paths(paths)
+        return cls(labels=np.zeros((len(paths), k), np.float32), classes=classes, paths=paths,
+                   patient_ids=ids, positive_class=positive_class, unparsed=unparsed)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __repr__(self) -> str:
+        where = f" from {self.source}" if self.source else ""
+        return (f"Dataset({len(self)} images, split={self.split!r}, classes={self.classes}, "
+                f"outputs={self.output_names}{where})")
+
+    @property
+    def output_names(self) -> list:
+        """Names of the K label columns (the model's outputs)."""
+        if self.positive_class is not None and self.labels.shape[1] == 1:
+            return [self.positive_class]
+        return list(self.classes)
+
+    @property
+    def num_outputs(self) -> int:
+        return self.labels.shape[1]
+
+    def name(self, i: int) -> str:
+        """A human name for image ``i``: its path, or ``<source>[split][i]`` for in-memory images."""
+        if self.paths is not None:
+            return self.paths[i]
+        return f"{self.source or 'array'}[{self.split}][{i}]"
+
+    def image(self, i: int, size=None, color="grayscale", interpolation="bilinear", fit="stretch"):
+        """Decode image ``i`` -> float32 (H, W) or (H, W, 3) in [0, 255] (see ``images.load_image``)."""
+        if self.paths is not None:
+            return load_image(self.paths[i], size, color, interpolation, fit)
+        return prepare_array(self.images[i], size, color, interpolation, fit)
+
+    def subset(self, indices, split=None) -> "Dataset":
+        """A new Dataset holding the images at ``indices`` (in that order)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        keep = set(self.paths[i] for i in idx) if self.paths is not None else None
+        return Dataset(
+            labels=self.labels[idx].copy(), classes=list(self.classes),
+            paths=[self.paths[i] for i in idx] if self.paths is not None else None,
+            images=self.images[idx] if self.images is not None else None,
+            patient_ids=[self.patient_ids[i] for i in idx] if self.patient_ids is not None else None,
+            positive_class=self.positive_class, split=split if split is not None else self.split,
+            source=self.source,
+            unparsed=[p for p in self.unparsed if keep is None or p in keep])
+
+
+def find_images(path) -> list:
+    """An image file -> [it]; a folder -> every image file below it (recursively, sorted)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
+    raise FileNotFoundError(f"no such image file or folder: {path}")
+
+
+# --------------------------------------------------------------------------------------------
+# class names and label columns
+
+def default_positive_class(classes) -> str:
+    """Of two classes, the one that is not NORMAL / No Finding; else the second in sorted order."""
+    classes = sorted(classes)
+    if len(classes) != 2:
+        raise ValueError(f"a positive class only makes sense for two classes, got {classes}")
+    negatives = [c for c in classes if c.strip().lower() in NEGATIVE_CLASS_NAMES]
+    if len(negatives) == 1:
+        return classes[1 - classes.index(negatives[0])]
+    return classes[1]
+
+
+def _resolve_positive(classes, positive_class):
+    if len(classes) != 2:
+        if positive_class is not None:
+            raise ValueError(f"positive_class={positive_class!r} needs exactly two classes, got {classes}")
+        return None
+    if positive_class is None:
+        return default_positive_class(classes)
+    if positive_class not in classes:
+        raise ValueError(f"positive_class={positive_class!r} is not one of the classes {classes}")
+    return positive_class
+
+
+def _labels_from_class_index(class_index, classes, positive):
+    class_index = np.asarray(class_index, dtype=np.int64)
+    if positive is not None:
+        return (class_index == classes.index(positive)).astype(np.float32)[:, None]
+    onehot = np.zeros((len(class_index), len(classes)), np.float32)
+    onehot[np.arange(len(class_index)), class_index] = 1.0
+    return onehot
+
+
+def class_counts(labels):
+    """Per label column: (number of positives, number of negatives), each shape (K,)."""
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    pos = y.sum(axis=0)
+    return pos, len(y) - pos
+
+
+def class_frequencies(labels):
+    """Per label column: (freq_pos, freq_neg), fractions of the N images, each shape (K,).
+
+    The weighted loss uses w_pos = freq_neg and w_neg = freq_pos (``minicnn.losses.class_weights``).
+    Compute them on the TRAINING labels only.
+    """
+    y = np.asarray(labels)
+    if len(y) == 0:
+        raise ValueError("class frequencies of an empty label set are undefined")
+    pos, neg = class_counts(y)
+    return pos / len(y), neg / len(y)
+
+
+# --------------------------------------------------------------------------------------------
+# folder layout
+
+def _image_files(folder: Path):
+    return sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p.name))
+
+
+def _class_dirs(folder: Path):
+    """Sub-folders of ``folder`` that directly hold at least one image file."""
+    if not folder.is_dir():
+        return []
+    return sorted(d for d in folder.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and _image_files(d))
+
+
+def _folder_splits(root: Path):
+    return sorted(d.name for d in root.iterdir()
+                  if d.is_dir() and not d.name.startswith(".") and _class_dirs(d))
+
+
+def load_folder(root, split=None, classes=None, positive_class=None) -> Dataset:
+    """``root/<split>/<CLASS>/*`` (or ``root/<CLASS>/*`` with ``split=None``) -> Dataset.
+
+    Class names are the sorted class folder names of all splits under ``root`` (so every split
+    agrees), or ``classes`` when given (e.g. the ones saved with a model). Patient ids are parsed
+    from the file names (pneumonia dataset conventions); names that do not parse are listed in
+    ``Dataset.unparsed``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset folder not found: {root}")
+    splits = _folder_splits(root)
+    if split is None:
+        folder = root
+        if not _class_dirs(root):
+            hint = f" It has split folders {splits}: pass split=..." if splits else ""
+            raise ValueError(f"{root} holds no class folders with images (<CLASS>/*.jpeg).{hint}")
+        all_classes = [d.name for d in _class_dirs(root)]
+    else:
+        folder = root / split
+        if split not in splits:
+            raise ValueError(f"{root} has no split {split!r} holding <CLASS>/<image> folders; "
+                             f"available splits: {splits or 'none (single split: pass split=None)'}")
+        all_classes = sorted({d.name for s in splits for d in _class_dirs(root / s)})
+    classes = sorted(classes) if classes is not None else all_classes
+    positive = _resolve_positive(classes, positive_class)
+    paths, index = [], []
+    for d in _class_dirs(folder):
+        if d.name not in classes:
+            raise ValueError(f"class folder {d} is not one of the classes {classes}")
+        files = _image_files(d)
+        paths += files
+        index += [classes.index(d.name)] * len(files)
+    ids, unparsed = patient_ids_from_paths(paths)
+    return Dataset(labels=_labels_from_class_index(index, classes, positive), classes=list(classes),
+                   paths=paths, patient_ids=ids, positive_class=positive, split=split,
+                   source=str(root), unparsed=unparsed)
+
+
+# --------------------------------------------------------------------------------------------
+# CSV
+
+IMAGE_COLUMN_NAMES = ("path", "image", "image index", "image_path", "filename", "file", "image_id")
+PATIENT_COLUMN_NAMES = ("patient id", "patient_id", "patientid", "patient")
+FINDINGS_COLUMN_NAMES = ("finding labels", "finding_labels", "findings", "labels")
+SPLIT_COLUMN_NAMES = ("split", "subset", "fold")
+
+
+def _find_column(header, candidates):
+    lower = {h.strip().lower(): h for h in header}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    return None
+
+
+def _read_csv(path: Path):
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV file not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames:
+            raise ValueError(f"{path} is empty or has no header row")
+        rows = list(reader)
+    return list(reader.fieldnames), rows
+
+
+def _is_binary_column(rows, col):
+    values = {r[col].strip() for r in rows}
+    return bool(values) and values <= {"0", "1", "0.0", "1.0"}
+
+
+def load_csv(path, split=None, image_column=None, label_columns=None, findings_column=None,
+             patient_column=None, split_column=None, image_root=None, classes=None,
+             positive_class=None, check_files=True) -> Dataset:
+    """A CSV with one image path per row -> Dataset.
+
+    Labels come from either ``label_columns`` (one 0/1 column per class; default: every other
+    column whose values are all 0/1) or ``findings_column`` (``|``-separated findings, the NIH
+    ChestX-ray14 ``Finding Labels`` format; ``No Finding`` means all zeros; detected by name).
+    With ``positive_class`` only that class's column is kept. Paths are relative to
+    ``image_root`` (default: the CSV's folder). ``split`` keeps the rows whose ``split_column``
+    (default: a column named split/subset/fold) equals it. Columns are found by common names
+    (``Image Index``/path/filename, ``Patient ID``/patient_id) unless given.
+    """
+    path = Path(path)
+    header, rows = _read_csv(path)
+    image_column = image_column or _find_column(header, IMAGE_COLUMN_NAMES) or header[0]
+    patient_column = patient_column or _find_column(header, PATIENT_COLUMN_NAMES)
+    split_column = split_column or _find_column(header, SPLIT_COLUMN_NAMES)
+    for name, col in (("image_column", image_column), ("patient_column", patient_column),
+                      ("split_column", split_column), ("findings_column", findings_column)):
+        if col is not None and col not in header:
+            raise ValueError(f"{path}: {name}={col!r} is not a column; columns are {header}")
+    if split is not None:
+        if split_column is None:
+            raise ValueError(f"{path} has no split column (split/subset/fold); pass split=None or split_column=")
+        rows = [r for r in rows if r[split_column].strip() == split]
+        if not rows:
+            raise ValueError(f"{path}: no rows with {split_column} == {split!r}; "
+                             f"available: {available_splits(path)}")
+    if not rows:
+        raise ValueError(f"{path} has no data rows")
+
+    if label_columns is None and findings_column is None:
+        findings_column = _find_column(header, FINDINGS_COLUMN_NAMES)
+    if findings_column is not None and label_columns is None:
+        per_row = [{f.strip() for f in r[findings_column].split("|") if f.strip()} - {NO_FINDING}
+                   for r in rows]
+        if classes is None:
+            _, all_rows = _read_csv(path)  # classes from every split, so all splits agree
+            classes = sorted(set().union(*[{f.strip() for f in r[findings_column].split("|") if f.strip()}
+                                           for r in all_rows]) - {NO_FINDING})
+        classes = list(classes)
+        unknown = set().union(*per_row) - set(classes)
+        if unknown:
+            raise ValueError(f"{path}: findings {sorted(unknown)} are not among the classes {classes}")
+        labels = np.array([[c in found for c in classes] for found in per_row], np.float32)
+    else:
+        if label_columns is None:
+            skip = {image_column, patient_column, split_column}
+            label_columns = [h for h in header if h not in skip and _is_binary_column(rows, h)]
+        if not label_columns:
+            raise ValueError(f"{path}: no label columns found; give label_columns=[...] (0/1 per class) "
+                             f"or findings_column=... ('|'-separated)")
+        for c in label_columns:
+            if c not in header:
+                raise ValueError(f"{path}: label column {c!r} is not a column; columns are {header}")
+            if not _is_binary_column(rows, c):
+                raise ValueError(f"{path}: label column {c!r} must hold only 0/1 values")
+        classes = list(label_columns)
+        labels = np.array([[float(r[c]) for c in classes] for r in rows], np.float32)
+    if positive_class is not None:
+        if positive_class not in classes:
+            raise ValueError(f"positive_class={positive_class!r} is not one of the classes {classes}")
+        labels = labels[:, [classes.index(positive_class)]]
+    elif len(classes) == 1:
+        positive_class = classes[0]
+
+    base = Path(image_root) if image_root is not None else path.parent
+    paths = [base / r[image_column].strip() for r in rows]
+    if check_files:
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(paths)} image files listed in {path} do not exist, e.g. {missing[0]}; "
+                f"paths are read relative to {base} (set image_root=...)")
+    if patient_column is not None:
+        ids = [r[patient_column].strip() or None for r in rows]
+        unparsed = [str(p) for p, i in zip(paths, ids) if i is None]
+    else:
+        ids, unparsed = None, []
+    return Dataset(labels=labels, classes=classes, paths=paths, patient_ids=ids,
+                   positive_class=positive_class if labels.shape[1] == 1 else None,
+                   split=split, source=str(path), unparsed=unparsed)
+
+
+# --------------------------------------------------------------------------------------------
+# MedMNIST .npz
+
+def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
+    """A MedMNIST-style ``.npz`` (``<split>_images`` (N,H,W[,3]) uint8, ``<split>_labels``) -> Dataset.
+
+    Labels (N, 1) holding 0/1 are binary (one column); (N, 1) holding 0..K-1 are single-label
+    multi-class (one-hot over K = 1 + the largest label in the file); (N, K) are multi-label.
+    Class names default to ``class_0 ... class_{K-1}`` (or ``classes=``). Never unpickles.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file not found: {path}")
+    with np.load(path, allow_pickle=False) as z:
+        splits = _npz_splits(z.files)
+        if split not in splits:
+            raise ValueError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
+                             f"available: {splits}")
+        images = z[f"{split}_images"]
+        raw = z[f"{split}_labels"]
+        all_max = max(int(z[f"{s}_labels"].max()) for s in splits if z[f"{s}_labels"].size)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
+        raise ValueError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
+    raw = raw.reshape(len(raw), -1) if raw.ndim != 2 else raw
+    if len(raw) != len(images):
+        raise ValueError(f"{path}: {len(images)} {split} images but {len(raw)} labels")
+    if raw.shape[1] == 1:
+        k = max(2, all_max + 1)
+        classes = list(classes) if classes is not None else [f"class_{i}" for i in range(k)]
+        if len(classes) != k:
+            raise ValueError(f"{path}: labels take {k} values but {len(classes)} class names were given")
+        positive = _resolve_positive(classes, positive_class)
+        labels = _labels_from_class_index(raw[:, 0], classes, positive)
+    else:
+        k = raw.shape[1]
+        classes = list(classes) if classes is not None else [f"class_{i}" for i in range(k)]
+        if len(classes) != k:
+            raise ValueError(f"{path}: {k} label columns but {len(classes)} class names were given")
+        labels, positive = raw.astype(np.float32), None
+    return Dataset(labels=labels, classes=classes, images=images, positive_class=positive,
+                   split=split, source=str(path))
+
+
+def _npz_splits(keys):
+    return sorted(k[:-len("_images")] for k in keys
+                  if k.endswith("_images") and k[:-len("_images")] + "_labels" in keys)
+
+
+# --------------------------------------------------------------------------------------------
+# dispatch
+
+def _kind(source: Path) -> str:
+    if source.is_dir():
+        return "folder"
+    if source.suffix.lower() == ".csv":
+        return "csv"
+    if source.suffix.lower() == ".npz":
+        return "npz"
+    if not source.exists():
+        raise FileNotFoundError(f"dataset not found: {source}")
+    raise ValueError(f"{source}: a dataset is a folder, a .csv or a .npz file")
+
+
+def available_splits(source) -> list:
+    """Split names found in ``source``; ``[]`` for a single-split folder or a CSV without a split column."""
+    source = Path(source)
+    kind = _kind(source)
+    if kind == "folder":
+        return _folder_splits(source)
+    if kind == "npz":
+        with np.load(source, allow_pickle=False) as z:
+            return _npz_splits(z.files)
+    header, rows = _read_csv(source)
+    col = _find_column(header, SPLIT_COLUMN_NAMES)
+    return sorted({r[col].strip() for r in rows}) if col else []
+
+
+def load_dataset(source, split=None, **options) -> Dataset:
+    """Load ``split`` of a folder, CSV or ``.npz`` dataset; ``options`` go to the source's loader.
+
+    Folder: ``classes``, ``positive_class``. CSV: see ``load_csv``. npz: ``classes``,
+    ``positive_class`` (``split`` defaults to ``train`` there).
+    """
+    source = Path(os.fspath(source))
+    kind = _kind(source)
+    if kind == "folder":
+        return load_folder(source, split=split, **options)
+    if kind == "csv":
+        return load_csv(source, split=split, **options)
+    return load_npz(source, split=split or "train", **options)

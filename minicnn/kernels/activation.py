@@ -1,0 +1,65 @@
+"""Elementwise activations, softmax and inverted dropout (plain NumPy; any shape).
+
+Each forward returns an array of the input's shape and dtype; each backward takes the upstream
+gradient ``dy`` (same shape) plus what the forward produced, and returns ``dx`` without changing
+``dy``.
+
+    relu      y = max(x, 0)                     dx = dy * [x > 0]     (the kink x = 0 gets 0)
+    sigmoid   y = 1 / (1 + exp(-x))             dx = dy * y * (1 - y)
+    softmax   y = exp(x - max) / sum exp(...)   dx = y * (dy - sum(dy * y))      (sums over ``axis``)
+    dropout   y = x * mask / (1 - p)            dx = dy * mask / (1 - p)
+              mask = rng.random(x.shape) >= p   (each value kept with probability 1 - p)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def relu_forward(x):
+    """``y = max(x, 0)``."""
+    return np.maximum(x, 0).astype(x.dtype, copy=False)
+
+
+def relu_backward(dy, x):
+    """``dx = dy where x > 0, else 0`` (the subgradient at 0 is 0, as in torch)."""
+    return np.where(x > 0, dy, 0).astype(dy.dtype, copy=False)
+
+
+def sigmoid_forward(x):
+    """Numerically stable logistic: with ``e = exp(-|x|)`` (never overflows),
+    ``y = 1 / (1 + e)`` for ``x >= 0`` and ``e / (1 + e)`` for ``x < 0``."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def sigmoid_backward(dy, y):
+    """``dx = dy * y * (1 - y)`` from the forward's output ``y``."""
+    return dy * y * (1 - y)
+
+
+def softmax_forward(x, axis=1):
+    """``y = exp(x - max) / sum(exp(x - max))`` along ``axis`` (subtracting the max: no overflow)."""
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def softmax_backward(dy, y, axis=1):
+    """``dx = y * (dy - sum(dy * y, axis))``: the softmax Jacobian ``diag(y) - y y^T`` times ``dy``."""
+    return y * (dy - np.sum(dy * y, axis=axis, keepdims=True))
+
+
+def dropout_forward(x, p, rng):
+    """Inverted dropout: returns ``(y, mask)`` with ``mask = rng.random(x.shape) >= p`` (bool) and
+    ``y = x * mask / (1 - p)``, so the expected value of ``y`` is ``x`` and inference is the identity.
+
+    ``rng`` is an explicit ``np.random.Generator`` (no global state); ``0 <= p < 1``.
+    """
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+    mask = rng.random(x.shape) >= p
+    return x * mask * (1.0 / (1.0 - p)), mask
+
+
+def dropout_backward(dy, mask, p):
+    """``dx = dy * mask / (1 - p)`` with the forward's ``mask``."""
+    return dy * mask * (1.0 / (1.0 - p))

@@ -1,0 +1,107 @@
+"""Activation layers and dropout (any input rank; math in ``minicnn.kernels.activation``).
+
+    ReLU       y = max(x, 0)                       dx = dy * [x > 0]
+    Sigmoid    y = 1 / (1 + exp(-x))               dx = dy * y * (1 - y)
+    Softmax    y = softmax(x) along ``axis``       dx = y * (dy - sum(dy * y, axis))
+    Dropout    training: y = x * mask / (1 - p)    dx = dy * mask / (1 - p);  otherwise identity
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_input
+from ..kernels import activation as K
+from .base import Layer
+
+
+def _any_rank(layer, x):
+    """Validate dtype only (these layers accept any rank)."""
+    return check_input(layer, x, ndim=np.ndim(x))
+
+
+class ReLU(Layer):
+    """``ReLU()``: ``y = max(x, 0)``; the gradient at exactly 0 is 0."""
+
+    def forward(self, x, training: bool = False):
+        x = _any_rank(self, x)
+        self._cache = x
+        return K.relu_forward(x)
+
+    def backward(self, dy):
+        x = self._pop_cache()
+        return K.relu_backward(dy, x) if self.need_input_grad else None
+
+
+class Sigmoid(Layer):
+    """``Sigmoid()``: the logistic function, stable for large ``|x|`` (no overflow warnings)."""
+
+    def forward(self, x, training: bool = False):
+        x = _any_rank(self, x)
+        y = K.sigmoid_forward(x)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._pop_cache()
+        return K.sigmoid_backward(dy, y) if self.need_input_grad else None
+
+
+class Softmax(Layer):
+    """``Softmax(axis=1)``: normalised exponentials along ``axis`` (the max is subtracted first)."""
+
+    def __init__(self, axis: int = 1):
+        super().__init__()
+        self.axis = int(axis)
+
+    def forward(self, x, training: bool = False):
+        x = _any_rank(self, x)
+        if not -x.ndim <= self.axis < x.ndim:
+            raise ValueError(f"{self!r}: axis {self.axis} is out of range for x.shape={x.shape}")
+        y = K.softmax_forward(x, self.axis)
+        self._cache = y
+        return y
+
+    def backward(self, dy):
+        y = self._pop_cache()
+        return K.softmax_backward(dy, y, self.axis) if self.need_input_grad else None
+
+    def get_config(self):
+        return {"axis": self.axis}
+
+
+class Dropout(Layer):
+    """``Dropout(p=0.5, seed=None)``: inverted dropout with its own ``np.random.Generator``.
+
+    In training each value is zeroed with probability ``p`` and the survivors are scaled by
+    ``1 / (1 - p)``; otherwise (``training=False``) the layer is the identity. The generator is
+    created from ``seed`` once, so a deep copy of the layer draws the same next mask.
+    """
+
+    def __init__(self, p: float = 0.5, seed=None):
+        super().__init__()
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability p must be in [0, 1), got {p!r}")
+        self.p = p
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x, training: bool = False):
+        x = _any_rank(self, x)
+        if not training or self.p == 0.0:
+            self._cache = (None,)
+            return x
+        y, mask = K.dropout_forward(x, self.p, self.rng)
+        self._cache = (mask,)
+        return y
+
+    def backward(self, dy):
+        (mask,) = self._pop_cache()
+        if not self.need_input_grad:
+            return None
+        if mask is None:  # identity in the forward
+            return np.array(dy, copy=True)
+        return K.dropout_backward(dy, mask, self.p)
+
+    def get_config(self):
+        return {"p": self.p, "seed": self.seed}

@@ -1,0 +1,120 @@
+"""Layers that only move values around: Flatten, ZeroPad2D, Concat, Add.
+
+    Flatten    (N, C, H, W) -> (N, C*H*W)               dx = dy reshaped back
+    ZeroPad2D  (N, C, H, W) -> (N, C, H+t+b, W+l+r)      dx = the centre of dy
+    Concat     [(N, C_i, H, W)] -> (N, sum C_i, H, W)    dx_i = dy's channel slice i
+    Add        [x_0, x_1, ...] -> sum_i x_i              dx_i = dy
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validate import check_input, normalize_padding
+from .base import Layer
+
+
+class Flatten(Layer):
+    """Flatten everything but the batch axis, in C-order (NCHW: channel-major)."""
+
+    def forward(self, x, training: bool = False):
+        x = np.asarray(x)
+        if x.ndim < 2:
+            raise ValueError(f"{self!r} expects at least a 2-D input, got x.shape={x.shape}")
+        self._cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        shape = self._pop_cache()
+        return dy.reshape(shape) if self.need_input_grad else None
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], int(np.prod(input_shape[1:])))
+
+
+class ZeroPad2D(Layer):
+    """``ZeroPad2D(padding)``: padding an int, ``(ph, pw)`` or ``(top, bottom, left, right)``."""
+
+    def __init__(self, padding=1):
+        super().__init__()
+        self.padding = normalize_padding(padding)
+
+    def forward(self, x, training: bool = False):
+        x = check_input(self, x, ndim=4)
+        t, b, l, r = self.padding
+        self._cache = x.shape
+        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
+
+    def backward(self, dy):
+        N, C, H, W = self._pop_cache()
+        if not self.need_input_grad:
+            return None
+        t, _, l, _ = self.padding
+        return dy[:, :, t:t + H, l:l + W].copy()
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        t, b, l, r = self.padding
+        return (n, c, h + t + b, w + l + r)
+
+    def get_config(self):
+        return {"padding": list(self.padding)}
+
+
+class Concat(Layer):
+    """Concatenate a list of inputs along ``axis`` (default 1: channels)."""
+
+    multi_input = True
+
+    def __init__(self, axis: int = 1):
+        super().__init__()
+        self.axis = int(axis)
+
+    def forward(self, xs, training: bool = False):
+        xs = [np.asarray(x) for x in xs]
+        ref = xs[0].shape
+        for x in xs[1:]:
+            other = tuple(s for i, s in enumerate(x.shape) if i != self.axis % x.ndim)
+            if x.ndim != len(ref) or other != tuple(s for i, s in enumerate(ref) if i != self.axis % len(ref)):
+                raise ValueError(f"{self!r}: inputs must agree except on axis {self.axis}, got shapes "
+                                 f"{[v.shape for v in xs]}")
+        self._cache = [x.shape[self.axis] for x in xs]
+        return np.concatenate(xs, axis=self.axis)
+
+    def backward(self, dy):
+        sizes = self._pop_cache()
+        if not self.need_input_grad:
+            return None
+        cuts = np.cumsum(sizes)[:-1]
+        return np.split(dy, cuts, axis=self.axis)
+
+    def output_shape(self, input_shape):
+        shapes = [tuple(s) for s in input_shape]
+        out = list(shapes[0])
+        out[self.axis] = sum(s[self.axis] for s in shapes)
+        return tuple(out)
+
+    def get_config(self):
+        return {"axis": self.axis}
+
+
+class Add(Layer):
+    """Elementwise sum of a list of same-shaped inputs (residual connections)."""
+
+    multi_input = True
+
+    def forward(self, xs, training: bool = False):
+        xs = [np.asarray(x) for x in xs]
+        if any(x.shape != xs[0].shape for x in xs):
+            raise ValueError(f"{self!r}: inputs must have equal shapes, got {[x.shape for x in xs]}")
+        self._cache = len(xs)
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y += x
+        return y
+
+    def backward(self, dy):
+        n = self._pop_cache()
+        return [dy] * n if self.need_input_grad else None
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[0])

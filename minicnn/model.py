@@ -1,0 +1,512 @@
+"""Models: a named-node ``Graph`` (DenseNet, ResNet, Inception) and ``Sequential`` (a chain).
+
+A Graph is a list of named nodes in topological order (a node may only name inputs that already
+exist). ``forward`` runs them in order; ``backward`` runs them in reverse, *summing* the
+gradients of an output that feeds several nodes (DenseNet's concatenations do this a lot).
+
+Parameters are exposed with dotted names ``"<node>.<param>"`` (node names may hold dots themselves,
+like torchvision's ``features.denseblock1.denselayer1.conv1``; param names never do): ``params()`` (trainable: what an
+optimizer takes), ``grads()`` (same keys, after ``backward``) and ``state_dict()`` (all params and
+buffers, what ``save`` writes). ``save(path)`` writes one ``.npz``: arrays plus the architecture
+as JSON (no pickle); ``minicnn.load(path)`` rebuilds the model from it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import layers as _layers
+from .layers.base import Layer
+
+FORMAT_VERSION = 1
+OUTPUT_ACTIVATIONS = (None, "sigmoid", "softmax")
+
+
+@dataclass
+class Node:
+    name: str
+    layer: Layer
+    inputs: list = field(default_factory=list)
+
+
+def _sigmoid(z):
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
+
+
+def _softmax(z, axis=1):
+    e = np.exp(z - z.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def apply_activation(z: np.ndarray, activation):
+    """Apply a model's ``output_activation`` (None, 'sigmoid' or 'softmax' over axis 1)."""
+    if activation is None:
+        return z
+    if activation == "sigmoid":
+        return _sigmoid(z)
+    if activation == "softmax":
+        return _softmax(z)
+    raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
+
+
+def _stats(a) -> str:
+    a = np.asarray(a, dtype=np.float64)
+    return f"{a.mean():+.3e} {a.std():.3e} {a.min():+.3e} {a.max():+.3e}"
+
+
+class Graph:
+    """A network of named nodes.
+
+    >>> g = Graph(input_shape=(3, 32, 32))
+    >>> g.add("conv", layers.Conv2D(3, 8, 3, padding=1))     # input: the graph input
+    >>> g.add("relu", layers.ReLU())                          # input: the previous node
+    >>> g.add("skip", layers.Add(), inputs=["conv", "relu"])  # several inputs
+    """
+
+    def __init__(self, inputs=("input",), input_shape=None, output_activation=None, name: str | None = None):
+        self.input_names = [inputs] if isinstance(inputs, str) else list(inputs)
+        self.input_shape = None if input_shape is None else tuple(int(s) for s in input_shape)
+        self.nodes: dict[str, Node] = {}
+        self.output_name: str | None = None
+        self.output_activation = output_activation
+        self.name = name
+        self.meta: dict = {}  # JSON-able facts saved with the model: classes, preprocessing, threshold, ...
+        self.activations: dict[str, np.ndarray] = {}
+
+    # -- building ---------------------------------------------------------------------------------
+    @property
+    def output_activation(self):
+        return self._output_activation
+
+    @output_activation.setter
+    def output_activation(self, value):
+        if value not in OUTPUT_ACTIVATIONS:
+            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {value!r}")
+        self._output_activation = value
+
+    def add(self, name: str, layer: Layer, inputs=None) -> str:
+        """Add node ``name`` computing ``layer(inputs)``; ``inputs`` defaults to the last node (or the input)."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"node {name!r}: expected a Layer, got {type(layer).__name__}")
+        if name in self.nodes or name in self.input_names:
+            raise ValueError(f"node name {name!r} is already used")
+        if inputs is None:
+            inputs = [self.output_name or self.input_names[0]]
+        elif isinstance(inputs, str):
+            inputs = [inputs]
+        for i in inputs:
+            if i not in self.nodes and i not in self.input_names:
+                raise ValueError(f"node {name!r}: unknown input {i!r} (add nodes in topological order)")
+        if len(inputs) > 1 and not layer.multi_input:
+            raise ValueError(f"node {name!r}: {type(layer).__name__} takes one input, got {inputs}")
+        self.nodes[name] = Node(name, layer, list(inputs))
+        self.output_name = name
+        return name
+
+    def __getitem__(self, name: str) -> Layer:
+        return self.nodes[name].layer
+
+    def __len__(self):
+        return len(self.nodes)
+
+    @property
+    def layers(self) -> list[Layer]:
+        return [n.layer for n in self.nodes.values()]
+
+    # -- parameters ---------------------------------------------------------------------------
+    def params(self) -> dict[str, np.ndarray]:
+        """Trainable params by dotted name (the arrays themselves, for in-place updates)."""
+        return {f"{n.name}.{k}": v for n in self.nodes.values() if n.layer.trainable
+                for k, v in n.layer.params.items()}
+
+    def grads(self) -> dict[str, np.ndarray]:
+        return {f"{n.name}.{k}": v for n in self.nodes.values() if n.layer.trainable
+                for k, v in n.layer.grads.items()}
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Every param (trainable or frozen) and buffer, by dotted name."""
+        sd = {}
+        for n in self.nodes.values():
+            for k, v in n.layer.params.items():
+                sd[f"{n.name}.{k}"] = v
+            for k, v in n.layer.buffers.items():
+                sd[f"{n.name}.{k}"] = v
+        return sd
+
+    def load_state_dict(self, sd: dict, strict: bool = True) -> None:
+        """Copy arrays in by name; strict: names and shapes must match exactly (all problems listed)."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(sd))
+        unexpected = sorted(set(sd) - set(own))
+        misshaped = sorted(f"{k}: file {tuple(np.shape(sd[k]))} vs model {own[k].shape}"
+                           for k in set(own) & set(sd) if tuple(np.shape(sd[k])) != own[k].shape)
+        if misshaped or (strict and (missing or unexpected)):
+            lines = []
+            for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+                if items:
+                    lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
+            raise ValueError("weights do not match the model:\n" + "\n".join(lines))
+        for n in self.nodes.values():
+            for d in (n.layer.params, n.layer.buffers):
+                for k in d:
+                    key = f"{n.name}.{k}"
+                    if key in sd:
+                        d[k] = np.array(sd[key], dtype=d[k].dtype)
+
+    def num_params(self, trainable_only: bool = False) -> int:
+        return int(sum(l.num_params for l in self.layers if l.trainable or not trainable_only))
+
+    def freeze(self, names=None) -> "Graph":
+        """Freeze every node, or the nodes whose name equals or starts with one of ``names``."""
+        for n in self._select(names):
+            n.layer.freeze()
+        return self
+
+    def unfreeze(self, names=None) -> "Graph":
+        for n in self._select(names):
+            n.layer.unfreeze()
+        return self
+
+    def _select(self, names):
+        if names is None:
+            return list(self.nodes.values())
+        names = [names] if isinstance(names, str) else list(names)
+        return [n for n in self.nodes.values() if any(n.name.startswith(p) for p in names)]
+
+    def astype(self, dtype) -> "Graph":
+        for l in self.layers:
+            l.astype(dtype)
+        return self
+
+    # -- running -------------------------------------------------------------------------------
+    def _consumers(self) -> dict[str, int]:
+        uses = {name: 0 for name in list(self.input_names) + list(self.nodes)}
+        for n in self.nodes.values():
+            for i in n.inputs:
+                uses[i] += 1
+        uses[self.output_name] += 1
+        return uses
+
+    def forward(self, x, training: bool = False, keep=(), _cache: bool = True):
+        """Run every node; returns the output node's value (before ``output_activation``).
+
+        ``keep``: node names whose outputs are stored in ``self.activations`` (Grad-CAM, traces).
+        """
+        if self.output_name is None:
+            raise ValueError("the model has no nodes")
+        xs = x if isinstance(x, (list, tuple)) else [x]
+        if len(xs) != len(self.input_names):
+            raise ValueError(f"model expects {len(self.input_names)} input(s) {self.input_names}, got {len(xs)}")
+        values = dict(zip(self.input_names, xs))
+        uses = self._consumers()
+        keep = set(keep)
+        self.activations = {}
+        for node in self.nodes.values():
+            args = [values[i] for i in node.inputs]
+            try:
+                y = node.layer.forward(args if node.layer.multi_input else args[0], training=training)
+            except ValueError as e:
+                raise ValueError(f"node {node.name!r}: {e}") from None
+            if not _cache:
+                node.layer.clear_cache()
+            values[node.name] = y
+            if node.name in keep:
+                self.activations[node.name] = y
+            for i in node.inputs:  # free values nobody needs any more
+                uses[i] -= 1
+                if uses[i] == 0:
+                    del values[i]
+        return values[self.output_name]
+
+    __call__ = forward
+
+    def _gradient_flow(self, input_grad: bool, wrt):
+        """Which nodes run backward and which must return dx (skip everything below the lowest trainable node)."""
+        reach = {name: input_grad for name in self.input_names}  # is dL/d(value) wanted?
+        need_dx = {}
+        for n in self.nodes.values():
+            need_dx[n.name] = any(reach[i] for i in n.inputs)
+            wants_grads = n.layer.trainable and bool(n.layer.params)
+            reach[n.name] = need_dx[n.name] or wants_grads or n.name == wrt
+        return need_dx, reach
+
+    def backward(self, dy, input_grad: bool = True, wrt: str | None = None):
+        """Backpropagate ``dy`` (gradient w.r.t. the output node's value) through the graph.
+
+        Fills every trainable layer's ``grads``. Returns dL/dx for the graph input (a list for
+        several inputs) when ``input_grad``; with ``wrt=NODE`` returns dL/d(NODE's output) and stops there.
+        """
+        need_dx, reach = self._gradient_flow(input_grad, wrt)
+        if wrt is not None and wrt not in self.nodes:
+            raise ValueError(f"wrt={wrt!r} is not a node of this model")
+        grads = {self.output_name: dy}
+        for node in reversed(list(self.nodes.values())):
+            g = grads.pop(node.name, None)
+            if node.name == wrt:
+                return g
+            if g is None or not reach[node.name]:
+                node.layer.clear_cache()
+                continue
+            node.layer.need_input_grad = need_dx[node.name]
+            try:
+                dx = node.layer.backward(g)
+            finally:
+                node.layer.need_input_grad = True
+            if not need_dx[node.name]:
+                continue
+            dxs = dx if node.layer.multi_input else [dx]
+            for i, d in zip(node.inputs, dxs):
+                if d is not None and reach[i]:
+                    grads[i] = d if i not in grads else grads[i] + d
+        if not input_grad:
+            return None
+        out = [grads.get(i) for i in self.input_names]
+        return out[0] if len(out) == 1 else out
+
+    def predict(self, x, batch_size: int = 32) -> np.ndarray:
+        """Inference in batches (no caches kept), then ``output_activation``; returns a NumPy array."""
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float32)
+        outs = []
+        for start in range(0, len(x), batch_size):
+            z = self.forward(x[start:start + batch_size], training=False, _cache=False)
+            outs.append(apply_activation(z, self.output_activation))
+        if not outs:
+            raise ValueError("predict got an empty batch")
+        return np.concatenate(outs, axis=0)
+
+    # -- describing ---------------------------------------------------------------------------
+    def output_shapes(self, input_shape=None) -> dict[str, tuple]:
+        shape = input_shape or self.input_shape
+        if shape is None:
+            raise ValueError("give input_shape=(C, H, W) (the model has none recorded)")
+        shape = tuple(shape)
+        shapes = {name: (None,) + (shape if len(self.input_names) == 1 else tuple(shape[k]))
+                  for k, name in enumerate(self.input_names)}
+        for n in self.nodes.values():
+            ins = [shapes[i] for i in n.inputs]
+            try:
+                shapes[n.name] = tuple(n.layer.output_shape(ins if n.layer.multi_input else ins[0]))
+            except NotImplementedError:
+                shapes[n.name] = ("?",)
+        return shapes
+
+    def summary(self, input_shape=None) -> str:
+        """A table of nodes: name, layer, output shape, parameter count; totals at the end."""
+        try:
+            shapes = self.output_shapes(input_shape)
+        except ValueError:
+            shapes = {}
+        rows = [("node", "layer", "output shape", "params")]
+        for n in self.nodes.values():
+            inp = "" if n.inputs == [self._previous(n)] else f" <- {', '.join(n.inputs)}"
+            rows.append((n.name, repr(n.layer) + inp + ("" if n.layer.trainable or not n.layer.params else " [frozen]"),
+                         str(shapes.get(n.name, "?")), f"{n.layer.num_params:,}"))
+        widths = [min(max(len(r[i]) for r in rows), 70) for i in range(4)]
+        line = "-" * (sum(widths) + 6)
+        out = [f"{type(self).__name__}" + (f" '{self.name}'" if self.name else ""), line]
+        for k, r in enumerate(rows):
+            out.append("  ".join(c[:70].ljust(w) for c, w in zip(r, widths)))
+            if k == 0:
+                out.append(line)
+        out += [line, f"total params: {self.num_params():,}   trainable: {self.num_params(True):,}   "
+                      f"output_activation: {self.output_activation}"]
+        return "\n".join(out)
+
+    def _previous(self, node: Node):
+        names = list(self.nodes)
+        k = names.index(node.name)
+        return names[k - 1] if k else self.input_names[0]
+
+    def trace(self, x, y=None, loss=None, training: bool = False) -> "Trace":
+        """One forward (and backward when ``y`` is given) recording every node's shapes and statistics.
+
+        For learners: ``print(model.trace(x, y))``. ``loss`` defaults to an unweighted
+        ``WeightedBCE`` from logits. Returns a ``Trace`` with ``rows`` (dicts) and a table ``str``.
+        """
+        names = list(self.nodes)
+        out = self.forward(x, training=training, keep=names)
+        acts = dict(self.activations)
+        rows = []
+        for n in self.nodes.values():
+            ins = [x if i in self.input_names else acts[i] for i in n.inputs]
+            rows.append({"node": n.name, "layer": repr(n.layer), "in": [tuple(np.shape(a)) for a in ins],
+                         "out": tuple(np.shape(acts[n.name])), "out_stats": _stats(acts[n.name])})
+        loss_value = None
+        if y is not None:
+            if loss is None:
+                from .losses import WeightedBCE
+                loss = WeightedBCE()
+            loss_value = loss.forward(out, y)
+            dy = loss.backward()
+            grads_at = self._backward_recording(dy)
+            for r in rows:
+                g = grads_at.get(r["node"])
+                r["grad_stats"] = _stats(g) if g is not None else "-"
+                layer = self.nodes[r["node"]].layer
+                r["param_grads"] = {k: float(np.linalg.norm(v)) for k, v in layer.grads.items()}
+        return Trace(rows, loss_value)
+
+    def _backward_recording(self, dy) -> dict:
+        """Backward that also returns dL/d(output) of every node (for ``trace``)."""
+        grads, seen = {self.output_name: dy}, {}
+        for node in reversed(list(self.nodes.values())):
+            g = grads.pop(node.name, None)
+            if g is None:
+                continue
+            seen[node.name] = g
+            dx = node.layer.backward(g)
+            for i, d in zip(node.inputs, dx if node.layer.multi_input else [dx]):
+                grads[i] = d if i not in grads else grads[i] + d
+        return seen
+
+    # -- saving --------------------------------------------------------------------------------
+    def to_config(self) -> dict:
+        return {"format_version": FORMAT_VERSION, "class": type(self).__name__, "name": self.name,
+                "inputs": self.input_names, "input_shape": self.input_shape, "output": self.output_name,
+                "output_activation": self.output_activation, "meta": self.meta,
+                "nodes": [{"name": n.name, "class": type(n.layer).__name__, "config": n.layer.get_config(),
+                           "inputs": n.inputs, "trainable": n.layer.trainable} for n in self.nodes.values()]}
+
+    def save(self, path) -> str:
+        """Write weights, buffers and the architecture (JSON) to one ``.npz``, atomically."""
+        path = os.fspath(path)
+        arrays = {f"w:{k}": v for k, v in self.state_dict().items()}
+        arrays["architecture"] = np.array(json.dumps(self.to_config()))
+        arrays["format_version"] = np.array(FORMAT_VERSION)
+        atomic_savez(path, arrays)
+        return path
+
+    def load_weights(self, path) -> "Graph":
+        """Load weights from a minicnn ``.npz`` strictly (names and shapes must match)."""
+        arrays, _ = read_npz(path)
+        self.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+        return self
+
+    def __repr__(self):
+        return f"{type(self).__name__}({len(self.nodes)} nodes, {self.num_params():,} params)"
+
+
+class Sequential(Graph):
+    """A chain of layers; nodes are named ``"0"``, ``"1"``, ... unless given as ``(name, layer)`` pairs."""
+
+    def __init__(self, layers=(), input_shape=None, output_activation=None, name=None):
+        super().__init__(input_shape=input_shape, output_activation=output_activation, name=name)
+        for item in layers:
+            self.append(item)
+
+    def append(self, item) -> "Sequential":
+        name, layer = item if isinstance(item, tuple) else (str(len(self.nodes)), item)
+        super().add(name, layer)
+        return self
+
+    def add(self, name_or_layer, layer=None, inputs=None):
+        if isinstance(name_or_layer, Layer):
+            return self.append(name_or_layer)
+        if inputs not in (None, [self.output_name or self.input_names[0]]):
+            raise ValueError("Sequential nodes take the previous node as input; use Graph for branches")
+        return self.append((name_or_layer, layer))
+
+
+class Trace:
+    """What ``Graph.trace`` recorded; ``str(trace)`` is a table a learner can read on one screen."""
+
+    def __init__(self, rows, loss):
+        self.rows, self.loss = rows, loss
+
+    def __str__(self):
+        hdr = f"{'node':<14}{'layer':<34}{'in -> out':<34}{'out mean/std/min/max':<46}"
+        has_grad = self.rows and "grad_stats" in self.rows[0]
+        if has_grad:
+            hdr += "grad mean/std/min/max"
+        lines = [hdr, "-" * len(hdr)]
+        for r in self.rows:
+            shapes = f"{','.join(str(s) for s in r['in'])} -> {r['out']}"
+            line = f"{r['node'][:13]:<14}{r['layer'][:33]:<34}{shapes[:33]:<34}{r['out_stats']:<46}"
+            if has_grad:
+                line += r["grad_stats"]
+            lines.append(line)
+        if self.loss is not None:
+            lines.append(f"loss = {self.loss:.6f}")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+
+# -- files ---------------------------------------------------------------------------------------
+def atomic_savez(path: str, arrays: dict) -> None:
+    """``np.savez`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_npz(path):
+    """Read a minicnn ``.npz`` without pickle; returns ``(arrays, config)`` (config None if absent)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise ValueError(f"{path} holds pickled Python objects; minicnn never unpickles files "
+                             f"(they can run code). Re-save the weights as plain arrays.") from None
+        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} is not a readable .npz file ({e}); was it truncated?") from None
+    config = json.loads(str(arrays.pop("architecture"))) if "architecture" in arrays else None
+    return arrays, config
+
+
+def model_from_config(config: dict) -> Graph:
+    """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output."""
+    version = int(config.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"model file format {version} is newer than this minicnn understands ({FORMAT_VERSION})")
+    cls = {"Graph": Graph, "Sequential": Sequential}.get(config["class"])
+    if cls is None:
+        raise ValueError(f"unknown model class {config['class']!r}")
+    model = (Sequential(input_shape=config.get("input_shape"), name=config.get("name")) if cls is Sequential else
+             Graph(inputs=config["inputs"], input_shape=config.get("input_shape"), name=config.get("name")))
+    for spec in config["nodes"]:
+        layer_cls = _layers.LAYER_CLASSES.get(spec["class"])
+        if layer_cls is None:
+            raise ValueError(f"unknown layer class {spec['class']!r} in node {spec['name']!r}")
+        layer = layer_cls.from_config(spec["config"])
+        if not spec.get("trainable", True):
+            layer.freeze()
+        if cls is Sequential:
+            model.append((spec["name"], layer))
+        else:
+            model.add(spec["name"], layer, spec["inputs"])
+    model.output_name = config["output"]
+    model.output_activation = config.get("output_activation")
+    model.meta = config.get("meta") or {}
+    return model
+
+
+def load(path) -> Graph:
+    """Rebuild a saved model (architecture + weights + buffers) from its ``.npz``."""
+    arrays, config = read_npz(path)
+    if config is None:
+        raise ValueError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
+                         f"build the model and call model.load_weights(path)")
+    model = model_from_config(config)
+    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    return model

@@ -1,0 +1,183 @@
+"""Inference speed-ups that keep a network's outputs (within float32 rounding).
+
+``fold_batchnorm(model)``
+    An inference-mode batch-norm right after a conv is an affine map per output channel,
+    ``y = a * conv(x) + (beta - mean * a)`` with ``a = gamma / sqrt(var + eps)``, so it can live in
+    the conv's own weights::
+
+        W'[f] = a[f] * W[f]          b'[f] = a[f] * (b[f] - mean[f]) + beta[f]     (b = 0 without bias)
+
+    Folded only where the BN's single input is a conv that feeds nothing else (DenseNet:
+    conv0 -> norm0 and each dense layer's conv1 -> norm2). Computed in float64, stored float32.
+    Training the folded model is not the same as training the original (batch statistics are gone).
+
+``use_concat_buffers(model)``
+    A dense block concatenates its growing feature map with 32 new channels at every layer; plain
+    ``np.concatenate`` copies everything written so far each time (quadratic). ``BufferedConcat``
+    allocates the block's final ``(N, C_total, H, W)`` buffer once, writes each layer's new
+    channels into their slot, and returns the view ``buf[:, :c]``: every value is written once.
+
+``fast_densenet(model)`` applies both. Each returns a new Graph; the input model is not changed.
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+
+from ..layers.norm import BatchNorm2D
+from ..layers.shape import Concat
+from ..model import Graph
+
+
+class BufferedConcat(Concat):
+    """Channel concatenation ``[prev, new]`` that writes into a buffer of ``capacity`` channels.
+
+    With ``continues=True`` (set by ``use_concat_buffers`` only where this node is the sole
+    concatenation reading the previous one) and ``prev`` the prefix view ``buf[:, :c]`` of such a
+    buffer, only ``new`` is copied, into ``buf[:, c:c + new_channels]``, and the view
+    ``buf[:, :c + new_channels]`` is returned. Otherwise a fresh buffer is allocated and ``prev``
+    copied in first. Writes never touch the channels an earlier view covers. Backward is
+    ``Concat``'s (split the gradient).
+    """
+
+    def __init__(self, capacity: int, continues: bool = False, axis: int = 1):
+        if axis != 1:
+            raise ValueError(f"BufferedConcat concatenates channels (axis=1), got axis={axis}")
+        super().__init__(axis=1)
+        self.capacity = int(capacity)
+        self.continues = bool(continues)
+
+    def _owning_buffer(self, prev):
+        buf = prev.base
+        if (isinstance(buf, np.ndarray) and buf.ndim == 4 and buf.shape[1] == self.capacity
+                and buf.shape[0] == prev.shape[0] and buf.shape[2:] == prev.shape[2:] and buf.dtype == prev.dtype
+                and prev.strides == buf.strides and prev.ctypes.data == buf.ctypes.data):
+            return buf
+        return None
+
+    def forward(self, xs, training: bool = False):
+        if len(xs) != 2:
+            return super().forward(xs, training)
+        prev, new = np.asarray(xs[0]), np.asarray(xs[1])
+        if prev.ndim != 4 or new.ndim != 4 or prev.shape[0] != new.shape[0] or prev.shape[2:] != new.shape[2:]:
+            raise ValueError(f"{self!r}: inputs must be (N, C, H, W) with equal N, H, W, got "
+                             f"{prev.shape} and {new.shape}")
+        c0, c1 = prev.shape[1], prev.shape[1] + new.shape[1]
+        if c1 > self.capacity:
+            raise ValueError(f"{self!r}: {c1} channels do not fit in the buffer's {self.capacity}")
+        buf = self._owning_buffer(prev) if self.continues else None
+        if buf is None:
+            buf = np.empty((prev.shape[0], self.capacity) + prev.shape[2:], np.result_type(prev, new))
+            buf[:, :c0] = prev
+        buf[:, c0:c1] = new
+        self._cache = [c0, c1 - c0]
+        return buf[:, :c1]
+
+    def get_config(self):
+        return {"capacity": self.capacity, "continues": self.continues, "axis": 1}
+
+
+def _copy_graph_shell(model: Graph) -> Graph:
+    g = Graph(inputs=list(model.input_names), input_shape=model.input_shape,
+              output_activation=model.output_activation, name=model.name)
+    g.meta = copy.deepcopy(model.meta)
+    return g
+
+
+def _consumers(model: Graph) -> dict[str, list[str]]:
+    out = {name: [] for name in list(model.input_names) + list(model.nodes)}
+    for n in model.nodes.values():
+        for i in n.inputs:
+            out[i].append(n.name)
+    return out
+
+
+def _is_conv(layer) -> bool:
+    return "W" in layer.params and layer.params["W"].ndim == 4 and hasattr(layer, "get_config")
+
+
+def foldable_pairs(model: Graph) -> list[tuple[str, str]]:
+    """``(conv, bn)`` node pairs where the BN's only input is a conv whose only consumer is the BN."""
+    consumers = _consumers(model)
+    pairs = []
+    for n in model.nodes.values():
+        if isinstance(n.layer, BatchNorm2D) and len(n.inputs) == 1 and n.inputs[0] in model.nodes:
+            src = model.nodes[n.inputs[0]]
+            if _is_conv(src.layer) and consumers[src.name] == [n.name] and src.name != model.output_name:
+                pairs.append((src.name, n.name))
+    return pairs
+
+
+def fold_batchnorm(model: Graph) -> Graph:
+    """A new Graph with every foldable batch-norm merged into the conv before it (see module doc).
+
+    The folded conv keeps its node name and gains a bias; the BN node disappears and its consumers
+    read the conv. ``meta['folded']`` lists the BN nodes removed.
+    """
+    pairs = dict(foldable_pairs(model))            # conv -> bn
+    bn_to_conv = {bn: conv for conv, bn in pairs.items()}
+    g = _copy_graph_shell(model)
+    for n in model.nodes.values():
+        if n.name in bn_to_conv:
+            continue
+        layer = copy.deepcopy(n.layer)
+        if n.name in pairs:
+            layer = _folded_conv(n.layer, model.nodes[pairs[n.name]].layer)
+        g.add(n.name, layer, inputs=[bn_to_conv.get(i, i) for i in n.inputs])
+    g.output_name = bn_to_conv.get(model.output_name, model.output_name)
+    g.meta["folded"] = sorted(bn_to_conv)
+    return g
+
+
+def _folded_conv(conv, bn: BatchNorm2D):
+    cfg = dict(conv.get_config())
+    cfg["bias"] = True
+    new = type(conv).from_config(cfg)
+    W = conv.params["W"].astype(np.float64)
+    F = W.shape[0]
+    gamma = bn.params["gamma"].astype(np.float64) if "gamma" in bn.params else np.ones(F)
+    beta = bn.params["beta"].astype(np.float64) if "beta" in bn.params else np.zeros(F)
+    mean = bn.buffers["running_mean"].astype(np.float64)
+    a = gamma / np.sqrt(bn.buffers["running_var"].astype(np.float64) + bn.eps)
+    b = conv.params["b"].astype(np.float64) if "b" in conv.params else np.zeros(F)
+    new.params["W"] = (W * a[:, None, None, None]).astype(conv.params["W"].dtype)
+    new.params["b"] = (a * (b - mean) + beta).astype(conv.params["W"].dtype)
+    if not conv.trainable:
+        new.freeze()
+    return new
+
+
+def use_concat_buffers(model: Graph) -> Graph:
+    """A new Graph whose chains of channel Concats ``c_k = concat(c_{k-1}, new_k)`` share one buffer each."""
+    if model.input_shape is None:
+        raise ValueError("use_concat_buffers needs model.input_shape to size the buffers")
+    shapes = model.output_shapes()
+    concat = {name for name, n in model.nodes.items()
+              if type(n.layer) is Concat and n.layer.axis in (1, -3) and len(n.inputs) == 2}
+    # c continues p's buffer when p = c's first input is a concat read by no other concat
+    consumers = _consumers(model)
+    nxt = {}
+    for c in concat:
+        p = model.nodes[c].inputs[0]
+        if p in concat and [u for u in consumers[p] if u in concat] == [c]:
+            nxt[p] = c
+    continues = set(nxt.values())
+    capacity = {}
+    for c in concat:
+        end = c
+        while end in nxt:
+            end = nxt[end]
+        capacity[c] = shapes[end][1]
+    g = _copy_graph_shell(model)
+    for n in model.nodes.values():
+        layer = (BufferedConcat(capacity[n.name], continues=n.name in continues) if n.name in concat
+                 else copy.deepcopy(n.layer))
+        g.add(n.name, layer, inputs=list(n.inputs))
+    g.output_name = model.output_name
+    return g
+
+
+def fast_densenet(model: Graph) -> Graph:
+    """``use_concat_buffers(fold_batchnorm(model))``: the inference form of a DenseNet."""
+    return use_concat_buffers(fold_batchnorm(model))

@@ -1,0 +1,289 @@
+"""Put the arrays of a weight file into a minicnn model: names, layouts, and every check on the way.
+
+The template is nanoGPT's ``from_pretrained``: list the keys that are dropped on purpose, check the
+key *counts* and every *shape* before copying anything, and keep the layout transforms in one
+explicit place. Nothing is skipped silently: a mismatch raises ``ValueError`` listing every
+missing, unexpected and mis-shaped tensor; what is dropped on purpose is listed in
+``model.meta['dropped']``.
+
+Layout transforms (done once, here):
+
+===============================  =======================  ==============================
+file                             file layout              minicnn layout
+===============================  =======================  ==============================
+torch Conv2d ``weight``          (F, C/G, KH, KW)         Conv2D ``W`` as is
+torch Linear ``weight``          (out, in)                Dense ``W`` (in, out): ``.T``
+torch BatchNorm2d                weight, bias, running_*  gamma, beta, running_mean/var
+Keras Conv2D ``kernel``          HWIO (KH, KW, C, F)      ``transpose(3, 2, 0, 1)``
+Keras Dense ``kernel``           (in, out)                as is
+Keras BatchNormalization         gamma, beta, mean, var   the same, minus switched-off ones
+===============================  =======================  ==============================
+
+Keras legacy ``.h5`` files are assigned **by position** (as Keras does): the file's layers that
+have weights, in ``layer_names`` order, go to the model's nodes that have weights, in node order.
+Names are compared too (through a name table when the architecture has one) to explain a
+mismatch, but positions decide.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from ..layers.dense import Dense
+from ..layers.norm import BatchNorm2D
+from .readers import detect_format, num_batches_tracked_keys, read_keras_h5, read_npz_weights, read_torch_state_dict
+
+TORCH_FORMATS = ("torch_zip", "torch_legacy", "safetensors")
+KERAS_FORMATS = ("keras_h5", "keras_h5_model")
+#: Torch state_dict suffix -> minicnn param/buffer name, per layer kind.
+TORCH_NAMES = {
+    "conv": {"weight": "W", "bias": "b"},
+    "dense": {"weight": "W", "bias": "b"},
+    "bn": {"weight": "gamma", "bias": "beta", "running_mean": "running_mean", "running_var": "running_var"},
+}
+#: Nodes of a classification head: their tensors may be dropped (and listed) when the model has no head.
+HEAD_NODES = ("classifier", "fc")
+KERAS_HEAD_LAYERS = ("fc1000", "predictions", "fc")
+
+
+def _kind(layer) -> str | None:
+    if isinstance(layer, BatchNorm2D):
+        return "bn"
+    if isinstance(layer, Dense):
+        return "dense"
+    if "W" in layer.params and layer.params["W"].ndim == 4:
+        return "conv"
+    return None
+
+
+def weighted_nodes(model) -> list:
+    """The model's nodes that hold params or buffers, in node (topological) order."""
+    return [n for n in model.nodes.values() if n.layer.params or n.layer.buffers]
+
+
+def _mismatch_error(what: str, missing, unexpected, misshaped, hint: str = "") -> ValueError:
+    lines = [f"{what} do not match the model:"]
+    for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+        if items:
+            shown = list(items[:25]) + ([f"... and {len(items) - 25} more"] if len(items) > 25 else [])
+            lines.append(f"  {title} ({len(items)}):\n" + "\n".join(f"    {s}" for s in shown))
+    if hint:
+        lines.append(hint)
+    return ValueError("\n".join(lines))
+
+
+# ------------------------------------------------------------------------------------------------
+# torch state_dicts
+# ------------------------------------------------------------------------------------------------
+def convert_torch_state_dict(model, sd: dict, source: str = "<state_dict>") -> tuple[dict, list[str]]:
+    """Rename and transpose a torch state_dict for ``model``; returns ``(minicnn_sd, dropped_keys)``.
+
+    ``num_batches_tracked`` counters are dropped (and returned); so are the head's tensors
+    (``classifier.*``) when the model has no such node (``include_top=False``). Everything else
+    must map one to one: otherwise ``ValueError`` lists the missing, unexpected and mis-shaped keys.
+    """
+    dropped = num_batches_tracked_keys(sd)
+    expected = {}                      # torch key -> (minicnn key, target shape, transposed?)
+    for node in weighted_nodes(model):
+        kind = _kind(node.layer)
+        if kind is None:
+            raise ValueError(f"node {node.name!r}: no torch mapping for {type(node.layer).__name__}")
+        own = {**node.layer.params, **node.layer.buffers}
+        for tkey, mkey in TORCH_NAMES[kind].items():
+            if mkey in own:
+                expected[f"{node.name}.{tkey}"] = (f"{node.name}.{mkey}", own[mkey].shape,
+                                                   kind == "dense" and mkey == "W")
+    has_head = any(n in model.nodes for n in HEAD_NODES)
+    if not has_head:
+        dropped += [k for k in sd if k.split(".")[0] in HEAD_NODES]
+    keys = [k for k in sd if k not in set(dropped)]
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in keys if k not in expected]
+    misshaped, out = [], {}
+    transposed = [k for k, (_, _, t) in expected.items() if t]      # torch Linear (out, in) -> Dense (in, out)
+    for k in keys:
+        if k not in expected:
+            continue
+        mkey, shape, _ = expected[k]
+        a = np.asarray(sd[k])
+        if k in transposed:
+            if a.shape[::-1] != shape:
+                misshaped.append(f"{k}: file {a.shape} (out, in) vs model {shape[::-1]} (out, in)")
+                continue
+            a = a.T
+        elif a.shape != shape:
+            misshaped.append(f"{k}: file {a.shape} vs model {shape}")
+            continue
+        if not np.issubdtype(a.dtype, np.floating):
+            misshaped.append(f"{k}: file dtype {a.dtype} is not floating point")
+            continue
+        out[mkey] = np.ascontiguousarray(a, dtype=np.float32)
+    if missing or unexpected or misshaped:
+        raise _mismatch_error(f"tensors of {source}", missing, unexpected, misshaped,
+                              hint="Check the architecture (and include_top / classes) matches the file.")
+    assert len(out) == len(expected), f"mismatched keys: {len(out)} != {len(expected)}"
+    return out, dropped
+
+
+def load_torch_state_dict(model, sd: dict, source: str = "<state_dict>") -> list[str]:
+    """Load a (normalised) torch state_dict into ``model``; returns the keys dropped on purpose."""
+    converted, dropped = convert_torch_state_dict(model, sd, source)
+    model.load_state_dict(converted, strict=True)
+    return dropped
+
+
+# ------------------------------------------------------------------------------------------------
+# Keras legacy HDF5
+# ------------------------------------------------------------------------------------------------
+def _keras_expected(layer) -> list[tuple[str, str, tuple]]:
+    """The arrays a Keras layer stores for this minicnn layer: ``[(keras role, minicnn key, minicnn shape)]``."""
+    kind = _kind(layer)
+    if kind == "bn":
+        roles = [("gamma", "gamma"), ("beta", "beta"), ("moving_mean", "running_mean"),
+                 ("moving_variance", "running_var")]
+        own = {**layer.params, **layer.buffers}
+        return [(r, k, own[k].shape) for r, k in roles if k in own]
+    if kind in ("conv", "dense"):
+        out = [("kernel", "W", layer.params["W"].shape)]
+        if "b" in layer.params:
+            out.append(("bias", "b", layer.params["b"].shape))
+        return out
+    raise ValueError(f"no Keras mapping for {type(layer).__name__}")
+
+
+def _keras_shape(role: str, kind: str, shape: tuple) -> tuple:
+    """The shape the Keras file stores for a minicnn array of ``shape``."""
+    if role == "kernel" and kind == "conv":
+        F, C, KH, KW = shape
+        return (KH, KW, C, F)                                         # HWIO
+    return shape
+
+
+def normalize_keras_name(name: str) -> str:
+    """``conv1/conv`` (Keras 2) and ``conv1_conv`` (Keras 3) compare equal."""
+    return name.replace("/", "_")
+
+
+def densenet_keras_name(node: str) -> str | None:
+    """The Keras DenseNet layer name of a torchvision-named node (``features.norm0`` -> ``conv1_bn``)."""
+    fixed = {"features.conv0": "conv1_conv", "features.norm0": "conv1_bn", "features.norm5": "bn",
+             "classifier": "predictions"}
+    if node in fixed:
+        return fixed[node]
+    m = re.fullmatch(r"features\.denseblock(\d+)\.denselayer(\d+)\.(norm1|conv1|norm2|conv2)", node)
+    if m:
+        b, l, part = int(m.group(1)), int(m.group(2)), m.group(3)
+        suffix = {"norm1": "0_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv"}[part]
+        return f"conv{b + 1}_block{l}_{suffix}"
+    m = re.fullmatch(r"features\.transition(\d+)\.(norm|conv)", node)
+    if m:
+        return f"pool{int(m.group(1)) + 1}_{'bn' if m.group(2) == 'norm' else 'conv'}"
+    return None
+
+
+KERAS_NAME_TABLES = {"densenet121": densenet_keras_name}
+
+
+def convert_keras_layers(model, layers, source: str = "<keras file>", name_of=None) -> tuple[dict, list[str]]:
+    """Assign Keras layer weights (``read_keras_h5`` output) to ``model`` by position.
+
+    ``name_of(node_name) -> keras name or None`` (a name table) is used to explain mismatches and to
+    drop a trailing classifier layer when the model has none. Returns ``(minicnn_sd, dropped)``.
+    """
+    if name_of is None:
+        name_of = KERAS_NAME_TABLES.get(model.meta.get("architecture"), lambda n: None)
+    nodes = weighted_nodes(model)
+    layers = list(layers)
+    dropped = []
+    if len(layers) == len(nodes) + 1 and not any(n.name in HEAD_NODES for n in nodes) \
+            and normalize_keras_name(layers[-1].name) in KERAS_HEAD_LAYERS:
+        head = layers.pop()
+        dropped = [f"{head.name}/{w}" for w in head.weight_names]
+    if len(layers) != len(nodes):
+        file_names = [normalize_keras_name(l.name) for l in layers]
+        want = [name_of(n.name) or n.name for n in nodes]
+        missing = [f"{w} (model node {n.name})" for w, n in zip(want, nodes) if w not in file_names]
+        unexpected = [f"{l.name}" for l, f in zip(layers, file_names) if f not in want]
+        raise _mismatch_error(
+            f"the {len(layers)} layers with weights in {source} (model: {len(nodes)})", missing, unexpected, [],
+            hint="Keras assigns layers by position, so the counts must agree: check include_top and the architecture.")
+    out, misshaped, misnamed = {}, [], []
+    for pos, (kl, node) in enumerate(zip(layers, nodes)):
+        kind = _kind(node.layer)
+        want_name = name_of(node.name)
+        if want_name is not None and normalize_keras_name(kl.name) != want_name:
+            misnamed.append(f"position {pos}: file layer '{kl.name}' vs model node {node.name} (Keras '{want_name}')")
+        expected = _keras_expected(node.layer)
+        label = f"position {pos}: file layer '{kl.name}' -> {node.name}"
+        if len(kl.arrays) != len(expected):
+            misshaped.append(f"{label}: file has {len(kl.arrays)} arrays {[a.shape for a in kl.arrays]}, model "
+                             f"expects {len(expected)} ({', '.join(r for r, _, _ in expected)})")
+            continue
+        for a, (role, mkey, shape) in zip(kl.arrays, expected):
+            want = _keras_shape(role, kind, shape)
+            if a.shape != want:
+                misshaped.append(f"{label}.{mkey} ({role}): file {a.shape} vs expected {want}")
+                continue
+            if role == "kernel" and kind == "conv":
+                a = a.transpose(3, 2, 0, 1)                           # HWIO -> OIHW
+            out[f"{node.name}.{mkey}"] = np.ascontiguousarray(a, dtype=np.float32)
+    if misshaped:
+        raise _mismatch_error(f"the layers of {source}", [], [], misshaped + misnamed,
+                              hint="Names disagreeing as well usually means a different architecture.")
+    return out, dropped   # names that disagree while every shape fits: positions decide, as in Keras
+
+
+def load_keras_h5(model, path) -> list[str]:
+    """Load a legacy Keras ``.h5`` into ``model`` (by position); returns the arrays dropped on purpose."""
+    converted, dropped = convert_keras_layers(model, read_keras_h5(path), source=os.fspath(path))
+    model.load_state_dict(converted, strict=True)
+    return dropped
+
+
+# ------------------------------------------------------------------------------------------------
+# any file
+# ------------------------------------------------------------------------------------------------
+def source_of(path) -> str | None:
+    """'keras', 'torchvision', or the ``source`` recorded in a minicnn ``.npz`` (None if unknown)."""
+    fmt = detect_format(path)
+    if fmt in KERAS_FORMATS or fmt in ("keras3_weights", "keras_archive"):
+        return "keras"
+    if fmt in TORCH_FORMATS:
+        return "torchvision"
+    from ..model import read_npz
+    _, config = read_npz(path)
+    return ((config or {}).get("meta") or {}).get("source")
+
+
+def load_weights(model, path):
+    """Detect the weight file's format, load it strictly into ``model`` and record where it came from.
+
+    Sets ``model.meta['source']`` ('keras' / 'torchvision' / the file's own for ``.npz``),
+    ``model.meta['weights']`` (the file name) and ``model.meta['dropped']`` (what was left out on
+    purpose: ``num_batches_tracked`` counters, a head the model does not have). Returns the model.
+    """
+    path = os.fspath(path)
+    fmt = detect_format(path)
+    built_for, file_source = model.meta.get("source"), source_of(path)
+    if built_for and file_source and built_for != file_source:
+        raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
+                         f"(batch-norm eps and padding differ); build it with source={file_source!r}")
+    if fmt in KERAS_FORMATS:
+        dropped = load_keras_h5(model, path)
+        source = "keras"
+    elif fmt in TORCH_FORMATS:
+        dropped = load_torch_state_dict(model, read_torch_state_dict(path), source=path)
+        source = "torchvision"
+    elif fmt == "npz":
+        arrays = read_npz_weights(path)
+        sd = {k[2:] if k.startswith("w:") else k: v for k, v in arrays.items()
+              if k not in ("architecture", "format_version")}
+        model.load_state_dict(sd, strict=True)
+        dropped, source = [], source_of(path) or model.meta.get("source")
+    else:
+        raise ValueError(f"{path}: {fmt} files are not supported by load_weights yet; convert the model "
+                         f"with tf-keras to a legacy '.h5' (model.save_weights('x.h5')) or see pretrained/README.md")
+    model.meta.update({"source": source, "weights": os.path.basename(path), "dropped": dropped})
+    return model

@@ -1,0 +1,101 @@
+"""Input preprocessing that goes with pretrained weights (the mode follows the weights, not the architecture).
+
+Modes (as in ``keras.applications.imagenet_utils.preprocess_input`` and torchvision's transforms),
+for pixels ``x`` in [0, 255], RGB:
+
+    'torch'  (x / 255 - mean) / std,  mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225)
+    'caffe'  RGB -> BGR, then minus (103.939, 116.779, 123.68) (B, G, R means); no scaling
+    'tf'     x / 127.5 - 1
+
+``preprocess(images, mode_or_weights_name)`` takes uint8 or float images NHWC or HWC (1 or 3
+channels; grayscale is repeated to 3) or HW / NHW grayscale, and returns NCHW float32.
+``check_input_range(x, mode)`` warns when a batch does not look like the output of that mode.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+MODES = ("torch", "caffe", "tf")
+#: What a correctly preprocessed batch spans, per mode (from pixels 0 and 255).
+EXPECTED_RANGE = {"torch": (-2.12, 2.64), "caffe": (-123.68, 151.061), "tf": (-1.0, 1.0)}
+
+
+def resolve_mode(mode_or_weights) -> str:
+    """A mode name, a registry weights name, or a model whose ``meta['preprocessing']`` names one."""
+    meta = getattr(mode_or_weights, "meta", None)
+    if isinstance(meta, dict):
+        mode = meta.get("preprocessing")
+        if mode not in MODES:
+            raise ValueError(f"the model's meta['preprocessing'] is {mode!r}; expected one of {MODES}")
+        return mode
+    if mode_or_weights in MODES:
+        return mode_or_weights
+    from .registry import WEIGHTS
+    if mode_or_weights in WEIGHTS:
+        return WEIGHTS[mode_or_weights].preprocessing
+    raise ValueError(f"unknown preprocessing {mode_or_weights!r}: give a mode {MODES}, a weights name "
+                     f"({', '.join(sorted(WEIGHTS))}) or a model built by minicnn.pretrained")
+
+
+def to_nhwc(images) -> np.ndarray:
+    """HW, NHW, HWC or NHWC (C in 1, 3) -> NHWC float32 with 3 channels (grayscale repeated)."""
+    x = np.asarray(images)
+    if x.dtype.kind not in "uif":
+        raise TypeError(f"images must be numeric (uint8 or float), got dtype {x.dtype}")
+    if x.ndim == 2:                                   # HW
+        x = x[None, :, :, None]
+    elif x.ndim == 3:
+        x = x[None] if x.shape[-1] in (1, 3) else x[..., None]      # HWC, else NHW
+    elif x.ndim != 4:
+        raise ValueError(f"images must be HW, NHW, HWC or NHWC, got shape {x.shape}")
+    if x.shape[-1] == 1:
+        x = np.repeat(x, 3, axis=-1)
+    if x.shape[-1] != 3:
+        raise ValueError(f"images must have 1 or 3 channels last (NHWC), got shape {x.shape}")
+    return x.astype(np.float32, copy=False)
+
+
+def preprocess(images, mode_or_weights_name) -> np.ndarray:
+    """Pixels in [0, 255] (NHWC / HWC / grayscale) -> NCHW float32 prepared for the weights' ``mode``."""
+    mode = resolve_mode(mode_or_weights_name)
+    x = to_nhwc(images)
+    if x.size and float(x.max()) <= 1.0 and np.asarray(images).dtype.kind == "f":
+        warnings.warn(f"preprocess({mode!r}) expects pixels in [0, 255], but the images' maximum is "
+                      f"{float(x.max()):.3g}: are they already scaled to [0, 1]?", stacklevel=2)
+    if mode == "torch":
+        x = (x / np.float32(255.0) - IMAGENET_MEAN) / IMAGENET_STD
+    elif mode == "caffe":
+        x = x[..., ::-1] - CAFFE_MEAN_BGR
+    else:  # 'tf'
+        x = x / np.float32(127.5) - np.float32(1.0)
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)      # NHWC -> NCHW
+
+
+def check_input_range(x, mode_or_weights, slack: float = 0.5) -> bool:
+    """Warn (and return False) when NCHW batch ``x`` does not look preprocessed with ``mode``.
+
+    Raw [0, 255] pixels fed to a 'torch' or 'tf' model, or [0, 1]-scaled pixels fed to a 'caffe'
+    model, are the usual mistakes; both give confident nonsense rather than an error.
+    """
+    mode = resolve_mode(mode_or_weights)
+    lo, hi = EXPECTED_RANGE[mode]
+    x = np.asarray(x)
+    if x.size == 0:
+        return True
+    xmin, xmax = float(x.min()), float(x.max())
+    width = hi - lo
+    if xmin < lo - slack * width or xmax > hi + slack * width:
+        warnings.warn(f"inputs span [{xmin:.3g}, {xmax:.3g}] but {mode!r} preprocessing gives about "
+                      f"[{lo:.3g}, {hi:.3g}]: were the images preprocessed (minicnn.pretrained.preprocess)?",
+                      stacklevel=2)
+        return False
+    if mode == "caffe" and xmax - xmin < 0.05 * width:
+        warnings.warn(f"inputs span only [{xmin:.3g}, {xmax:.3g}]; 'caffe' preprocessing keeps the 0..255 "
+                      f"scale (about [{lo:.3g}, {hi:.3g}]): were the images scaled to [0, 1] first?", stacklevel=2)
+        return False
+    return True

@@ -1,0 +1,223 @@
+"""A self-contained HTML report of one evaluation: metrics with confidence intervals, ROC curve,
+confusion matrix, calibration plot and a list of images (typically the most confident errors) with
+their heatmaps.
+
+The report is one ``report.html`` plus PNG files in the same folder, referenced by relative names;
+it needs no network, no external CSS or JavaScript. Every text that comes from data (file names,
+class names, titles) is HTML-escaped.
+"""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+
+from . import viz
+
+__all__ = ["write_html_report"]
+
+_CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 1.6em; }
+.meta { color: #555; }
+table { border-collapse: collapse; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.7em; text-align: right; }
+th { background: #f2f2f2; }
+td.name, th.name { text-align: left; }
+.plots { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.plots img { max-width: 520px; width: 100%; border: 1px solid #ddd; }
+.case { border: 1px solid #ddd; padding: 0.6em; margin: 0.8em 0; }
+.case img { max-width: 100%; }
+.wrong { color: #b00020; font-weight: bold; }
+.note { color: #555; font-size: 0.9em; }
+"""
+
+_ROWS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC (average precision)"), ("accuracy", "Accuracy"),
+         ("sensitivity", "Sensitivity (recall, TPR)"), ("specificity", "Specificity (TNR)"),
+         ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1")]
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _ci(ci) -> str:
+    if not ci or ci[0] is None or ci[1] is None:
+        return "n/a"
+    return f"{_num(ci[0])} &ndash; {_num(ci[1])}"
+
+
+def _img(name: str, alt: str) -> str:
+    return f'<img src="{quote(name)}" alt="{_e(alt)}">'
+
+
+def _column_names(metrics: dict, classes, k: int) -> list[str]:
+    per_class = metrics.get("per_class") or {}
+    if len(per_class) == k:
+        return [str(c) for c in per_class]
+    names = [str(c) for c in classes]
+    if len(names) == k:
+        return names
+    if k == 1 and metrics.get("positive_class"):
+        return [str(metrics["positive_class"])]
+    raise ValueError(f"{k} output column(s) but classes {names}: cannot name the columns")
+
+
+def _binary_labels(positive: str, classes) -> list[str]:
+    """[negative name, positive name] for a confusion matrix of one output."""
+    classes = [str(c) for c in classes]
+    if len(classes) == 2 and positive in classes:
+        return [next(c for c in classes if c != positive), positive]
+    return [f"not {positive}", positive]
+
+
+def _metrics_table(metrics: dict, names: list[str]) -> str:
+    multi = len(names) > 1
+    head = "<tr><th class='name'>metric</th><th>" + ("overall" if multi else "value") + "</th>"
+    head += "<th>95% CI</th>" if not multi else "".join(f"<th>{_e(n)}</th>" for n in names)
+    head += "</tr>"
+    rows = [head]
+    per_class = metrics.get("per_class") or {}
+    for key, label in _ROWS:
+        row = f"<tr><td class='name'>{_e(label)}</td><td>{_num(metrics.get(key))}</td>"
+        if multi:
+            row += "".join(f"<td>{_num(per_class.get(n, {}).get(key))}</td>" for n in names)
+        else:
+            row += f"<td>{_ci(metrics.get('roc_auc_ci95')) if key == 'roc_auc' else ''}</td>"
+        rows.append(row + "</tr>")
+    if multi:
+        rows.append("<tr><td class='name'>ROC-AUC 95% CI</td>"
+                    f"<td>{_ci(metrics.get('roc_auc_ci95'))}</td>"
+                    + "".join(f"<td>{_ci(per_class.get(n, {}).get('roc_auc_ci95'))}</td>" for n in names)
+                    + "</tr>")
+        for key, label in (("threshold", "threshold"), ("n_pos", "positives"), ("n_neg", "negatives")):
+            rows.append(f"<tr><td class='name'>{label}</td><td></td>"
+                        + "".join(f"<td>{_num(per_class.get(n, {}).get(key))}</td>" for n in names) + "</tr>")
+    return "<table>\n" + "\n".join(rows) + "\n</table>"
+
+
+def _case_html(i: int, item: dict, png: str) -> str:
+    true, pred = item.get("true_label"), item.get("prediction")
+    wrong = true is not None and str(true) != str(pred)
+    probs = item.get("probabilities") or {}
+    prob_rows = "".join(f"<tr><td class='name'>P({_e(c)})</td><td>{_num(v)}</td></tr>" for c, v in probs.items())
+    return (f"<div class='case'><h3>{i + 1}. {_e(item['file'])}</h3>\n"
+            f"<p>true: <b>{_e(true)}</b> &middot; predicted: "
+            f"<span class='{'wrong' if wrong else ''}'>{_e(pred)}</span></p>\n"
+            f"<table>{prob_rows}</table>\n{_img(png, 'image ' + str(item['file']))}</div>")
+
+
+def write_html_report(out_dir, metrics: dict, y_true, y_prob, classes, images=None,
+                      title: str = "minicnn evaluation report", images_heading: str = "Most confident errors",
+                      n_bins: int = 10) -> Path:
+    """Write ``out_dir/report.html`` and its PNGs; return the path of ``report.html``.
+
+    ``metrics``: the dict of :func:`minicnn.metrics.evaluate_predictions` (optionally with ``split``
+    and ``threshold_rule``). ``y_true``/``y_prob``: ``(N, K)`` or ``(N,)``, the same predictions the
+    metrics were computed from (for the ROC and calibration plots). ``classes``: the class names.
+    ``images``: a list of dicts ``{"file", "image", "heatmap", "true_label", "probabilities",
+    "prediction"}`` chosen by the caller (e.g. the most confident errors), shown under
+    ``images_heading``; ``image`` is HW/HWC/CHW with values in [0, 255], ``heatmap`` is ``(h, w)`` in
+    [0, 1] or ``None``, ``probabilities`` maps class name to probability; an optional
+    ``heatmap_label`` overrides the colour-bar text.
+
+    Files written: ``report.html``, ``roc.png``, ``confusion.png`` (plus ``confusion_<j>.png`` per
+    class when K > 1), ``calibration.png`` and ``case_<i>.png`` per listed image.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y_true)
+    p = np.asarray(y_prob, dtype=np.float64)
+    y = y[:, None] if y.ndim == 1 else y
+    p = p[:, None] if p.ndim == 1 else p
+    if y.ndim != 2 or y.shape != p.shape:
+        raise ValueError(f"y_true and y_prob must have the same shape (N, K), got {y.shape} and {p.shape}")
+    k = y.shape[1]
+    names = _column_names(metrics, classes, k)
+
+    viz.plot_roc(y, p, names, out / "roc.png")
+    viz.plot_calibration(y, p, out / "calibration.png", n_bins=n_bins, labels=names)
+    plots = [("roc.png", "ROC curve"), ("calibration.png", "calibration plot")]
+    if metrics.get("confusion"):
+        if k == 1:
+            viz.plot_confusion(metrics["confusion"], _binary_labels(names[0], classes), out / "confusion.png",
+                               title=f"Confusion matrix ({names[0]})")
+        else:
+            viz.plot_confusion(metrics["confusion"], ["absent", "present"], out / "confusion.png",
+                               title="Confusion matrix, all classes pooled")
+        plots.insert(1, ("confusion.png", "confusion matrix"))
+    if k > 1:
+        for j, name in enumerate(names):
+            cm = (metrics.get("per_class") or {}).get(name, {}).get("confusion")
+            if cm:
+                fname = f"confusion_{j}.png"
+                viz.plot_confusion(cm, [f"not {name}", name], out / fname, title=f"Confusion matrix: {name}")
+                plots.append((fname, f"confusion matrix {name}"))
+
+    thr = metrics.get("threshold")
+    thr_text = ", ".join(_num(t) for t in thr) if isinstance(thr, list) else _num(thr)
+    meta = [f"n = {_e(metrics.get('n', y.shape[0]))} images"]
+    if metrics.get("split"):
+        meta.insert(0, f"split: <b>{_e(metrics['split'])}</b>")
+    if metrics.get("positive_class"):
+        meta.append(f"positive class: <b>{_e(metrics['positive_class'])}</b>")
+    meta.append(f"decision threshold: {_e(thr_text)}"
+                + (f" ({_e(metrics['threshold_rule'])})" if metrics.get("threshold_rule") else "")
+                + " &mdash; a case is called positive when its probability is &ge; the threshold")
+    classes_text = ", ".join(str(c) for c in (metrics.get("classes") or classes))
+
+    parts = [
+        "<!DOCTYPE html>",
+        "<html lang='en'><head><meta charset='utf-8'>",
+        f"<title>{_e(title)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>",
+        f"<p class='meta'>{' &middot; '.join(meta)}<br>classes: {_e(classes_text)}</p>",
+        "<h2>Metrics</h2>",
+        _metrics_table(metrics, names),
+        "<p class='note'>95% CI: percentile bootstrap over images (images resampled with replacement). "
+        + ("Overall ROC-AUC and PR-AUC are macro means over classes; the threshold metrics and the "
+           "confusion matrix pool every (image, class) decision (micro). " if k > 1 else "")
+        + "Sensitivity = TP/(TP+FN), specificity = TN/(TN+FP), PPV = TP/(TP+FP), NPV = TN/(TN+FN); "
+          "n/a where the denominator is zero.</p>",
+        "<h2>Plots</h2>",
+        "<div class='plots'>" + "".join(_img(f, alt) for f, alt in plots) + "</div>",
+        "<p class='note'>Calibration: in a well-calibrated model the observed fraction of positives in "
+        "each probability bin equals the mean predicted probability (the diagonal).</p>",
+    ]
+
+    if images:
+        parts.append(f"<h2>{_e(images_heading)}</h2>")
+        for i, item in enumerate(images):
+            missing = [key for key in ("file", "image", "true_label", "probabilities", "prediction")
+                       if key not in item]
+            if missing:
+                raise ValueError(f"report image {i} lacks the key(s) {missing}")
+            png = f"case_{i:02d}.png"
+            caption = f"{item['file']}: true {item['true_label']}, predicted {item['prediction']}"
+            if item.get("heatmap") is not None:
+                label = item.get("heatmap_label") or f"Grad-CAM: high = more evidence for {item['prediction']}"
+                viz.overlay_heatmap(item["image"], item["heatmap"], out / png, title=caption, label=label)
+            else:
+                viz.plot_image(item["image"], out / png, title=caption)
+            parts.append(_case_html(i, item, png))
+    parts.append("<p class='note'>Generated by minicnn.</p></body></html>")
+
+    path = out / "report.html"
+    tmp = out / "report.html.tmp"
+    tmp.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,272 @@
+"""The training loop: ``fit(model, loss, optimizer, train, val, epochs, ...)``.
+
+Each epoch: a tqdm progress bar with the running loss and throughput (images/s); then the
+validation loss and ROC-AUC; the best model by validation AUC is saved as ``model.npz``, a
+resumable ``last.npz`` (weights, optimizer state, epoch and batch, scheduler, history) after every
+epoch, and ``history.csv`` / ``history.json``. All files are written atomically.
+
+Determinism: given a seed and a thread count, a run is reproducible bit for bit. The loader
+derives each epoch's shuffle and each batch's augmentation from ``SeedSequence([seed, ..., epoch,
+batch])``; Dropout layers get a generator from ``SeedSequence([seed, DROPOUT, epoch, batch, node])``
+before every batch. So nothing random is carried from batch to batch, and a run resumed from
+``last.npz`` (even mid-epoch, after Ctrl-C) continues exactly as the uninterrupted run would.
+
+A NaN/Inf loss stops training with ``TrainingError`` before anything is written, so the last good
+checkpoint stays intact. Ctrl-C finishes the current batch, writes ``last.npz`` and raises
+``TrainingInterrupted``.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import metrics
+from .model import Graph, apply_activation, atomic_savez, model_from_config, read_npz
+
+DROPOUT_STREAM = 4
+CHECKPOINT_VERSION = 1
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN/Inf loss, a bad checkpoint); the message says what to do."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``fit``: ``last.npz`` was written; ``path`` names it."""
+
+    def __init__(self, path):
+        super().__init__(f"training interrupted; resumable checkpoint written to {path}")
+        self.path = path
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0                 # the epoch in progress (0-based)
+    batch: int = 0                 # the next batch of that epoch
+    loss_sum: float = 0.0          # running loss of the epoch in progress
+    seen: int = 0
+    best_score: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+
+def set_threads(n: int | None) -> None:
+    """Use ``n`` threads in Numba kernels and (when threadpoolctl is installed) in BLAS."""
+    if not n:
+        return
+    import numba
+    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(int(n))
+    except ImportError:
+        pass
+
+
+def _reseed_dropout(model: Graph, seed: int, epoch: int, batch: int) -> None:
+    for k, layer in enumerate(model.layers):
+        if hasattr(layer, "rng"):
+            layer.rng = np.random.default_rng(np.random.SeedSequence([seed, DROPOUT_STREAM, epoch, batch, k]))
+
+
+# -- checkpoints -----------------------------------------------------------------------------------
+def save_checkpoint(path, model: Graph, optimizer, state: TrainState, scheduler=None, extra=None) -> str:
+    """Everything needed to resume, in one ``.npz`` (no pickle), written atomically."""
+    arrays = {f"w:{k}": v for k, v in model.state_dict().items()}
+    arrays["architecture"] = np.array(json.dumps(model.to_config()))
+    osd = optimizer.state_dict()
+    for name, slots in osd["state"].items():
+        for slot, value in slots.items():
+            arrays[f"opt:{slot}:{name}"] = value
+    info = {"checkpoint_version": CHECKPOINT_VERSION, "state": asdict(state),
+            "optimizer": {"class": type(optimizer).__name__, "lr": osd["lr"], "t": osd["t"]},
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "extra": extra or {}}
+    arrays["train_state"] = np.array(json.dumps(info))
+    arrays["format_version"] = np.array(1)
+    atomic_savez(os.fspath(path), arrays)
+    return os.fspath(path)
+
+
+def load_checkpoint(path):
+    """Read ``last.npz``: returns ``(model, info, optimizer_state_dict)``."""
+    arrays, config = read_npz(path)
+    if config is None or "train_state" not in arrays:
+        raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
+    info = json.loads(str(arrays["train_state"]))
+    model = model_from_config(config)
+    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    state = {}
+    for key, value in arrays.items():
+        if key.startswith("opt:"):
+            _, slot, name = key.split(":", 2)
+            state.setdefault(name, {})[slot] = value
+    for name in model.params():
+        state.setdefault(name, {})
+    opt_sd = {"lr": info["optimizer"]["lr"], "t": info["optimizer"]["t"], "state": state}
+    return model, info, opt_sd
+
+
+# -- evaluation helpers ---------------------------------------------------------------------------
+def predict_loader(model: Graph, loader, loss=None):
+    """Run ``model`` over an evaluation loader: ``(y_true (N, K), y_prob (N, K), mean loss or None)``."""
+    ys, ps, total, n = [], [], 0.0, 0
+    for x, y in loader.epoch(0, training=False):
+        z = model.forward(x, training=False, _cache=False)
+        if loss is not None:
+            total += loss.forward(z, y) * len(x)
+            n += len(x)
+        ys.append(y)
+        ps.append(apply_activation(z, model.output_activation))
+    return np.concatenate(ys), np.concatenate(ps), (total / n if n else None)
+
+
+def _macro_auc(y, p) -> float:
+    vals = [metrics.roc_auc(y[:, k], p[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def _write_history(out_dir, history) -> None:
+    if not history:
+        return
+    keys = list(history[0])
+    tmp = os.path.join(out_dir, ".history.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    os.replace(tmp, os.path.join(out_dir, "history.csv"))
+    tmp = os.path.join(out_dir, ".history.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(metrics.to_jsonable(history), f, indent=1)
+    os.replace(tmp, os.path.join(out_dir, "history.json"))
+
+
+class _StopFlag:
+    """Ctrl-C sets a flag (the batch in progress finishes); a second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out_dir=None, scheduler=None,
+        patience: int | None = None, seed: int = 0, resume_state: TrainState | None = None,
+        progress: bool = True, log=print, stop_after_batches: int | None = None) -> TrainState:
+    """Train ``model`` in place; returns the final ``TrainState`` (history, best epoch and score).
+
+    train / val: ``minicnn.data.BatchLoader`` objects (val optional; without it the last epoch is "best").
+    out_dir: run directory for ``model.npz`` (best), ``last.npz``, ``history.csv/json`` (None: write nothing).
+    scheduler: an ``optim`` schedule, stepped once per epoch with the validation AUC.
+    patience: early stopping after this many epochs without a better validation AUC.
+    resume_state: the ``TrainState`` from ``load_checkpoint`` to continue a run.
+    stop_after_batches: stop (as Ctrl-C would) after this many batches — for tests of resuming.
+    """
+    from tqdm.auto import tqdm
+
+    state = resume_state or TrainState()
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    last_path = os.path.join(out_dir, "last.npz") if out_dir else None
+    batches_run = 0
+    with _StopFlag() as stop:
+        while state.epoch < epochs:
+            epoch = state.epoch
+            bar = tqdm(total=len(train), initial=state.batch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       disable=not progress, leave=True, dynamic_ncols=True)
+            t0, images = time.perf_counter(), 0
+            batches = train.epoch(epoch, training=True, start_batch=state.batch)
+            try:
+                for x, y in batches:
+                    _reseed_dropout(model, seed, epoch, state.batch)
+                    z = model.forward(x, training=True)
+                    value = loss.forward(z, y)
+                    if not np.isfinite(value):
+                        kept = f"; the last good checkpoint {last_path} is kept" if last_path and os.path.exists(last_path) else ""
+                        raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {state.batch + 1}: "
+                                            f"training diverged{kept}. Lower the learning rate (--lr) and retry.")
+                    model.backward(loss.backward(), input_grad=False)
+                    optimizer.step(model.grads())
+                    state.batch += 1
+                    state.loss_sum += value * len(x)
+                    state.seen += len(x)
+                    images += len(x)
+                    batches_run += 1
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
+                                    img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+                    if stop.requested or (stop_after_batches is not None and batches_run >= stop_after_batches):
+                        if last_path:
+                            save_checkpoint(last_path, model, optimizer, state, scheduler)
+                        raise TrainingInterrupted(last_path)
+            finally:
+                bar.close()
+                close = getattr(batches, "close", None)
+                if close:
+                    close()
+            seconds = time.perf_counter() - t0
+            row = {"epoch": epoch + 1, "loss": state.loss_sum / max(state.seen, 1), "lr": optimizer.lr,
+                   "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
+            score = None
+            if val is not None:
+                y_val, p_val, val_loss = predict_loader(model, val, loss)
+                score = _macro_auc(y_val, p_val)
+                row.update({"val_loss": val_loss, "val_roc_auc": score})
+            state.history.append(row)
+            log(_format_row(row))
+            if scheduler is not None:
+                scheduler.step(score)
+            improved = val is None or (np.isfinite(score) and (state.best_score is None or score > state.best_score))
+            if improved:
+                state.best_score, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
+                if out_dir:
+                    if val is not None:
+                        model.meta["threshold"] = [metrics.youden_threshold(y_val[:, k], p_val[:, k])
+                                                   if 0 < y_val[:, k].sum() < len(y_val) else 0.5
+                                                   for k in range(y_val.shape[1])]
+                        model.meta["threshold_rule"] = "youden-validation"
+                    model.meta["best_epoch"] = epoch + 1
+                    model.save(os.path.join(out_dir, "model.npz"))
+            else:
+                state.bad_epochs += 1
+            state.epoch, state.batch, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
+            if out_dir:
+                save_checkpoint(last_path, model, optimizer, state, scheduler)
+                _write_history(out_dir, state.history)
+            if patience is not None and state.bad_epochs >= patience:
+                log(f"early stopping: no better validation AUC for {patience} epoch(s)")
+                break
+    return state
+
+
+def _format_row(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
+    if "val_loss" in row:
+        parts += [f"val_loss {row['val_loss']:.4f}", f"val_auc {row['val_roc_auc']:.4f}"]
+    parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} img/s"]
+    return "  ".join(parts)
+
+
+def resume_state_from(info: dict) -> TrainState:
+    return TrainState(**info["state"])

@@ -1,0 +1,199 @@
+"""Fast Numba kernels == their plain-loop references (pooling, batch-norm), plus kernel edge cases.
+
+Geometries are valid by construction: draw the window, stride and padding (each pad smaller than
+the window), then derive the smallest input that gives the drawn output size, plus some slack.
+"""
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+from minicnn.kernels import activation as A
+from minicnn.kernels import batchnorm as B
+from minicnn.kernels import pool as P
+
+TOL = {np.float32: 1e-4, np.float64: 1e-10}
+dtypes = st.sampled_from([np.float32, np.float64])
+
+
+def rel_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(b), initial=0.0), 1e-12)
+
+
+def assert_close(fast, ref, dtype, what):
+    assert fast.dtype == ref.dtype == dtype, f"{what}: dtypes {fast.dtype}, {ref.dtype}, want {dtype}"
+    assert fast.shape == ref.shape, f"{what}: shapes {fast.shape} vs {ref.shape}"
+    err = rel_err(fast, ref)
+    assert err < TOL[dtype], f"{what}: rel err {err:.3g}"
+
+
+@st.composite
+def pool_geometry(draw):
+    kh, kw = draw(st.integers(1, 4), label="kh"), draw(st.integers(1, 4), label="kw")
+    sh, sw = draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw")
+    top, bottom = draw(st.integers(0, kh - 1)), draw(st.integers(0, kh - 1))
+    left, right = draw(st.integers(0, kw - 1)), draw(st.integers(0, kw - 1))
+    oh, ow = draw(st.integers(1, 4), label="oh"), draw(st.integers(1, 4), label="ow")
+    H = max((oh - 1) * sh + kh - top - bottom, 1) + draw(st.integers(0, sh - 1))
+    W = max((ow - 1) * sw + kw - left - right, 1) + draw(st.integers(0, sw - 1))
+    n, c = draw(st.integers(1, 2), label="n"), draw(st.integers(1, 3), label="c")
+    return (n, c, H, W), (kh, kw), (sh, sw), (top, bottom, left, right)
+
+
+@given(geom=pool_geometry(), dtype=dtypes, seed=st.integers(0, 2**16), ties=st.booleans())
+def test_max_pool_fast_equals_reference(geom, dtype, seed, ties):
+    shape, k, s, pad = geom
+    rng = np.random.default_rng(seed)
+    # with ties=True values come from {0, 1, 2}: many equal maxima, so the tie rule is exercised
+    x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
+    y, idx = P.max_pool2d_forward(x, k, s, pad)
+    y_ref, idx_ref = P.max_pool2d_forward_reference(x, k, s, pad)
+    assert np.array_equal(idx, idx_ref), "argmax (tie rule) differs"
+    assert_close(y, y_ref, dtype, "max forward")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(P.max_pool2d_backward(dy, idx, shape), P.max_pool2d_backward_reference(dy, idx_ref, shape),
+                 dtype, "max backward")
+
+
+@given(geom=pool_geometry(), dtype=dtypes, seed=st.integers(0, 2**16), cip=st.booleans())
+def test_avg_pool_fast_equals_reference(geom, dtype, seed, cip):
+    shape, k, s, pad = geom
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = P.avg_pool2d_forward(x, k, s, pad, cip)
+    assert_close(y, P.avg_pool2d_forward_reference(x, k, s, pad, cip), dtype, "avg forward")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(P.avg_pool2d_backward(dy, shape, k, s, pad, cip),
+                 P.avg_pool2d_backward_reference(dy, shape, k, s, pad, cip), dtype, "avg backward")
+
+
+@given(n=st.integers(1, 2), c=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
+       oh=st.integers(1, 5), ow=st.integers(1, 5), dtype=dtypes, seed=st.integers(0, 2**16))
+def test_adaptive_avg_fast_equals_reference(n, c, H, W, oh, ow, dtype, seed):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, c, H, W)).astype(dtype)
+    y = P.adaptive_avg_pool2d_forward(x, (oh, ow))
+    assert_close(y, P.adaptive_avg_pool2d_forward_reference(x, (oh, ow)), dtype, "adaptive forward")
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    assert_close(P.adaptive_avg_pool2d_backward(dy, x.shape), P.adaptive_avg_pool2d_backward_reference(dy, x.shape),
+                 dtype, "adaptive backward")
+
+
+@given(n=st.integers(1, 3), c=st.integers(1, 4), H=st.integers(1, 6), W=st.integers(1, 7),
+       dtype=dtypes, seed=st.integers(0, 2**16), affine=st.booleans())
+def test_batchnorm_fast_equals_reference(n, c, H, W, dtype, seed, affine):
+    if n * H * W < 2:
+        H = 2  # training needs more than one value per channel
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c, H, W)) * 3 + 5).astype(dtype)
+    gamma = rng.standard_normal(c).astype(dtype) if affine else None
+    beta = rng.standard_normal(c).astype(dtype) if affine else None
+    eps = 1.001e-5
+    fast = B.batchnorm2d_forward_train(x, gamma, beta, eps)
+    ref = B.batchnorm2d_forward_train_reference(x, gamma, beta, eps)
+    for name, f, r in zip(("y", "mean", "inv_std", "unbiased_var"), fast, ref):
+        assert_close(f, r, dtype, f"bn train forward {name}")
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    _, mean, inv_std, _ = ref
+    for name, f, r in zip(("dx", "dgamma", "dbeta"), B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std),
+                          B.batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std)):
+        assert_close(f, r, dtype, f"bn train backward {name}")
+    rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
+    assert_close(B.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, eps),
+                 B.batchnorm2d_forward_eval_reference(x, gamma, beta, rm, rv, eps), dtype, "bn eval forward")
+    for name, f, r in zip(("dx", "dgamma", "dbeta"), B.batchnorm2d_backward_eval(dy, x, gamma, rm, rv, eps),
+                          B.batchnorm2d_backward_eval_reference(dy, x, gamma, rm, rv, eps)):
+        assert_close(f, r, dtype, f"bn eval backward {name}")
+
+
+def test_batchnorm_statistics_by_hand():
+    x = np.arange(2 * 2 * 2 * 3, dtype=np.float64).reshape(2, 2, 2, 3)
+    y, mean, inv_std, uvar = B.batchnorm2d_forward_train(x, None, None, 1e-5)
+    for c in range(2):
+        xc = x[:, c].ravel()
+        assert mean[c] == pytest.approx(xc.mean())
+        assert uvar[c] == pytest.approx(xc.var(ddof=1))
+        assert inv_std[c] == pytest.approx(1 / np.sqrt(xc.var() + 1e-5))
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-12)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-4)
+
+
+def test_batchnorm_float32_large_offset_is_accurate():
+    # mean 1000, std 1: a one-pass E[x^2] - E[x]^2 in float32 would lose the variance entirely
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((8, 2, 16, 16)) + 1000).astype(np.float32)
+    _, mean, inv_std, uvar = B.batchnorm2d_forward_train(x, None, None, 1e-5)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(uvar, x64.var(axis=(0, 2, 3), ddof=1), rtol=1e-5)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
+
+
+def test_max_pool_tie_rule_first_in_scan_order_and_padding_never_selected():
+    x = np.full((1, 1, 2, 2), -5.0)
+    y, idx = P.max_pool2d_forward(x, 2, 1, (1, 0, 1, 0))  # windows hang over the top-left padding
+    assert np.all(y == -5.0)  # padding (-inf) never wins, even over negative values
+    assert idx[0, 0].tolist() == [[0, 0], [0, 0]]  # every window picks its first real cell: (0, 0)
+    dx = P.max_pool2d_backward(np.ones_like(y), idx, x.shape)
+    assert dx[0, 0].tolist() == [[4.0, 0.0], [0.0, 0.0]]
+    x[0, 0, 1, 1] = -4.0  # a strict maximum takes the windows that contain it
+    y, idx = P.max_pool2d_forward(x, 2, 1, (1, 0, 1, 0))
+    assert y[0, 0].tolist() == [[-5.0, -5.0], [-5.0, -4.0]]
+    assert idx[0, 0].tolist() == [[0, 0], [0, 3]]
+
+
+def test_pool_geometry_errors():
+    x = np.zeros((1, 1, 4, 4))
+    with pytest.raises(ValueError, match="smaller than the window"):
+        P.max_pool2d_forward(x, 2, 2, 2)
+    with pytest.raises(ValueError, match="does not fit"):
+        P.avg_pool2d_forward(x, 5)
+    with pytest.raises(ValueError, match="dy.shape"):
+        P.max_pool2d_backward(np.zeros((1, 1, 3, 3)), np.zeros((1, 1, 2, 2), np.int32), x.shape)
+
+
+def test_global_pools_match_full_window_pools():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 4))
+    y, idx = P.global_max_pool2d_forward(x)
+    y_win, idx_win = P.max_pool2d_forward(x, (5, 4))
+    np.testing.assert_array_equal(y, y_win[:, :, 0, 0])
+    np.testing.assert_array_equal(idx, idx_win[:, :, 0, 0])
+    dy = rng.standard_normal((2, 3))
+    np.testing.assert_array_equal(P.global_max_pool2d_backward(dy, idx, x.shape),
+                                  P.max_pool2d_backward(dy[:, :, None, None], idx_win, x.shape))
+    np.testing.assert_allclose(P.global_avg_pool2d_forward(x), P.avg_pool2d_forward(x, (5, 4))[:, :, 0, 0])
+    np.testing.assert_allclose(P.global_avg_pool2d_backward(dy, x.shape),
+                               P.avg_pool2d_backward(dy[:, :, None, None], x.shape, (5, 4)))
+
+
+def test_adaptive_bins_match_torch_rule():
+    starts, ends = P.adaptive_bins(10, 4)
+    assert starts.tolist() == [0, 2, 5, 7] and ends.tolist() == [3, 5, 8, 10]
+    starts, ends = P.adaptive_bins(7, 7)  # VGG16 at 224: the identity
+    assert starts.tolist() == list(range(7)) and ends.tolist() == list(range(1, 8))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_softmax_stable_without_warnings(dtype):
+    x = np.array([[-1000.0, 0.0, 1000.0]], dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = A.sigmoid_forward(x)
+        p = A.softmax_forward(x, axis=1)
+    assert s.dtype == dtype and p.dtype == dtype
+    np.testing.assert_array_equal(s, np.array([[0.0, 0.5, 1.0]], dtype))
+    np.testing.assert_allclose(p, [[0.0, 0.0, 1.0]])
+
+
+def test_dropout_mask_rule_and_backward():
+    x = np.ones((1000,), np.float32)
+    y, mask = A.dropout_forward(x, 0.25, np.random.default_rng(7))
+    np.testing.assert_array_equal(mask, np.random.default_rng(7).random(1000) >= 0.25)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, mask / 0.75, rtol=1e-6)
+    dy = np.arange(1000, dtype=np.float32)
+    np.testing.assert_allclose(A.dropout_backward(dy, mask, 0.25), dy * mask / 0.75, rtol=1e-6)
+    with pytest.raises(ValueError, match="p must be in"):
+        A.dropout_forward(x, 1.0, np.random.default_rng(0))

@@ -1,0 +1,125 @@
+"""The minicnn command line on a tiny synthetic dataset (and the 16 real X-rays when ../shared exists)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minicnn.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    data, out = root / "data", root / "run"
+    assert main(["synth", str(data), "--n", "200", "--size", "32", "--seed", "1"]) == 0
+    assert main(["train", str(data), "--arch", "tiny", "--image-size", "32", "--epochs", "2", "--out", str(out),
+                 "--quiet", "--threads", "2"]) == 0
+    return data, out
+
+
+def test_train_writes_the_run_directory(run):
+    _, out = run
+    for name in ("model.npz", "last.npz", "history.csv", "history.json", "plots/history.png"):
+        assert (out / name).exists(), name
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in hist] == [1, 2] and "val_roc_auc" in hist[0]
+
+
+def test_resume_continues_the_run(run, capsys):
+    data, out = run
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--quiet"]) == 0
+    hist = json.loads((out / "history.json").read_text())
+    assert [r["epoch"] for r in hist] == [1, 2, 3]
+    assert "resuming" in capsys.readouterr().out
+
+
+def test_evaluate_writes_metrics_json_and_plots(run, capsys):
+    data, out = run
+    assert main(["evaluate", str(out), str(data), "--split", "test", "--n-boot", "100"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    for key in ("split", "n", "classes", "positive_class", "threshold", "threshold_rule", "roc_auc", "roc_auc_ci95",
+                "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "confusion", "per_class"):
+        assert key in m, key
+    assert m["split"] == "test" and m["positive_class"] == "PNEUMONIA" and "PNEUMONIA" in m["per_class"]
+    assert sum(map(sum, m["confusion"])) == m["n"]
+    assert (out / "plots" / "roc_test.png").exists() and (out / "plots" / "confusion_test.png").exists()
+    assert "ROC-AUC" in capsys.readouterr().out
+
+
+def test_predict_prints_a_table_and_writes_csv_and_json(run, tmp_path, capsys):
+    data, out = run
+    folder = data / "test" / "PNEUMONIA"
+    assert main(["predict", str(out / "model.npz"), str(folder), "--out", str(tmp_path / "p.csv")]) == 0
+    text = capsys.readouterr().out
+    assert "P(NORMAL)" in text and "P(PNEUMONIA)" in text
+    rows = (tmp_path / "p.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + len(list(folder.iterdir()))
+    assert main(["predict", str(out), str(folder), "--out", str(tmp_path / "p.json")]) == 0
+    recs = json.loads((tmp_path / "p.json").read_text())
+    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in recs)
+    assert {r["prediction"] for r in recs} <= {"NORMAL", "PNEUMONIA"}
+
+
+def test_predict_files_from_python_applies_saved_preprocessing(run):
+    import minicnn
+    from minicnn.data.loader import BatchLoader
+    from minicnn.data.datasets import load_dataset
+    from minicnn.data.normalize import Normalizer
+    data, out = run
+    model = minicnn.load(out / "model.npz")
+    recs = minicnn.predict_files(model, data / "test")
+    ds = load_dataset(data, split="test")
+    pre = model.meta["preprocessing"]
+    loader = BatchLoader(ds, batch_size=64, image_size=tuple(pre["image_size"]), channels=1, training=False,
+                         normalizer=Normalizer.from_dict(pre["normalizer"]))
+    x = np.concatenate([b[0] for b in loader.epoch(0)])
+    p = model.predict(x)[:, 0]
+    by_file = {r["file"]: r["probabilities"]["PNEUMONIA"] for r in recs}
+    np.testing.assert_allclose([by_file[str(f)] for f in ds.paths], p, rtol=1e-5, atol=1e-6)
+
+
+def test_summary_gradcheck_explain(run, tmp_path, capsys):
+    data, out = run
+    assert main(["summary", str(out)]) == 0
+    assert "total params" in capsys.readouterr().out
+    assert main(["gradcheck"]) == 0
+    text = capsys.readouterr().out
+    assert "Conv2D" in text and "worst:" in text and "ok" in text
+    image = sorted((data / "test" / "PNEUMONIA").iterdir())[0]
+    png = tmp_path / "cam.png"
+    assert main(["explain", str(out), str(image), "--out", str(png)]) == 0
+    assert png.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["predict", "missing_model.npz", "x.png"], "model not found: missing_model.npz"),
+    (["evaluate", "missing_run", "data"], "model not found: missing_run"),
+    (["train", "no_such_folder"], "no_such_folder"),
+])
+def test_user_errors_are_one_line_without_traceback(argv, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = subprocess.run([sys.executable, "-m", "minicnn.cli", *argv], capture_output=True, text=True)
+    assert r.returncode != 0
+    assert fragment in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_corrupt_image_is_named(run, tmp_path, capsys):
+    _, out = run
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    assert main(["predict", str(out), str(bad)]) == 1
+    assert "broken.png" in capsys.readouterr().err
+
+
+def test_real_xrays_load_and_predict_end_to_end(run, shared_dir, capsys):
+    from minicnn.data.datasets import load_dataset
+    folder = shared_dir / "data" / "chest_xray_val16"
+    ds = load_dataset(folder)
+    assert len(ds) == 16 and ds.classes == ["NORMAL", "PNEUMONIA"] and ds.labels.sum() == 8
+    assert set(ds.patient_ids) >= {"NORMAL2-IM-1427", "person1946"}
+    _, out = run
+    assert main(["predict", str(out), str(folder)]) == 0  # probabilities are meaningless: synthetic training
+    assert capsys.readouterr().out.count("\n") >= 17
