@@ -70,6 +70,34 @@ def torch_or_none(threads: int = 2):
     return torch
 
 
+class _SingleThreaded:
+    """Context: BLAS (threadpoolctl) and Numba limited to one thread, restored on exit."""
+
+    def __init__(self, threadpoolctl, numba):
+        self._tp, self._numba = threadpoolctl, numba
+
+    def __enter__(self):
+        self._limits = self._tp.threadpool_limits(1, user_api="blas")
+        self._numba_threads = self._numba.get_num_threads()
+        self._numba.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        self._numba.set_num_threads(self._numba_threads)
+        self._limits.restore_original_limits()
+        return False
+
+
+def single_threaded():
+    """A context limiting BLAS and Numba to one thread, or None without threadpoolctl."""
+    try:
+        import numba
+        import threadpoolctl
+    except ImportError:
+        return None
+    return _SingleThreaded(threadpoolctl, numba)
+
+
 def environment() -> dict:
     info = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count(),
             "numpy": np.__version__,

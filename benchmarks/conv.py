@@ -100,6 +100,11 @@ def bench_shape(shape, repeats, torch):
 
     row["numba_fwd_s"] = H.median_time(lambda: conv2d_forward(x, W, b, (s, s), pads), repeats)
     row["numba_fb_s"] = H.median_time(numba_fb, repeats)
+    single = H.single_threaded()
+    if single is not None:                    # the same path with 1 BLAS + 1 Numba thread (busy machines)
+        with single:
+            row["numba_1thread_fwd_s"] = H.median_time(lambda: conv2d_forward(x, W, b, (s, s), pads), repeats)
+            row["numba_1thread_fb_s"] = H.median_time(numba_fb, repeats)
     row["numpy_fwd_s"] = H.median_time(lambda: numpy_conv_forward(x, W, b, s, p), max(1, repeats // 2))
     row["numpy_fb_s"] = H.median_time(lambda: numpy_fwd_bwd(x, W, b, dy, s, p), max(1, repeats // 2))
 
@@ -143,7 +148,8 @@ def print_conv_table(rows, ceiling):
     print(f"\nfloat32 matmul ceiling (2048^3, numpy BLAS): {ceiling:.1f} GFLOP/s")
     print("times in ms (median), throughput in GFLOP/s; fwd+bwd computes y, dx, dW, db\n")
     head = (f"{'shape (N,C,HW,F,k,s,p)':<28}{'ref GF/s':>9} | {'numpy ms':>9}{'GF/s':>7} | "
-            f"{'numba ms':>9}{'GF/s':>7} | {'torch ms':>9}{'GF/s':>7} | {'numba/torch':>11}")
+            f"{'numba ms':>9}{'GF/s':>7} | {'torch ms':>9}{'GF/s':>7} | {'numba/torch':>11} | "
+            f"{'numba 1-thread ms':>17}")
     for mode, key in (("forward", "fwd"), ("forward+backward", "fb")):
         print(f"-- {mode}")
         print(head)
@@ -156,7 +162,8 @@ def print_conv_table(rows, ceiling):
             print(f"{shape:<28}{r[f'reference_{key}_gflops']:9.3f} | "
                   f"{H.fmt_ms(r[f'numpy_{key}_s'])}{H.fmt_gflops(fl, r[f'numpy_{key}_s'])} | "
                   f"{H.fmt_ms(r[f'numba_{key}_s'])}{H.fmt_gflops(fl, r[f'numba_{key}_s'])} | "
-                  f"{H.fmt_ms(t_torch)}{H.fmt_gflops(fl, t_torch)} | {ratio:>11}")
+                  f"{H.fmt_ms(t_torch)}{H.fmt_gflops(fl, t_torch)} | {ratio:>11} | "
+                  f"{H.fmt_ms(r.get(f'numba_1thread_{key}_s')):>17}")
 
 
 # ------------------------------------------------------------------------------------------------

@@ -23,9 +23,12 @@ class UserError(Exception):
 # Exceptions that mean "bad input from the user", not a bug: printed without a traceback.
 def _user_exceptions():
     from .data.images import ImageLoadError
+    from .data.loader import LoaderError
+    from .demo import DemoError
+    from .pretrained.registry import FetchError
     from .train import TrainingError
     return (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-            ImageLoadError, TrainingError, ValueError, KeyError)
+            ImageLoadError, LoaderError, TrainingError, DemoError, FetchError, ValueError, KeyError)
 
 
 def _add_threads(p):

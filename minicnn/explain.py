@@ -27,7 +27,7 @@ def explain_file(model, image_path, out_png, target_class=None, node=None) -> di
     """Write a Grad-CAM overlay PNG for one image; returns what was explained."""
     x = load_for_model(model, [image_path])
     heat, info = gradcam(model, x, target_class=target_class, node=node)
-    probs = model.predict(x)
+    probs = info.pop("probs")
     by_class = probabilities_by_class(model, probs)[0]
     p = by_class.get(info["class"], float(probs[0].max()))
     label = f"Grad-CAM: high = more evidence for {info['class']}"

@@ -25,8 +25,14 @@ from .model import Graph
 
 
 def preprocessing_of(model: Graph) -> dict:
+    """The model's preprocessing as a dict. A pretrained backbone names only its mode (e.g. 'torch'):
+    its input size and channels then come from ``model.input_shape``, resized bilinearly."""
     pre = model.meta.get("preprocessing")
-    if not pre:
+    if isinstance(pre, str) and model.input_shape is not None:
+        c, h, w = model.input_shape
+        pre = {"image_size": [h, w], "channels": c, "interpolation": "bilinear", "fit": "stretch",
+               "normalizer": {"mode": pre}}
+    if not isinstance(pre, dict):
         raise ValueError("this model carries no preprocessing (it was not trained or converted by minicnn); "
                          "convert it with `minicnn convert MODEL OUT.npz --preprocess ... --image-size ...`")
     return pre

@@ -474,7 +474,7 @@ def gradcam(model, x, target_class=None, node=None):
         cam     = ReLU( sum_k alpha_k * A[k] )        scaled to [0, 1] by its maximum
 
     Returns ``(heatmap (h, w) float64 in [0, 1], info)`` with ``info = {"node", "class",
-    "output", "score"}``. Deterministic: the same model and image give the same map.
+    "output", "score", "probs"}`` (``probs``: the model's prediction for ``x``, (1, K)). Deterministic: the same model and image give the same map.
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] != 1:
@@ -499,4 +499,6 @@ def gradcam(model, x, target_class=None, node=None):
     cam = np.maximum(np.tensordot(alpha, A[0].astype(np.float64), axes=1), 0.0)  # (h, w)
     top = cam.max()
     heat = cam / top if top > 0 else cam
-    return heat, {"node": node, "class": name, "output": k, "score": float(sign * z[0, k])}
+    from .model import apply_activation
+    probs = apply_activation(z.astype(np.float64), model.output_activation)
+    return heat, {"node": node, "class": name, "output": k, "score": float(sign * z[0, k]), "probs": probs}

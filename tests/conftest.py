@@ -1,4 +1,5 @@
-"""Shared test configuration: hypothesis profiles and the path to ../shared."""
+"""Shared test configuration: hypothesis profiles, ../shared, the real Keras model wheel."""
+import hashlib
 import os
 from pathlib import Path
 
@@ -29,3 +30,27 @@ def shared_dir() -> Path:
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+PNEUMONIA_WHEEL_GLOB = "pneumonia_model_package-0.3.0-*.whl"
+PNEUMONIA_WHEEL_SHA256 = "4bb1ee80366db5de818c7255e62878871b8ec545681193f429e2575b791d3536"
+
+
+@pytest.fixture(scope="session")
+def pneumonia_wheel() -> Path:
+    """The hash-checked ``pneumonia-model-package==0.3.0`` wheel from ``$MINICNN_TEST_WHEEL_DIR``.
+
+    ``.ci/run`` downloads it there before the tests (tests never reach the network). Without it the
+    tests that need it skip -- except in CI (``CI`` set), where a missing wheel is a failure.
+    """
+    wheel_dir = os.environ.get("MINICNN_TEST_WHEEL_DIR")
+    found = sorted(Path(wheel_dir).glob(PNEUMONIA_WHEEL_GLOB)) if wheel_dir and Path(wheel_dir).is_dir() else []
+    if not found:
+        msg = (f"no wheel {PNEUMONIA_WHEEL_GLOB} in $MINICNN_TEST_WHEEL_DIR ({wheel_dir!r}); download it with "
+               f"`python -m pip download --no-deps pneumonia-model-package==0.3.0 -d DIR` and set the variable")
+        if os.environ.get("CI"):
+            pytest.fail("CI: " + msg)
+        pytest.skip(msg)
+    digest = hashlib.sha256(found[0].read_bytes()).hexdigest()
+    assert digest == PNEUMONIA_WHEEL_SHA256, f"{found[0]}: SHA-256 {digest} is not the pinned {PNEUMONIA_WHEEL_SHA256}"
+    return found[0]

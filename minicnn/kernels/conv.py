@@ -104,7 +104,7 @@ def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     bias = None if b is None else np.asarray(b, dtype=x.dtype).reshape(F, 1, 1)
     pointwise = _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr)
     y = np.empty((N, F, P), x.dtype)
-    step = _chunk(N, C * K * P * x.itemsize)
+    step = _chunk(N, C * KH * KW * P * x.itemsize)
     cols = np.empty((C * KH * KW, step * P), x.dtype)                 # columns of `step` samples side by side
     out = np.empty((F, step * P), x.dtype)
     for n0 in range(0, N, step):
@@ -161,7 +161,7 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     W3t = np.ascontiguousarray(W3.transpose(0, 2, 1))                 # (G, K, Fg)
     dW3 = np.zeros((G, Fg, K), x.dtype) if need_dW else None
     tmp = np.empty((Fg, K), x.dtype)
-    step = _chunk(N, C * K * P * x.itemsize)
+    step = _chunk(N, C * KH * KW * P * x.itemsize)
     cols = np.empty((C * KH * KW, step * P), x.dtype)
     dyT = np.empty((F, step * P), x.dtype)
     for n0 in range(0, N, step):

@@ -93,7 +93,7 @@ def test_backward_need_flags(g, seed):
 
 
 def test_pointwise_and_chunked_paths_match_reference(monkeypatch):
-    """1x1 (no im2col), depthwise 1x1, and a column buffer smaller than one sample's (one sample per chunk)."""
+    """1x1 (no im2col), depthwise 1x1, and small column buffers (several chunks, a partial last one)."""
     import minicnn.kernels.conv as conv
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 5, 6))
@@ -104,7 +104,8 @@ def test_pointwise_and_chunked_paths_match_reference(monkeypatch):
         y_ref = conv2d_forward_reference(x, W, None, **kw)
         dy = rng.standard_normal(y_ref.shape)
         ref = conv2d_backward_reference(dy, x, W, **kw)
-        for budget in (conv._COLS_BYTES, 1):
+        per_sample = x.shape[1] * W.shape[2] * W.shape[3] * y_ref.shape[2] * y_ref.shape[3] * x.itemsize
+        for budget in (conv._COLS_BYTES, 1, 2 * per_sample):       # 1 chunk; 3 chunks; chunks of 2 + 1
             monkeypatch.setattr(conv, "_COLS_BYTES", budget)
             assert rel_err(conv2d_forward(x, W, None, **kw), y_ref) < 1e-12
             for got, want in zip(conv2d_backward(dy, x, W, **kw), ref):

@@ -6,7 +6,6 @@
   (wheel dir in $MINICNN_TEST_WHEEL_DIR; skipped without it, a failure when $CI is set);
 * every refused layer/option raises KerasImportError naming class, layer and option.
 """
-import hashlib
 import io
 import json
 import os
@@ -27,8 +26,6 @@ REF = Path(__file__).resolve().parents[1] / "ref"
 SMALL = REF / "keras_small"
 MODELS = ["tiny_functional", "tiny_sequential", "tiny_nested"]
 
-WHEEL_GLOB = "pneumonia_model_package-0.3.0-*.whl"
-WHEEL_SHA256 = "4bb1ee80366db5de818c7255e62878871b8ec545681193f429e2575b791d3536"
 KERAS_MEMBER = "pneumonia_model_package/trained_models/pneumonia_xception_model_val-acc_0.861.keras"
 
 
@@ -276,20 +273,9 @@ def test_weights_only_and_wrong_files(tmp_path):
 
 # ------------------------------------------------------------------------------ the real model
 @pytest.fixture(scope="module")
-def xception_keras(tmp_path_factory):
-    wheel_dir = os.environ.get("MINICNN_TEST_WHEEL_DIR")
-    found = sorted(Path(wheel_dir).glob(WHEEL_GLOB)) if wheel_dir and Path(wheel_dir).is_dir() else []
-    wheel = found[0] if found else None
-    if wheel is None:
-        msg = (f"no wheel {WHEEL_GLOB} in $MINICNN_TEST_WHEEL_DIR ({wheel_dir!r}); download it with "
-               f"`python -m pip download --no-deps pneumonia-model-package==0.3.0 -d DIR` and set the variable")
-        if os.environ.get("CI"):
-            pytest.fail("CI: " + msg)
-        pytest.skip(msg)
-    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    assert digest == WHEEL_SHA256, f"{wheel}: SHA-256 {digest} is not the pinned {WHEEL_SHA256}"
+def xception_keras(pneumonia_wheel, tmp_path_factory):
     out = tmp_path_factory.mktemp("wheel") / "xception.keras"
-    with zipfile.ZipFile(wheel) as z:
+    with zipfile.ZipFile(pneumonia_wheel) as z:
         out.write_bytes(z.read(KERAS_MEMBER))
     return out
 

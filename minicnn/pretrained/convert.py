@@ -1,0 +1,96 @@
+"""``minicnn convert``: turn a Keras or PyTorch model file into a minicnn model that carries its
+preprocessing and class names, ready for ``predict``, ``evaluate`` and ``explain``.
+
+A ``.keras`` / Keras 2 ``.h5`` file holds the architecture (imported by ``load_keras``); a
+torchvision ``.pth`` / ``.safetensors`` state dict holds only weights, so the architecture is
+recognised from its keys (DenseNet121, VGG16, ResNet50, InceptionV3) or named with ``arch=``.
+Neither format records the input preprocessing or the class names: they are given here and saved
+in ``model.meta`` (see ``minicnn.predict``).
+"""
+from __future__ import annotations
+
+import os
+
+from ..data.datasets import default_positive_class
+from ..data.normalize import Normalizer
+from ..model import Graph
+from .readers import detect_format, read_torch_state_dict
+
+# A key only each torchvision architecture has.
+_SIGNATURES = (("densenet121", "features.denseblock4.denselayer16.conv2.weight"),
+               ("inception_v3", "Mixed_7c.branch_pool.conv.weight"),
+               ("resnet50", "layer4.2.conv3.weight"),
+               ("vgg16", "features.28.weight"))
+
+
+def guess_torch_architecture(sd: dict) -> str:
+    for arch, key in _SIGNATURES:
+        if key in sd:
+            return arch
+    raise ValueError("could not recognise the architecture of this state dict (looked for DenseNet121, "
+                     "InceptionV3, ResNet50, VGG16 keys); name it with --arch")
+
+
+def load_any(path, arch: str | None = None) -> Graph:
+    """A Graph from a Keras model file or a torchvision state dict (architecture recognised or given)."""
+    from .keras_import import load_keras
+    fmt = detect_format(path)
+    if fmt in ("keras_archive", "keras_h5_model"):
+        return load_keras(path)
+    if fmt in ("torch_zip", "torch_legacy", "safetensors"):
+        from .. import pretrained
+        sd = read_torch_state_dict(path)
+        arch = arch or guess_torch_architecture(sd)
+        head = next((sd[k] for k in ("classifier.weight", "fc.weight", "classifier.6.weight") if k in sd), None)
+        n_classes = head.shape[0] if head is not None else 1000
+        del sd
+        return getattr(pretrained, arch)(weights=os.fspath(path), classes=n_classes)
+    if fmt == "npz":
+        from ..model import load
+        return load(path)
+    raise ValueError(f"{path}: a {fmt} file holds weights without an architecture; build the model "
+                     f"(e.g. minicnn.pretrained.densenet121(weights=...)) instead of converting it")
+
+
+def attach_preprocessing(model: Graph, preprocess: str, image_size, resize: str = "bilinear", channels: int = 3,
+                         classes=None, positive_class=None, output_activation: str = "auto") -> Graph:
+    """Record how images must be prepared for ``model`` and what its outputs mean (in ``model.meta``).
+
+    output_activation 'auto': a model that ends at K >= 2 logits gets 'softmax' (its predictions are
+    then probabilities; Grad-CAM still explains the logit), one logit gets 'sigmoid'.
+    """
+    norm = Normalizer(preprocess)
+    if norm.needs_fit:
+        raise ValueError(f"--preprocess {preprocess!r} needs statistics of a training set; use tf, "
+                         f"imagenet-torch or imagenet-caffe (the preprocessing the weights were trained with)")
+    size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(s) for s in image_size]
+    k = model.output_shapes((channels, *size))[model.output_name][-1]
+    if output_activation == "auto":
+        output_activation = model.output_activation or ("softmax" if k >= 2 else "sigmoid")
+    model.output_activation = output_activation
+    meta = {"preprocessing": {"image_size": size, "channels": int(channels), "interpolation": resize,
+                              "fit": "stretch", "normalizer": norm.to_dict()}}
+    if classes:
+        classes = list(classes)
+        if k == 1 and len(classes) == 2:
+            pos = positive_class or default_positive_class(classes)
+            meta.update(classes=classes, outputs=[pos], positive_class=pos, threshold=[0.5])
+        elif k == len(classes):
+            meta.update(classes=classes, outputs=classes)
+            if k == 2:
+                meta["positive_class"] = positive_class or default_positive_class(classes)
+        else:
+            raise ValueError(f"the model has {k} outputs but {len(classes)} class names were given: {classes}")
+    model.meta.update(meta)
+    model.input_shape = (int(channels), *size)
+    return model
+
+
+def convert(path, out, preprocess: str, image_size, resize: str = "bilinear", classes=None, channels: int = 3,
+            positive_class=None, arch=None, output_activation: str = "auto") -> str:
+    """Import ``path`` and save it as a minicnn ``.npz`` with its preprocessing and classes."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file not found: {path}")
+    model = load_any(path, arch)
+    attach_preprocessing(model, preprocess, image_size, resize, channels, classes, positive_class, output_activation)
+    return model.save(out)

@@ -1,0 +1,116 @@
+"""`minicnn demo` and `minicnn convert` on the real Keras pneumonia model (wheel from $MINICNN_TEST_WHEEL_DIR)."""
+import json
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicnn.cli import main
+from minicnn.data.images import load_image
+from minicnn.demo import DemoError, get_wheel
+
+REF = Path(__file__).resolve().parent / "ref"
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.src = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.src.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def demo_out(pneumonia_wheel, tmp_path_factory):
+    home = tmp_path_factory.mktemp("home")
+    out = tmp_path_factory.mktemp("demo")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MINICNN_HOME", str(home))
+    try:
+        assert main(["demo", "--out", str(out), "--wheel", str(pneumonia_wheel)]) == 0
+    finally:
+        mp.undo()
+    return out, home
+
+
+def test_demo_reproduces_keras_on_the_16_xrays(demo_out, capsys):
+    out, _ = demo_out
+    d = json.loads((out / "demo.json").read_text())
+    with np.load(REF / "pneumonia_xception_keras_logits.npz", allow_pickle=False) as z:
+        files = [str(f).split("/")[-1] for f in z["files"]]
+        keras_p = dict(zip(files, z["probabilities"][:, 1]))
+        labels = dict(zip(files, z["labels"]))
+    assert len(d["images"]) == 16
+    for rec in d["images"]:
+        assert set(rec) == {"file", "true_label", "probabilities", "prediction"}
+        assert rec["true_label"] == ["NORMAL", "PNEUMONIA"][int(labels[rec["file"]])]
+        assert abs(rec["probabilities"]["PNEUMONIA"] - keras_p[rec["file"]]) < 1e-4, rec["file"]
+        assert abs(sum(rec["probabilities"].values()) - 1) < 1e-6
+    correct = sum(r["prediction"] == r["true_label"] for r in d["images"])
+    assert d["accuracy"] == pytest.approx(correct / 16)
+    pos = [r for r in d["images"] if r["true_label"] == "PNEUMONIA"]
+    assert d["sensitivity"] == pytest.approx(sum(r["prediction"] == "PNEUMONIA" for r in pos) / len(pos))
+
+
+def test_demo_report_and_heatmaps(demo_out):
+    out, _ = demo_out
+    html = (out / "report.html").read_text()
+    parser = _Images()
+    parser.feed(html)
+    assert len(parser.src) >= 16 + 3
+    for src in parser.src:
+        assert (out / src).is_file(), src
+    assert len(list((out / "heatmaps").glob("*_gradcam.png"))) == 16
+
+
+def test_preprocessing_matches_keras_load_img(demo_out):
+    _, home = demo_out
+    with np.load(REF / "pneumonia_xception_keras_logits.npz", allow_pickle=False) as z:
+        files, x_uint8 = [str(f) for f in z["files"]], z["x_uint8"]
+    folder = home / "pneumonia-model-package-0.3.0" / "val"
+    for f, ref in zip(files, x_uint8):
+        img = load_image(folder / f, size=150, color="rgb", interpolation="nearest")
+        np.testing.assert_array_equal(img, ref.astype(np.float32), err_msg=f)
+
+
+def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, pneumonia_wheel, tmp_path):
+    from minicnn.model import load
+    _, home = demo_out
+    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
+    out = tmp_path / "xception.npz"
+    assert main(["convert", str(keras_file), str(out), "--preprocess", "tf", "--image-size", "150",
+                 "--resize", "nearest", "--classes", "NORMAL,PNEUMONIA"]) == 0
+    model = load(out)
+    assert model.meta["classes"] == ["NORMAL", "PNEUMONIA"] and model.output_activation == "softmax"
+    image = home / "pneumonia-model-package-0.3.0" / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
+    from minicnn.explain import explain_file
+    a = explain_file(model, image, tmp_path / "a.png")
+    b = explain_file(model, image, tmp_path / "b.png")
+    assert a["node"] == "xception/block14_sepconv2_act" and a["heatmap"].shape == (5, 5)
+    assert np.isfinite(a["heatmap"]).all() and a["heatmap"].std() > 0
+    np.testing.assert_array_equal(a["heatmap"], b["heatmap"])
+    assert a["prediction"] == "PNEUMONIA" and a["probability"] > 0.99
+
+
+def test_demo_refuses_a_wheel_with_the_wrong_hash(tmp_path):
+    fake = tmp_path / "pneumonia_model_package-0.3.0-py3-none-any.whl"
+    fake.write_bytes(b"PK\x05\x06" + b"\0" * 18)
+    with pytest.raises(DemoError, match="SHA-256"):
+        get_wheel(fake)
+    with pytest.raises(DemoError, match="wheel not found"):
+        get_wheel(tmp_path / "nope.whl")
+
+
+def test_convert_small_keras_model_and_predict(tmp_path, capsys):
+    from minicnn.model import load
+    src = REF / "keras_small" / "tiny_functional.keras"
+    out = tmp_path / "tiny.npz"
+    assert main(["convert", str(src), str(out), "--preprocess", "tf", "--image-size", "12"]) == 0
+    model = load(out)
+    pre = model.meta["preprocessing"]
+    assert pre["image_size"] == [12, 12] and pre["normalizer"]["mode"] == "tf" and pre["channels"] == 3
+    assert main(["convert", str(src), str(tmp_path / "x.npz"), "--preprocess", "dataset", "--image-size", "12"]) == 1
+    assert "needs statistics" in capsys.readouterr().err
