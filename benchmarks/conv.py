@@ -6,7 +6,10 @@ For each shape: median times and GFLOP/s (fwd = 2*N*F*(C/G)*KH*KW*OH*OW flops; f
 since dx and dW each cost one forward), the numba/torch ratio for fwd+bwd, and the machine's float32
 matmul GFLOP/s measured in the same run as the ceiling. The plain-loop reference is timed on one
 image cropped to 16x16 and reported only as GFLOP/s. Every implementation is validated against the
-others before it is timed. PyTorch runs with 2 threads; BLAS and Numba use their defaults (2 here).
+others before it is timed. PyTorch runs with 2 threads; BLAS and Numba use their defaults (2 here),
+and the Numba path is timed again with BLAS and Numba limited to one thread each ("1-thread"):
+on a machine busy with other work, OpenBLAS's and Numba's two thread pools (each spin-waiting
+between calls) fight for the cores and the default configuration can be several times slower.
 Also times max-pool 2x2 and batch-norm fwd+bwd on (16, 64, 112, 112) when those kernels exist.
 """
 from __future__ import annotations
@@ -141,6 +144,8 @@ def bench_shape(shape, repeats, torch):
         row["torch_fwd_s"] = H.median_time(torch_fwd, repeats)
         row["torch_fb_s"] = H.median_time(torch_fb, repeats)
         row["ratio_fb_numba_over_torch"] = row["numba_fb_s"] / row["torch_fb_s"]
+        if "numba_1thread_fb_s" in row:
+            row["ratio_fb_numba_1thread_over_torch"] = row["numba_1thread_fb_s"] / row["torch_fb_s"]
     return row
 
 
@@ -149,7 +154,7 @@ def print_conv_table(rows, ceiling):
     print("times in ms (median), throughput in GFLOP/s; fwd+bwd computes y, dx, dW, db\n")
     head = (f"{'shape (N,C,HW,F,k,s,p)':<28}{'ref GF/s':>9} | {'numpy ms':>9}{'GF/s':>7} | "
             f"{'numba ms':>9}{'GF/s':>7} | {'torch ms':>9}{'GF/s':>7} | {'numba/torch':>11} | "
-            f"{'numba 1-thread ms':>17}")
+            f"{'numba 1-thread ms':>17}{'1T/torch':>9}")
     for mode, key in (("forward", "fwd"), ("forward+backward", "fb")):
         print(f"-- {mode}")
         print(head)
@@ -159,11 +164,14 @@ def print_conv_table(rows, ceiling):
             shape = str(tuple(r["shape"].values()))
             t_torch = r.get(f"torch_{key}_s")
             ratio = "-" if t_torch is None else f"{r[f'numba_{key}_s'] / t_torch:11.2f}"
+            t_1t = r.get(f"numba_1thread_{key}_s")
+            ratio_1t = "-" if t_torch is None or t_1t is None else f"{t_1t / t_torch:9.2f}"
             print(f"{shape:<28}{r[f'reference_{key}_gflops']:9.3f} | "
                   f"{H.fmt_ms(r[f'numpy_{key}_s'])}{H.fmt_gflops(fl, r[f'numpy_{key}_s'])} | "
                   f"{H.fmt_ms(r[f'numba_{key}_s'])}{H.fmt_gflops(fl, r[f'numba_{key}_s'])} | "
                   f"{H.fmt_ms(t_torch)}{H.fmt_gflops(fl, t_torch)} | {ratio:>11} | "
-                  f"{H.fmt_ms(r.get(f'numba_1thread_{key}_s')):>17}")
+                  f"{H.fmt_ms(r.get(f'numba_1thread_{key}_s')):>17}"
+                  f"{ratio_1t:>9}")
 
 
 # ------------------------------------------------------------------------------------------------

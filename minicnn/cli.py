@@ -109,6 +109,7 @@ def cmd_train(a):
         a.out = str(run)
     if a.backbone:
         return _train_head(a)
+    a.image_size = a.image_size or 64
     train_ds, val_ds = _datasets(a)
     norm = Normalizer(a.normalize)
     fit_normalizer(norm, train_ds, image_size=a.image_size, channels=a.channels, sample=a.norm_sample, seed=a.seed)
@@ -369,7 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium (default small)")
     s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
-    s.add_argument("--image-size", type=int, default=64)
+    s.add_argument("--image-size", type=int, default=None,
+                   help="input size (default 64; a backbone's own size with --backbone: 224, InceptionV3 299)")
     s.add_argument("--channels", type=int, default=1, choices=(1, 3))
     s.add_argument("--epochs", type=int, default=8)
     s.add_argument("--batch-size", type=int, default=32)
@@ -448,9 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbone", required=True)
     s.add_argument("--weights", default=None)
     s.add_argument("--split", default="train")
-    s.add_argument("--image-size", type=int, default=224)
+    s.add_argument("--image-size", type=int, default=None)
     s.add_argument("--out", default=None, help="write the features to this .npz")
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--seed", type=int, default=0, help="initialisation seed when --weights is not given")
     _add_threads(s)
     s.set_defaults(func=cmd_features)
 

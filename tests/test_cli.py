@@ -123,3 +123,24 @@ def test_real_xrays_load_and_predict_end_to_end(run, shared_dir, capsys):
     _, out = run
     assert main(["predict", str(out), str(folder)]) == 0  # probabilities are meaningless: synthetic training
     assert capsys.readouterr().out.count("\n") >= 17
+
+
+def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path, monkeypatch, capsys):
+    data, _ = run
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path / "home"))
+    out = tmp_path / "head"
+    argv = ["train", str(data), "--backbone", "densenet121", "--image-size", "32", "--epochs", "2",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "random weights" in first and "backbone + head saved" in first
+    cached = list((tmp_path / "home" / "features").rglob("*"))
+    assert cached
+    assert main(argv) == 0   # second run: features come from the cache
+    assert list((tmp_path / "home" / "features").rglob("*")) == cached
+    from minicnn.model import load
+    model = load(out / "model.npz")
+    assert model.meta["preprocessing"]["normalizer"]["mode"] == "torch"
+    assert not model["features.conv0"].trainable and model["head.logits"].trainable
+    assert main(["predict", str(out), str(data / "test" / "NORMAL")]) == 0
+    assert main(["evaluate", str(out), str(data), "--split", "test", "--n-boot", "50"]) == 0

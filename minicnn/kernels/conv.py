@@ -28,8 +28,11 @@ Fast paths (chosen in ``conv2d_forward`` / ``conv2d_backward``):
   gradient back into ``dx``. Chunks keep the column buffer below ``_COLS_BYTES``.
 * 1x1, stride 1, no padding: the same GEMMs, with x merely transposed instead of im2col.
 
-Thread safety: the Numba kernels use ``parallel=True`` (a thread pool shared by the process);
-call them from one Python thread at a time.
+Threads: the Numba kernels use ``parallel=True`` (a thread pool shared by the process); call them
+from one Python thread at a time. The GEMMs run on BLAS's own thread pool. On a machine that is
+busy with other work the two pools (both spin-wait between calls) contend for the cores, and
+``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` can be several times faster; benchmarks/conv.py
+times both.
 """
 from __future__ import annotations
 

@@ -11,11 +11,11 @@ from .dense import Dense
 from .extra import Activation, Identity, Rescaling
 from .norm import BatchNorm2D
 from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
-from .shape import Add, Concat, Flatten, ZeroPad2D
+from .shape import Add, BufferedConcat, Concat, Flatten, ZeroPad2D
 
 __all__ = ["Layer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "ReLU", "Sigmoid", "Softmax",
            "Dropout", "BatchNorm2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-           "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "Add", "Activation", "Rescaling", "Identity"]
+           "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "BufferedConcat", "Add", "Activation", "Rescaling", "Identity"]
 
 # The classes a saved model may name (``minicnn.load`` rebuilds only these; nothing is imported by name).
 LAYER_CLASSES = {name: globals()[name] for name in __all__ if name != "Layer"}

@@ -26,56 +26,8 @@ import copy
 import numpy as np
 
 from ..layers.norm import BatchNorm2D
-from ..layers.shape import Concat
+from ..layers.shape import BufferedConcat, Concat
 from ..model import Graph
-
-
-class BufferedConcat(Concat):
-    """Channel concatenation ``[prev, new]`` that writes into a buffer of ``capacity`` channels.
-
-    With ``continues=True`` (set by ``use_concat_buffers`` only where this node is the sole
-    concatenation reading the previous one) and ``prev`` the prefix view ``buf[:, :c]`` of such a
-    buffer, only ``new`` is copied, into ``buf[:, c:c + new_channels]``, and the view
-    ``buf[:, :c + new_channels]`` is returned. Otherwise a fresh buffer is allocated and ``prev``
-    copied in first. Writes never touch the channels an earlier view covers. Backward is
-    ``Concat``'s (split the gradient).
-    """
-
-    def __init__(self, capacity: int, continues: bool = False, axis: int = 1):
-        if axis != 1:
-            raise ValueError(f"BufferedConcat concatenates channels (axis=1), got axis={axis}")
-        super().__init__(axis=1)
-        self.capacity = int(capacity)
-        self.continues = bool(continues)
-
-    def _owning_buffer(self, prev):
-        buf = prev.base
-        if (isinstance(buf, np.ndarray) and buf.ndim == 4 and buf.shape[1] == self.capacity
-                and buf.shape[0] == prev.shape[0] and buf.shape[2:] == prev.shape[2:] and buf.dtype == prev.dtype
-                and prev.strides == buf.strides and prev.ctypes.data == buf.ctypes.data):
-            return buf
-        return None
-
-    def forward(self, xs, training: bool = False):
-        if len(xs) != 2:
-            return super().forward(xs, training)
-        prev, new = np.asarray(xs[0]), np.asarray(xs[1])
-        if prev.ndim != 4 or new.ndim != 4 or prev.shape[0] != new.shape[0] or prev.shape[2:] != new.shape[2:]:
-            raise ValueError(f"{self!r}: inputs must be (N, C, H, W) with equal N, H, W, got "
-                             f"{prev.shape} and {new.shape}")
-        c0, c1 = prev.shape[1], prev.shape[1] + new.shape[1]
-        if c1 > self.capacity:
-            raise ValueError(f"{self!r}: {c1} channels do not fit in the buffer's {self.capacity}")
-        buf = self._owning_buffer(prev) if self.continues else None
-        if buf is None:
-            buf = np.empty((prev.shape[0], self.capacity) + prev.shape[2:], np.result_type(prev, new))
-            buf[:, :c0] = prev
-        buf[:, c0:c1] = new
-        self._cache = [c0, c1 - c0]
-        return buf[:, :c1]
-
-    def get_config(self):
-        return {"capacity": self.capacity, "continues": self.continues, "axis": 1}
 
 
 def _copy_graph_shell(model: Graph) -> Graph:

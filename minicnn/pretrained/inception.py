@@ -53,13 +53,14 @@ import re
 from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
 from ..layers.conv import Conv2D
+from ..layers.dense import Dense
 from ..layers.extra import Rescaling
 from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat
 from ..model import Graph
 from ..pretrained.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .vgg import check_builder_args, load_arch_weights, source_from_weights, torch_linear
+from .vgg import check_builder_args, load_arch_weights, source_from_weights
 
 BN_EPS = 1e-3
 #: torchvision's ``Inception3._transform_input``: per channel ``x * scale + offset``.
@@ -200,7 +201,7 @@ def inception_v3_graph(include_top: bool = True, pooling=None, classes: int = 10
     if include_top:
         if source == "torchvision":
             g.add("dropout", Dropout(0.5))
-        g.add("fc", torch_linear(ch, classes, b.rng))
+        g.add("fc", Dense(ch, classes, seed=b.rng))
         g.output_activation = "softmax" if source == "keras" else None
     preprocessing = "torch" if transform_input else "tf"
     g.meta.update({"architecture": "inception_v3", "source": source, "include_top": bool(include_top),

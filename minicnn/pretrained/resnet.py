@@ -47,11 +47,12 @@ import re
 from ..init import rng_from
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
+from ..layers.dense import Dense
 from ..layers.norm import BatchNorm2D
 from ..layers.pool import GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, ZeroPad2D
 from ..model import Graph
-from .vgg import check_builder_args, load_arch_weights, source_from_weights, torch_linear
+from .vgg import check_builder_args, load_arch_weights, source_from_weights
 
 BN_EPS = {"torchvision": 1e-5, "keras": 1.001e-5}
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -142,7 +143,7 @@ def resnet_graph(blocks=RESNET50_BLOCKS, include_top: bool = True, pooling=None,
     elif pooling == "max":
         g.add("maxpool_global", GlobalMaxPool2D())
     if include_top:
-        g.add("fc", torch_linear(cin, classes, rng))
+        g.add("fc", Dense(cin, classes, seed=rng))
         g.output_activation = "softmax" if source == "keras" else None
     g.meta.update({"architecture": name, "source": source, "include_top": bool(include_top),
                    "pooling": pooling, "classes": int(classes) if include_top else None,

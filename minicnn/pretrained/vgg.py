@@ -87,14 +87,6 @@ def source_from_weights(weights, source):
     return path, file_source or source or "torchvision"
 
 
-def torch_linear(in_features: int, out_features: int, rng) -> Dense:
-    """A Dense with torch ``nn.Linear``'s default init: W ~ U(+-1/sqrt(in)), bias zero."""
-    fc = Dense(in_features, out_features)
-    bound = 1.0 / np.sqrt(in_features)
-    fc.params["W"] = rng.uniform(-bound, bound, size=(in_features, out_features)).astype(np.float32)
-    return fc
-
-
 def reorder_by_names(model, layers, name_tables):
     """Put the Keras file's layers in the model's weighted-node order when their names say where they go.
 
@@ -196,6 +188,8 @@ def vgg16_keras_name(node: str) -> str | None:
         if v == "M":
             block, conv = block + 1, 0
             continue
+        if v == "relu":
+            continue
         conv += 1
         if i == idx:
             return f"block{block}_conv{conv}"
@@ -228,7 +222,7 @@ def keras_flatten_to_nchw(model, converted: dict) -> dict:
 
 def vgg16_graph(include_top: bool = True, pooling=None, classes: int = 1000, source: str = "torchvision",
                 input_shape=(3, 224, 224), seed=None) -> Graph:
-    """Build VGG16 with random weights (He-normal convs as torchvision's init, bias zero)."""
+    """Build VGG16 with random weights (He-normal convs, Glorot-uniform dense layers, biases zero)."""
     input_shape = check_builder_args(source, pooling, include_top, input_shape, 32)
     rng = rng_from(seed)
     g = Graph(input_shape=input_shape, name="vgg16")
@@ -249,7 +243,7 @@ def vgg16_graph(include_top: bool = True, pooling=None, classes: int = 1000, sou
             flat = ch * (input_shape[1] // 32) * (input_shape[2] // 32)
         g.add("flatten", Flatten())
         for i, (n_in, n_out) in zip((0, 3, 6), ((flat, 4096), (4096, 4096), (4096, classes))):
-            g.add(f"classifier.{i}", torch_linear(n_in, n_out, rng))
+            g.add(f"classifier.{i}", Dense(n_in, n_out, seed=rng))
             if i != 6:
                 g.add(f"classifier.{i + 1}", ReLU())
                 if source == "torchvision":

@@ -241,7 +241,7 @@ def test_npz_round_trip(tmp_path):
 # ------------------------------------------------------------------------------------------------
 def test_folded_and_buffered_densenet_equals_the_original():
     from minicnn.pretrained import fast_densenet, fold_batchnorm
-    from minicnn.pretrained.fold import BufferedConcat
+    from minicnn.layers import BufferedConcat
 
     model = densenet121(input_shape=(3, 64, 64), seed=0)
     rng = np.random.default_rng(5)
@@ -259,8 +259,8 @@ def test_folded_and_buffered_densenet_equals_the_original():
     assert sum(isinstance(l, BufferedConcat) for l in fast.layers) == 58
     x = rng.standard_normal((3, 3, 64, 64)).astype(np.float32)
     ref = model.predict(x)
-    for name, m in (("folded", folded), ("folded+buffers", fast)):
-        for bs in (1, 3):
+    for name, m, sizes in (("folded", folded, (3,)), ("folded+buffers", fast, (1, 3))):
+        for bs in sizes:
             err = rel_err(m.predict(x, batch_size=bs), ref)
             print(f"{name} batch {bs}: max rel err {err:.2e}")
             assert err < 1e-4, (name, bs, err)
@@ -269,7 +269,7 @@ def test_folded_and_buffered_densenet_equals_the_original():
 
 
 def test_buffered_concat_writes_each_value_once_and_keeps_gradients():
-    from minicnn.pretrained.fold import BufferedConcat
+    from minicnn.layers import BufferedConcat
 
     rng = np.random.default_rng(0)
     a, n1, n2 = (rng.standard_normal((2, c, 3, 3)) for c in (4, 2, 2))
