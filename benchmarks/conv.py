@@ -7,9 +7,9 @@ since dx and dW each cost one forward), the numba/torch ratio for fwd+bwd, and t
 matmul GFLOP/s measured in the same run as the ceiling. The plain-loop reference is timed on one
 image cropped to 16x16 and reported only as GFLOP/s. Every implementation is validated against the
 others before it is timed. PyTorch runs with 2 threads; BLAS and Numba use their defaults (2 here),
-and the Numba path is timed again with BLAS and Numba limited to one thread each ("1-thread"):
-on a machine busy with other work, OpenBLAS's and Numba's two thread pools (each spin-waiting
-between calls) fight for the cores and the default configuration can be several times slower.
+and the Numba path is timed again with BLAS limited to one thread ("BLAS-1T", via threadpoolctl):
+on a machine busy with other work OpenBLAS's spinning threads fight for the cores, and the default
+configuration can be several times slower.
 Also times max-pool 2x2 and batch-norm fwd+bwd on (16, 64, 112, 112) when those kernels exist.
 """
 from __future__ import annotations
@@ -103,11 +103,11 @@ def bench_shape(shape, repeats, torch):
 
     row["numba_fwd_s"] = H.median_time(lambda: conv2d_forward(x, W, b, (s, s), pads), repeats)
     row["numba_fb_s"] = H.median_time(numba_fb, repeats)
-    single = H.single_threaded()
-    if single is not None:                    # the same path with 1 BLAS + 1 Numba thread (busy machines)
+    single = H.blas_single_thread()
+    if single is not None:                    # the same path with 1 BLAS thread (busy machines)
         with single:
-            row["numba_1thread_fwd_s"] = H.median_time(lambda: conv2d_forward(x, W, b, (s, s), pads), repeats)
-            row["numba_1thread_fb_s"] = H.median_time(numba_fb, repeats)
+            row["numba_blas1thread_fwd_s"] = H.median_time(lambda: conv2d_forward(x, W, b, (s, s), pads), repeats)
+            row["numba_blas1thread_fb_s"] = H.median_time(numba_fb, repeats)
     row["numpy_fwd_s"] = H.median_time(lambda: numpy_conv_forward(x, W, b, s, p), max(1, repeats // 2))
     row["numpy_fb_s"] = H.median_time(lambda: numpy_fwd_bwd(x, W, b, dy, s, p), max(1, repeats // 2))
 
@@ -144,8 +144,8 @@ def bench_shape(shape, repeats, torch):
         row["torch_fwd_s"] = H.median_time(torch_fwd, repeats)
         row["torch_fb_s"] = H.median_time(torch_fb, repeats)
         row["ratio_fb_numba_over_torch"] = row["numba_fb_s"] / row["torch_fb_s"]
-        if "numba_1thread_fb_s" in row:
-            row["ratio_fb_numba_1thread_over_torch"] = row["numba_1thread_fb_s"] / row["torch_fb_s"]
+        if "numba_blas1thread_fb_s" in row:
+            row["ratio_fb_numba_blas1thread_over_torch"] = row["numba_blas1thread_fb_s"] / row["torch_fb_s"]
     return row
 
 
@@ -154,7 +154,7 @@ def print_conv_table(rows, ceiling):
     print("times in ms (median), throughput in GFLOP/s; fwd+bwd computes y, dx, dW, db\n")
     head = (f"{'shape (N,C,HW,F,k,s,p)':<28}{'ref GF/s':>9} | {'numpy ms':>9}{'GF/s':>7} | "
             f"{'numba ms':>9}{'GF/s':>7} | {'torch ms':>9}{'GF/s':>7} | {'numba/torch':>11} | "
-            f"{'numba 1-thread ms':>17}{'1T/torch':>9}")
+            f"{'BLAS-1T ms':>11}{'1T/torch':>9}")
     for mode, key in (("forward", "fwd"), ("forward+backward", "fb")):
         print(f"-- {mode}")
         print(head)
@@ -164,13 +164,13 @@ def print_conv_table(rows, ceiling):
             shape = str(tuple(r["shape"].values()))
             t_torch = r.get(f"torch_{key}_s")
             ratio = "-" if t_torch is None else f"{r[f'numba_{key}_s'] / t_torch:11.2f}"
-            t_1t = r.get(f"numba_1thread_{key}_s")
+            t_1t = r.get(f"numba_blas1thread_{key}_s")
             ratio_1t = "-" if t_torch is None or t_1t is None else f"{t_1t / t_torch:9.2f}"
             print(f"{shape:<28}{r[f'reference_{key}_gflops']:9.3f} | "
                   f"{H.fmt_ms(r[f'numpy_{key}_s'])}{H.fmt_gflops(fl, r[f'numpy_{key}_s'])} | "
                   f"{H.fmt_ms(r[f'numba_{key}_s'])}{H.fmt_gflops(fl, r[f'numba_{key}_s'])} | "
                   f"{H.fmt_ms(t_torch)}{H.fmt_gflops(fl, t_torch)} | {ratio:>11} | "
-                  f"{H.fmt_ms(r.get(f'numba_1thread_{key}_s')):>17}"
+                  f"{H.fmt_ms(r.get(f'numba_blas1thread_{key}_s')):>11}"
                   f"{ratio_1t:>9}")
 
 

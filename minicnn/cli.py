@@ -62,31 +62,9 @@ def cmd_synth(a):
 
 # -- train ------------------------------------------------------------------------------------------
 def _datasets(a):
-    from .data.datasets import available_splits, load_dataset
-    from .data.patients import check_leakage, split_by_patient
-    splits = available_splits(a.data)
-    train_split = a.train_split if a.train_split in splits else (None if splits in ([], [None]) else a.train_split)
-    if train_split is not None and train_split not in splits:
-        raise UserError(f"{a.data} has no split {train_split!r}; it has {splits}")
-    train = load_dataset(a.data, split=train_split, positive_class=a.positive_class)
-    if a.val_split:
-        val = load_dataset(a.data, split=a.val_split, positive_class=a.positive_class)
-    elif a.val_from_train > 0:
-        train, val = split_by_patient(train, fraction=a.val_from_train, seed=a.seed)
-    else:
-        val = None
-    if val is not None:
-        leak = check_leakage(train, val)
-        if len(leak):
-            print(f"WARNING: {len(leak)} patient(s) appear in both the training and validation data "
-                  f"(patient leakage inflates validation metrics): {leak.summary()}", file=sys.stderr)
-    if a.test_split in splits:
-        test = load_dataset(a.data, split=a.test_split, positive_class=a.positive_class)
-        leak = check_leakage(train, test)
-        if len(leak):
-            print(f"WARNING: {len(leak)} patient(s) appear in both the training and test data: {leak.summary()}",
-                  file=sys.stderr)
-    return train, val
+    from .data.splits import training_splits
+    return training_splits(a.data, train_split=a.train_split, val_split=a.val_split, val_from_train=a.val_from_train,
+                           test_split=a.test_split, positive_class=a.positive_class, seed=a.seed)
 
 
 def cmd_train(a):

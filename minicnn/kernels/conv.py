@@ -29,10 +29,11 @@ Fast paths (chosen in ``conv2d_forward`` / ``conv2d_backward``):
 * 1x1, stride 1, no padding: the same GEMMs, with x merely transposed instead of im2col.
 
 Threads: the Numba kernels use ``parallel=True`` (a thread pool shared by the process); call them
-from one Python thread at a time. The GEMMs run on BLAS's own thread pool. On a machine that is
-busy with other work the two pools (both spin-wait between calls) contend for the cores, and
-``OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1`` can be several times faster; benchmarks/conv.py
-times both.
+from one Python thread at a time. The GEMMs run on BLAS's own thread pool. On a machine busy with
+other work, OpenBLAS's threads (which spin between calls) contend with everything else: measured
+on 2 shared cores, ``OPENBLAS_NUM_THREADS=1`` (or ``threadpoolctl.threadpool_limits(1, "blas")``)
+made fwd+bwd 2-4x faster, while Numba's threads are harmless once idle OpenMP threads sleep
+(``OMP_WAIT_POLICY=PASSIVE``, see ``minicnn/kernels/__init__.py``). benchmarks/conv.py times both.
 """
 from __future__ import annotations
 

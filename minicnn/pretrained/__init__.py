@@ -1,6 +1,8 @@
 """Pretrained networks: architectures built from minicnn layers, weight files mapped onto them.
 
-    densenet121(weights=None | path | registry name, include_top=True, pooling=None, classes=1000, source=None)
+    densenet121 / vgg16 / resnet50 / inception_v3(weights=None | path | registry name, include_top=True,
+                                     pooling=None, classes=1000, source=None)
+    load_keras(path)                   a Keras .keras / .h5 model file (architecture + weights) as a Graph
     load_weights(model, path)          any supported weight file -> model (strict, all mismatches listed)
     preprocess(images, mode_or_name)   NHWC pixels in [0, 255] -> NCHW float32 for the weights
     fetch(name)                        download a known weight file into $MINICNN_HOME (digest checked)
@@ -8,12 +10,16 @@
     fold_batchnorm / fast_densenet     inference speed-ups that keep outputs equal (float32 tolerance)
 """
 from .densenet import densenet121
+from .inception import inception_v3
+from .keras_import import KerasImportError, load_keras
+from .resnet import resnet50
+from .vgg import vgg16
 from .features import build_head, combine, extract_features, unfreeze_last
 from .fold import fast_densenet, fold_batchnorm, use_concat_buffers
 from .mapping import load_weights
 from .preprocess import check_input_range, preprocess
 from .registry import FetchError, fetch
 
-__all__ = ["densenet121", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
+__all__ = ["densenet121", "vgg16", "resnet50", "inception_v3", "load_keras", "KerasImportError", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
            "extract_features", "build_head", "combine", "unfreeze_last", "fold_batchnorm",
            "use_concat_buffers", "fast_densenet"]

@@ -59,13 +59,14 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat
 from ..model import Graph
-from ..pretrained.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .vgg import check_builder_args, load_arch_weights, source_from_weights
 
 BN_EPS = 1e-3
-#: torchvision's ``Inception3._transform_input``: per channel ``x * scale + offset``.
-TRANSFORM_SCALE = [float(s) / 0.5 for s in IMAGENET_STD]
-TRANSFORM_OFFSET = [(float(m) - 0.5) / 0.5 for m in IMAGENET_MEAN]
+#: torchvision's ``Inception3._transform_input`` (constants written into its model code, the ImageNet
+#: mean and std): per channel ``x * std_c / 0.5 + (mean_c - 0.5) / 0.5``.
+_TV_MEAN, _TV_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TRANSFORM_SCALE = [s / 0.5 for s in _TV_STD]
+TRANSFORM_OFFSET = [(m - 0.5) / 0.5 for m in _TV_MEAN]
 #: What a torchvision state_dict holds that this graph does not build (dropped and listed).
 TORCH_DROPPED_PREFIXES = ("AuxLogits.",)
 
@@ -249,6 +250,17 @@ def load_inception_v3_weights(model, path):
                              torch_drop_prefixes=TORCH_DROPPED_PREFIXES)
 
 
+def _saved_meta(path) -> dict:
+    """``meta`` of a minicnn ``.npz`` model file ({} for any other file)."""
+    from ..model import read_npz
+    from .readers import detect_format
+
+    if path is None or detect_format(path) != "npz":
+        return {}
+    _, config = read_npz(path)
+    return (config or {}).get("meta") or {}
+
+
 def inception_v3(weights=None, include_top: bool = True, pooling=None, classes: int = 1000, source=None,
                  input_shape=(3, 299, 299), transform_input=None, seed=None) -> Graph:
     """InceptionV3 (torchvision node names) with random or loaded weights.
@@ -269,6 +281,9 @@ def inception_v3(weights=None, include_top: bool = True, pooling=None, classes: 
     path, source = source_from_weights(weights, source)
     if transform_input is None:
         transform_input = source == "torchvision" and path is not None
+        saved = _saved_meta(path)
+        if "transform_input" in saved:                     # a minicnn .npz records what it was built with
+            transform_input = bool(saved["transform_input"])
     model = inception_v3_graph(include_top=include_top, pooling=pooling, classes=classes, source=source,
                                transform_input=transform_input, input_shape=input_shape, seed=seed)
     if path is not None:

@@ -26,6 +26,7 @@ mismatch, but positions decide.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 
@@ -95,7 +96,7 @@ def convert_torch_state_dict(model, sd: dict, source: str = "<state_dict>") -> t
             if mkey in own:
                 expected[f"{node.name}.{tkey}"] = (f"{node.name}.{mkey}", own[mkey].shape,
                                                    kind == "dense" and mkey == "W")
-    has_head = any(n in model.nodes for n in HEAD_NODES)
+    has_head = any(n.split(".")[0] in HEAD_NODES for n in model.nodes)
     if not has_head:
         dropped += [k for k in sd if k.split(".")[0] in HEAD_NODES]
     keys = [k for k in sd if k not in set(dropped)]
@@ -184,6 +185,9 @@ def densenet_keras_name(node: str) -> str | None:
 
 
 KERAS_NAME_TABLES = {"densenet121": densenet_keras_name}
+# Architectures whose weight files need more than the generic mapping (module, function).
+ARCH_LOADERS = {"vgg16": (".vgg", "load_vgg16_weights"), "resnet50": (".resnet", "load_resnet50_weights"),
+                "inception_v3": (".inception", "load_inception_v3_weights")}
 
 
 def convert_keras_layers(model, layers, source: str = "<keras file>", name_of=None) -> tuple[dict, list[str]]:
@@ -266,6 +270,12 @@ def load_weights(model, path):
     """
     path = os.fspath(path)
     fmt = detect_format(path)
+    arch = model.meta.get("architecture")
+    if arch in ARCH_LOADERS and (fmt in KERAS_FORMATS or fmt in TORCH_FORMATS):
+        # name matching (ResNet50), Keras creation order (InceptionV3), fc1 row permutation (VGG16),
+        # AuxLogits dropped and listed (InceptionV3): each architecture's own loader
+        module, function = ARCH_LOADERS[arch]
+        return getattr(importlib.import_module(module, __package__), function)(model, path)
     built_for, file_source = model.meta.get("source"), source_of(path)
     if built_for and file_source and built_for != file_source:
         raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "

@@ -1,5 +1,8 @@
 """Input preprocessing that goes with pretrained weights (the mode follows the weights, not the architecture).
 
+The arithmetic of each mode lives in ``minicnn.data.normalize.Normalizer`` (the data pipeline
+uses the same code); this module resolves the mode from a weights name and checks input ranges.
+
 Modes (as in ``keras.applications.imagenet_utils.preprocess_input`` and torchvision's transforms),
 for pixels ``x`` in [0, 255], RGB:
 
@@ -17,9 +20,8 @@ import warnings
 
 import numpy as np
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+from ..data.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer  # noqa: F401 (re-exported)
+
 MODES = ("torch", "caffe", "tf")
 #: What a correctly preprocessed batch spans, per mode (from pixels 0 and 255).
 EXPECTED_RANGE = {"torch": (-2.12, 2.64), "caffe": (-123.68, 151.061), "tf": (-1.0, 1.0)}
@@ -67,13 +69,8 @@ def preprocess(images, mode_or_weights_name) -> np.ndarray:
     if x.size and float(x.max()) <= 1.0 and np.asarray(images).dtype.kind == "f":
         warnings.warn(f"preprocess({mode!r}) expects pixels in [0, 255], but the images' maximum is "
                       f"{float(x.max()):.3g}: are they already scaled to [0, 1]?", stacklevel=2)
-    if mode == "torch":
-        x = (x / np.float32(255.0) - IMAGENET_MEAN) / IMAGENET_STD
-    elif mode == "caffe":
-        x = x[..., ::-1] - CAFFE_MEAN_BGR
-    else:  # 'tf'
-        x = x / np.float32(127.5) - np.float32(1.0)
-    return np.ascontiguousarray(x.transpose(0, 3, 1, 2), dtype=np.float32)      # NHWC -> NCHW
+    x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))                            # NHWC -> NCHW
+    return Normalizer(mode)(x).astype(np.float32, copy=False)  # the one implementation of each mode
 
 
 def check_input_range(x, mode_or_weights, slack: float = 0.5) -> bool:

@@ -43,7 +43,8 @@ class WeightsEntry:
         return self.url.rstrip("/").rsplit("/", 1)[-1]
 
 
-_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+_KA = "https://storage.googleapis.com/tensorflow/keras-applications/"
+_KERAS = _KA + "densenet/"
 _KERAS_LICENCE = ("BSD-3-Clause (keras-applications README: DenseNet weights); trained on ImageNet, "
                   "whose terms restrict use to non-commercial research")
 _TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict use to non-commercial research"
@@ -58,6 +59,30 @@ WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
     WeightsEntry("densenet121-torchvision-imagenet", "densenet121", "torchvision",
                  "https://download.pytorch.org/models/densenet121-a639ec97.pth",
                  ("sha256", "a639ec97"), True, "torch", _TV_LICENCE),
+    # md5 digests: keras.applications' ``file_hash`` values; torchvision: the SHA-256 prefix in the file name.
+    WeightsEntry("vgg16-keras-imagenet", "vgg16", "keras", _KA + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+                 ("md5", "64373286793e3c8b2b4e3219cbf3544b"), True, "caffe", "CC BY 4.0 (Oxford VGG); ImageNet terms"),
+    WeightsEntry("vgg16-keras-imagenet-notop", "vgg16", "keras",
+                 _KA + "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 ("md5", "6d6bbae143d832006294945121d1f1fc"), False, "caffe", "CC BY 4.0 (Oxford VGG); ImageNet terms"),
+    WeightsEntry("resnet50-keras-imagenet", "resnet50", "keras", _KA + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                 ("md5", "2cb95161c43110f7111970584f804107"), True, "caffe", "MIT (Kaiming He); ImageNet terms"),
+    WeightsEntry("resnet50-keras-imagenet-notop", "resnet50", "keras",
+                 _KA + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 ("md5", "4d473c1dd8becc155b73f8504c6f6626"), False, "caffe", "MIT (Kaiming He); ImageNet terms"),
+    WeightsEntry("inception_v3-keras-imagenet", "inception_v3", "keras",
+                 _KA + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+                 ("md5", "9a0d58056eeedaa3f26cb7ebd46da564"), True, "tf", "Apache-2.0 (TensorFlow); ImageNet terms"),
+    WeightsEntry("inception_v3-keras-imagenet-notop", "inception_v3", "keras",
+                 _KA + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                 ("md5", "bcbd6486424b2319ff4ef7d526e38f63"), False, "tf", "Apache-2.0 (TensorFlow); ImageNet terms"),
+    WeightsEntry("vgg16-torchvision-imagenet", "vgg16", "torchvision", "https://download.pytorch.org/models/vgg16-397923af.pth",
+                 ("sha256", "397923af"), True, "torch", _TV_LICENCE),
+    WeightsEntry("resnet50-torchvision-imagenet", "resnet50", "torchvision",
+                 "https://download.pytorch.org/models/resnet50-0676ba61.pth", ("sha256", "0676ba61"), True, "torch", _TV_LICENCE),
+    WeightsEntry("inception_v3-torchvision-imagenet", "inception_v3", "torchvision",
+                 "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", ("sha256", "0cc3c7bd"), True,
+                 "torch", _TV_LICENCE),
 )}
 
 

@@ -48,13 +48,15 @@ def _cache_dir(a) -> str:
 
 
 def train_head_cli(a):
-    from ..cli import _datasets
+    from ..data.splits import training_splits
     from .features import build_head, combine, fit_head
 
     if a.weights is None:
         print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
     backbone, mode, size = _backbone(a.backbone, a.weights, a.image_size, a.seed)
-    train_ds, val_ds = _datasets(a)
+    train_ds, val_ds = training_splits(a.data, train_split=a.train_split, val_split=a.val_split,
+                                       val_from_train=a.val_from_train, test_split=a.test_split,
+                                       positive_class=a.positive_class, seed=a.seed)
     cache = _cache_dir(a)
     print(f"extracting {a.backbone} features ({size}x{size}, preprocessing {mode!r}; cached in {cache}) ...")
     f_train = _features(backbone, train_ds, mode, size, cache, a.batch_size)
