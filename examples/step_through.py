@@ -41,7 +41,7 @@ def main():
         print(f"  {name} {node.layer!r}\n    {show('in', h)}\n    {show('out', out)}")
         h = out
     value = loss.forward(h, y)
-    print(f"  loss = {value:.4f}   P(positive) = {model.predict(x)[0, 0]:.3f}\n")
+    print(f"  loss = {value:.4f}   P(positive) = sigmoid(logit) = {1 / (1 + np.exp(-h[0, 0])):.3f}\n")
 
     print("backward: the gradient flowing into each layer, and its parameter gradients")
     d = loss.backward()
