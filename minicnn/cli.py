@@ -15,6 +15,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 class UserError(Exception):
     """An error the user can fix; printed as one line without a traceback."""
@@ -68,8 +70,6 @@ def _datasets(a):
 
 
 def cmd_train(a):
-    import numpy as np
-
     from . import losses, nets, optim
     from .data.augment import Augmenter
     from .data.loader import BatchLoader, fit_normalizer
@@ -129,17 +129,30 @@ def cmd_train(a):
                     patience=a.patience, seed=a.seed, resume_state=state, progress=not a.quiet)
     finally:
         train_mod.save_checkpoint = original
-    _plots_after_training(a.out, state.history)
+    _plots_after_training(a.out, state.history, val if val is not None else train)
     best = f"{state.best_score:.4f} (epoch {state.best_epoch})" if state.best_score is not None else "n/a"
     print(f"done: best validation ROC-AUC {best}; model saved to {os.path.join(a.out, 'model.npz')}")
-    del np
 
 
-def _plots_after_training(out, history):
-    from .viz import plot_history
+def _plots_after_training(out, history, loader):
+    """Training curves, the best model's first-layer filters and its feature maps for one image."""
+    from .model import load
+    from .viz import plot_feature_maps, plot_filters, plot_history
+    plots = os.path.join(out, "plots")
+    os.makedirs(plots, exist_ok=True)
     if history:
-        os.makedirs(os.path.join(out, "plots"), exist_ok=True)
-        plot_history(history, os.path.join(out, "plots", "history.png"))
+        plot_history(history, os.path.join(plots, "history.png"))
+    best = os.path.join(out, "model.npz")
+    if not os.path.exists(best):
+        return
+    model = load(best)
+    first = next((n for n in model.nodes.values() if type(n.layer).__name__ == "Conv2D"), None)
+    if first is None:
+        return
+    plot_filters(first.layer.params["W"], os.path.join(plots, "filters_first_conv.png"))
+    x, _ = loader.batch(0, 0, training=False)
+    model.forward(x[:1], training=False, keep=[first.name], _cache=False)
+    plot_feature_maps(model.activations[first.name], os.path.join(plots, "feature_maps_first_conv.png"))
 
 
 def _train_head(a):
@@ -149,8 +162,6 @@ def _train_head(a):
 
 # -- evaluate ---------------------------------------------------------------------------------------
 def cmd_evaluate(a):
-    import numpy as np
-
     from . import metrics
     from .data.datasets import available_splits, load_dataset
     from .data.loader import BatchLoader
@@ -198,6 +209,8 @@ def cmd_evaluate(a):
         neg = next((c for c in ds.classes if c != ds.positive_class), "negative")
         plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{a.split}.png")
         plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{a.split}.png")
+        _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
+                       plots / f"examples_{a.split}.png")
     tmp = out / ".metrics.json.tmp"
     tmp.write_text(json.dumps(metrics.to_jsonable(m), indent=2, allow_nan=False))
     os.replace(tmp, out / "metrics.json")
@@ -206,7 +219,15 @@ def cmd_evaluate(a):
         from .explain import write_evaluation_report
         path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=a.report_errors)
         print(f"wrote the HTML report {path}")
-    del np
+
+
+def _plot_examples(loader, ds, y, p, thr, names, path, n=16):
+    """A grid of evaluated images (a seeded sample) with true label, prediction and P(positive)."""
+    from .viz import plot_image_grid
+    idx = np.sort(np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False))
+    images = np.stack([ds.image(i, size=loader.image_size, color="grayscale") for i in idx])
+    titles = [{"true": names[int(y[i, 0])], "pred": names[int(p[i, 0] >= thr)], "prob": p[i, 0]} for i in idx]
+    plot_image_grid(images, titles, path, title=f"P({names[1]}) at threshold {thr:.3f}")
 
 
 # -- predict ----------------------------------------------------------------------------------------
@@ -248,8 +269,6 @@ def cmd_summary(a):
 
 
 def cmd_gradcheck(a):
-    import numpy as np
-
     from . import layers, losses
     from .gradient_check import gradcheck
     rng = np.random.default_rng(a.seed)
@@ -348,6 +367,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium (default small)")
     s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
+    s.add_argument("--fine-tune", type=int, default=0, metavar="EPOCHS",
+                   help="with --backbone: then unfreeze the last block and fine-tune it for EPOCHS epochs")
+    s.add_argument("--fine-tune-from", default=None, metavar="NODE",
+                   help="first node to unfreeze (default: the backbone's last block, e.g. features.denseblock4)")
     s.add_argument("--image-size", type=int, default=None,
                    help="input size (default 64; a backbone's own size with --backbone: 224, InceptionV3 299)")
     s.add_argument("--channels", type=int, default=1, choices=(1, 3))

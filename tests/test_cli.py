@@ -144,3 +144,21 @@ def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path
     assert not model["features.conv0"].trainable and model["head.logits"].trainable
     assert main(["predict", str(out), str(data / "test" / "NORMAL")]) == 0
     assert main(["evaluate", str(out), str(data), "--split", "test", "--n-boot", "50"]) == 0
+
+
+def test_fine_tune_the_last_block_with_real_backward_passes(run, tmp_path, monkeypatch):
+    from minicnn.model import load
+    from minicnn.pretrained import densenet121
+    data, _ = run
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path / "home"))
+    out = tmp_path / "ft"
+    assert main(["train", str(data), "--backbone", "densenet121", "--image-size", "32", "--epochs", "1",
+                 "--fine-tune", "1", "--out", str(out), "--quiet"]) == 0
+    tuned = load(out / "model.npz")
+    start = densenet121(include_top=False, pooling="avg", input_shape=(3, 32, 32), seed=0)  # --seed 0
+    sd0 = start.state_dict()
+    np.testing.assert_array_equal(tuned.state_dict()["features.conv0.W"], sd0["features.conv0.W"])
+    moved = "features.denseblock4.denselayer16.conv2.W"
+    assert not np.array_equal(tuned.state_dict()[moved], sd0[moved])
+    assert tuned["features.denseblock4.denselayer1.conv1"].trainable and not tuned["features.conv0"].trainable
+    assert (out / "last.npz").exists() and (out / "history.json").exists()

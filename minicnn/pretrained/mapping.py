@@ -23,6 +23,12 @@ Keras legacy ``.h5`` files are assigned **by position** (as Keras does): the fil
 have weights, in ``layer_names`` order, go to the model's nodes that have weights, in node order.
 Names are compared too (through a name table when the architecture has one) to explain a
 mismatch, but positions decide.
+
+Keras 3 ``.weights.h5`` files hold no layer names: a layer's arrays sit at ``layers/<key>/vars/<i>``
+with ``<key>`` the snake_case class name numbered per class in the model's layer order
+(``conv2d``, ``conv2d_1``, ...). :func:`keras3_layers` derives that order from the graph
+(:func:`keras_layer_order`, Keras' own rule), so it knows which key belongs to which node, and
+hands on the same list of :class:`KerasLayerWeights` a legacy file gives.
 """
 from __future__ import annotations
 
@@ -34,10 +40,13 @@ import numpy as np
 
 from ..layers.dense import Dense
 from ..layers.norm import BatchNorm2D
-from .readers import detect_format, num_batches_tracked_keys, read_keras_h5, read_npz_weights, read_torch_state_dict
+from ..layers.shape import Add
+from .readers import (KerasLayerWeights, detect_format, num_batches_tracked_keys, read_keras3_weights, read_keras_h5,
+                      read_npz_weights, read_torch_state_dict)
 
 TORCH_FORMATS = ("torch_zip", "torch_legacy", "safetensors")
 KERAS_FORMATS = ("keras_h5", "keras_h5_model")
+KERAS3_WEIGHTS = "keras3_weights"
 #: Torch state_dict suffix -> minicnn param/buffer name, per layer kind.
 TORCH_NAMES = {
     "conv": {"weight": "W", "bias": "b"},
@@ -240,10 +249,182 @@ def convert_keras_layers(model, layers, source: str = "<keras file>", name_of=No
 
 
 def load_keras_h5(model, path) -> list[str]:
-    """Load a legacy Keras ``.h5`` into ``model`` (by position); returns the arrays dropped on purpose."""
-    converted, dropped = convert_keras_layers(model, read_keras_h5(path), source=os.fspath(path))
+    """Load a Keras ``.h5`` (legacy or Keras 3 ``.weights.h5``) into ``model`` (by position); returns
+    the arrays dropped on purpose."""
+    converted, dropped = convert_keras_layers(model, read_keras_layers(model, path), source=os.fspath(path))
     model.load_state_dict(converted, strict=True)
     return dropped
+
+
+def read_keras_layers(model, path) -> list[KerasLayerWeights]:
+    """The layers with weights of a Keras weight file, in Keras' layer order: a legacy ``.h5`` as
+    :func:`read_keras_h5` reads it, a Keras 3 ``.weights.h5`` through :func:`keras3_layers`."""
+    path = os.fspath(path)
+    if detect_format(path) == KERAS3_WEIGHTS:
+        return keras3_layers(model, read_keras3_weights(path), source=path)
+    return read_keras_h5(path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Keras 3 .weights.h5
+# ------------------------------------------------------------------------------------------------
+#: Keras class of each weighted minicnn layer kind, as its snake_case storage key.
+KERAS3_CLASS_KEYS = {"conv": "conv2d", "bn": "batch_normalization", "dense": "dense"}
+
+
+def keras_layer_order(model, call_inputs=None) -> list[str]:
+    """The model's node names in the order a Keras 3 Functional model lists the same layers.
+
+    Keras (``keras/src/ops/function.py``, ``map_graph``) sorts the layers by depth -- the longest
+    path from a layer to the output, deepest first -- and breaks ties by the order in which a
+    depth-first walk from the output, over each layer's inputs in call order, first reaches them.
+    The graph must have the Keras model's topology (``source='keras'``); ``call_inputs(node)``
+    gives a node's inputs in the order the Keras code passes them, when that differs from the
+    node's. Only nodes the output depends on are listed.
+    """
+    inputs_of = call_inputs or (lambda node: node.inputs)
+    nodes = model.nodes
+    first_seen, stack = {}, [model.output_name]
+    while stack:                                   # iterative pre-order == Keras' recursive walk
+        name = stack.pop()
+        if name in first_seen or name not in nodes:
+            continue
+        first_seen[name] = len(first_seen)
+        stack.extend(reversed(inputs_of(nodes[name])))
+    depth = {model.output_name: 0}
+    for node in reversed(list(nodes.values())):   # consumers before producers: longest path to the output
+        if node.name in depth:
+            for i in node.inputs:
+                depth[i] = max(depth.get(i, 0), depth[node.name] + 1)
+    return sorted(first_seen, key=lambda n: (-depth[n], first_seen[n]))
+
+
+def _inception_auto_names(model):
+    """Keras InceptionV3's auto-generated names in a fresh session: the k-th Conv2D (BatchNormalization)
+    created is ``conv2d_k`` (``batch_normalization_k``), the first one bare; minicnn adds the nodes in
+    that creation order (see ``inception.keras_creation_order``)."""
+    names, count = {}, {}
+    for node in weighted_nodes(model):
+        kind = _kind(node.layer)
+        if node.name == "fc":
+            names[node.name] = "predictions"
+            continue
+        k = count.get(kind, 0)
+        count[kind] = k + 1
+        names[node.name] = KERAS3_CLASS_KEYS[kind] + (f"_{k}" if k else "")
+    return names.get
+
+
+def _keras3_arch(model):
+    """``(call_inputs, name_of)`` for an architecture whose Keras layer order is known, else ``ValueError``."""
+    arch = model.meta.get("architecture")
+    if model.meta.get("source") != "keras":
+        raise ValueError(f"Keras 3 weights need a model built with source='keras' (this one: "
+                         f"{model.meta.get('source')!r})")
+    if arch == "densenet121":
+        return None, densenet_keras_name
+    if arch == "vgg16":
+        from .vgg import vgg16_keras_name
+        return None, vgg16_keras_name
+    if arch == "resnet50":
+        from .resnet import resnet50_keras_name
+        # keras.applications.resnet adds ``layers.Add()([shortcut, x])``; minicnn's add node is [main, shortcut]
+        return (lambda node: node.inputs[::-1] if isinstance(node.layer, Add) else node.inputs), resnet50_keras_name
+    if arch == "inception_v3":
+        return None, _inception_auto_names(model)
+    raise ValueError(f"Keras 3 .weights.h5 files name layers only by class and position; minicnn knows the "
+                     f"Keras layer order of densenet121, vgg16, resnet50 and inception_v3, not of {arch!r}. "
+                     "For another model load its .keras archive with minicnn.pretrained.keras_import.load_keras.")
+
+
+def _tree_arrays(node, where: str):
+    """``(path, array)`` of every array in a Keras 3 weights subtree."""
+    out = [(f"{where}/vars/{i}", a) for i, a in enumerate(node["vars"])]
+    for key, sub in node["layers"].items():
+        out += _tree_arrays(sub, f"{where}/layers/{key}")
+    for key, sub in node["children"].items():
+        out += _tree_arrays(sub, f"{where}/{key}")
+    return out
+
+
+def keras3_layers(model, tree: dict, source: str = "<keras 3 weights>") -> list[KerasLayerWeights]:
+    """Turn a Keras 3 weights tree (:func:`~minicnn.pretrained.readers.read_keras3_weights`) of a
+    ``keras.applications`` model into the list a legacy file gives: one :class:`KerasLayerWeights`
+    per layer with weights, in Keras' layer order, arrays in variable order, named like the Keras
+    layer (``weight_names`` are the file paths ``layers/<key>/vars/<i>``).
+
+    The key of each weighted node follows from :func:`keras_layer_order`: the k-th Conv2D in that
+    order is ``conv2d_k`` (the first ``conv2d``), likewise ``batch_normalization``, ``dense``. Every
+    array must be used and have the model's shape; otherwise ``ValueError`` lists the missing,
+    unexpected and mis-shaped tensors. A head the model lacks (one trailing ``dense`` group) is
+    passed on as ``predictions`` for :func:`convert_keras_layers` to drop and list. Only the plain
+    application model is read: a file from a model that wraps it (``layers/functional/...``) is refused.
+    """
+    call_inputs, name_of = _keras3_arch(model)
+    if tree["vars"] or tree["children"]:
+        raise ValueError(f"{source}: the root holds variables or sub-objects {sorted(tree['children'])}: "
+                         "not the weights of a Keras application model")
+    nested = sorted(k for k, sub in tree["layers"].items() if sub["layers"])
+    if nested:
+        raise ValueError(f"{source}: holds a model that wraps another one ({', '.join(f'layers/{k}/' for k in nested)}"
+                         f"); minicnn reads the weights of the plain keras.applications model. Save those with "
+                         f"the inner model's save_weights (e.g. outer.get_layer('densenet121').save_weights(...)), "
+                         f"or import the whole .keras archive with minicnn.pretrained.keras_import.load_keras.")
+    weighted = {n.name for n in weighted_nodes(model)}
+    order = [n for n in keras_layer_order(model, call_inputs) if n in weighted]
+    if len(order) != len(weighted):                # pragma: no cover (a weighted node the output ignores)
+        raise ValueError(f"nodes {sorted(weighted - set(order))} do not lead to the model's output")
+    count, expected = {}, []                       # [(node, key)] in Keras order
+    for name in order:
+        cls = KERAS3_CLASS_KEYS[_kind(model.nodes[name].layer)]
+        k = count.get(cls, 0)
+        count[cls] = k + 1
+        expected.append((name, cls + (f"_{k}" if k else "")))
+    groups = tree["layers"]
+    used = {key for _, key in expected}
+    extra = [k for k in groups if k not in used and _tree_arrays(groups[k], f"layers/{k}")]
+    head = None
+    if "dense" not in count and extra == ["dense"] and len(groups["dense"]["vars"]) in (1, 2) \
+            and not groups["dense"]["children"]:
+        head, extra = "dense", []                 # a top the model does not have: dropped downstream
+    missing, unexpected, misshaped, out = [], [], [], []
+    for pos, (name, key) in enumerate(expected):
+        node = model.nodes[name]
+        kind = _kind(node.layer)
+        roles = _keras_expected(node.layer)
+        what = f"{node.name} (Keras '{name_of(name) or '?'}')"
+        if key not in groups:
+            missing.append(f"layers/{key}/ -> {what}: {len(roles)} arrays "
+                           f"({', '.join(r for r, _, _ in roles)})")
+            continue
+        g = groups[key]
+        arrays = g["vars"]
+        for i, (role, mkey, shape) in enumerate(roles):
+            path, want = f"layers/{key}/vars/{i}", _keras_shape(role, kind, shape)
+            if i >= len(arrays):
+                missing.append(f"{path} -> {what}.{mkey} ({role}, {want})")
+            elif arrays[i].shape != want:
+                misshaped.append(f"{path} -> {what}.{mkey} ({role}): file {arrays[i].shape} vs expected {want}")
+            elif not np.issubdtype(arrays[i].dtype, np.floating):
+                misshaped.append(f"{path} -> {what}.{mkey} ({role}): file dtype {arrays[i].dtype} "
+                                 "is not floating point")
+        unexpected += [f"layers/{key}/vars/{i} {arrays[i].shape} (beyond the {len(roles)} arrays of {what})"
+                       for i in range(len(roles), len(arrays))]
+        unexpected += [f"{p} {a.shape}" for p, a in
+                       _tree_arrays({"vars": [], "layers": {}, "children": g["children"]}, f"layers/{key}")]
+        out.append(KerasLayerWeights(name_of(name) or key, [f"layers/{key}/vars/{i}" for i in range(len(arrays))],
+                                     list(arrays)))
+    for k in extra:
+        unexpected += [f"{p} {a.shape}" for p, a in _tree_arrays(groups[k], f"layers/{k}")]
+    if missing or unexpected or misshaped:
+        raise _mismatch_error(f"the Keras 3 weights in {source} ({model.meta.get('architecture')}, "
+                              f"include_top={model.meta.get('include_top')})", missing, unexpected, misshaped,
+                              hint="Keys count layers of one class in Keras' layer order, so a file of another "
+                                   "architecture or include_top shifts them: check both match the file.")
+    if head is not None:
+        out.append(KerasLayerWeights("predictions", [f"layers/dense/vars/{i}" for i in range(len(groups['dense']['vars']))],
+                                     list(groups["dense"]["vars"])))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +452,7 @@ def load_weights(model, path):
     path = os.fspath(path)
     fmt = detect_format(path)
     arch = model.meta.get("architecture")
-    if arch in ARCH_LOADERS and (fmt in KERAS_FORMATS or fmt in TORCH_FORMATS):
+    if arch in ARCH_LOADERS and (fmt in KERAS_FORMATS or fmt in TORCH_FORMATS or fmt == KERAS3_WEIGHTS):
         # name matching (ResNet50), Keras creation order (InceptionV3), fc1 row permutation (VGG16),
         # AuxLogits dropped and listed (InceptionV3): each architecture's own loader
         module, function = ARCH_LOADERS[arch]
@@ -280,7 +461,7 @@ def load_weights(model, path):
     if built_for and file_source and built_for != file_source:
         raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
                          f"(batch-norm eps and padding differ); build it with source={file_source!r}")
-    if fmt in KERAS_FORMATS:
+    if fmt in KERAS_FORMATS or fmt == KERAS3_WEIGHTS:
         dropped = load_keras_h5(model, path)
         source = "keras"
     elif fmt in TORCH_FORMATS:

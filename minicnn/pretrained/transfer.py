@@ -18,6 +18,9 @@ from .. import metrics
 from ..model import Graph
 
 DEFAULT_SIZES = {"inception_v3": 299}
+# The last block of each backbone: what ``--fine-tune`` unfreezes (with everything after it).
+LAST_BLOCK = {"densenet121": "features.denseblock4", "resnet50": "layer4", "vgg16": "features.24",
+              "inception_v3": "Mixed_7c"}
 
 
 def _backbone(name: str, weights, image_size: int | None, seed: int = 0) -> tuple[Graph, str, int]:
@@ -82,6 +85,8 @@ def train_head_cli(a):
                   "threshold": threshold, "threshold_rule": rule}
     os.makedirs(a.out, exist_ok=True)
     model.save(os.path.join(a.out, "model.npz"))
+    if a.fine_tune:
+        _fine_tune(a, model, train_ds, val_ds, mode, size)
     history = [{"epoch": i + 1, "loss": float(v)} for i, v in enumerate(losses)]
     with open(os.path.join(a.out, "history.json"), "w") as f:
         json.dump(history, f, indent=1)
@@ -104,3 +109,24 @@ def features_cli(a):
         atomic_savez(a.out, {"features": feats, "labels": ds.labels, "paths": np.array(ds.paths),
                              "classes": np.array(ds.classes)})
         print(f"wrote {a.out}")
+
+
+def _fine_tune(a, model, train_ds, val_ds, mode, size):
+    """Unfreeze the backbone's last block (and the head) and train them with real backward passes."""
+    from ..data.augment import Augmenter
+    from ..data.loader import BatchLoader
+    from ..data.normalize import Normalizer
+    from ..losses import WeightedBCE, class_weights
+    from ..optim import Adam
+    from ..train import fit
+    from .features import unfreeze_last
+    first = a.fine_tune_from or LAST_BLOCK.get(a.backbone)
+    names = unfreeze_last(model, first=first)
+    common = dict(batch_size=a.batch_size, image_size=size, channels=3, normalizer=Normalizer(mode), seed=a.seed)
+    train = BatchLoader(train_ds, training=True, augment=Augmenter() if a.augment else None, **common)
+    val = BatchLoader(val_ds, training=False, **common) if val_ds is not None else None
+    weights = class_weights(train_ds.labels, train_ds.output_names) if a.class_weights else (1.0, 1.0)
+    opt = Adam(model.params(), lr=a.lr * 0.1)
+    print(f"fine-tuning {len(names)} nodes from {first!r} on for {a.fine_tune} epoch(s) at lr {opt.lr:g}")
+    fit(model, WeightedBCE(*weights), opt, train, val, epochs=a.fine_tune, out_dir=a.out, seed=a.seed,
+        progress=not a.quiet)

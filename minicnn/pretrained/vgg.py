@@ -139,20 +139,21 @@ def load_arch_weights(model, path, *, keras_names=(), keras_order=None, keras_fi
     Other formats (minicnn ``.npz``) go to :func:`minicnn.pretrained.mapping.load_weights`. Sets
     ``model.meta['source']``, ``['weights']`` and ``['dropped']`` like it.
     """
-    from .mapping import (KERAS_FORMATS, TORCH_FORMATS, convert_keras_layers, convert_torch_state_dict,
-                          load_weights, source_of)
-    from .readers import detect_format, read_keras_h5, read_torch_state_dict
+    from .mapping import (KERAS3_WEIGHTS, KERAS_FORMATS, TORCH_FORMATS, convert_keras_layers,
+                          convert_torch_state_dict, load_weights, read_keras_layers, source_of)
+    from .readers import detect_format, read_torch_state_dict
 
     path = os.fspath(path)
     fmt = detect_format(path)
-    if fmt not in KERAS_FORMATS and fmt not in TORCH_FORMATS:
+    keras = fmt in KERAS_FORMATS or fmt == KERAS3_WEIGHTS
+    if not keras and fmt not in TORCH_FORMATS:
         return load_weights(model, path)
     built_for, file_source = model.meta.get("source"), source_of(path)
     if built_for and file_source and built_for != file_source:
         raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
                          f"(batch-norm eps, padding and pooling differ); build it with source={file_source!r}")
-    if fmt in KERAS_FORMATS:
-        layers = read_keras_h5(path)
+    if keras:
+        layers = read_keras_layers(model, path)    # a Keras 3 .weights.h5: the same list, in Keras' layer order
         name_of = None
         if keras_names:
             layers, name_of = reorder_by_names(model, layers, keras_names)
