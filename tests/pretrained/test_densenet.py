@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from torch_reference import randomize
 
 from minicnn.pretrained import densenet121, load_weights
 
@@ -32,17 +33,7 @@ def torch_files(tmp_path_factory):
 
     torch.manual_seed(0)
     net = tv.models.densenet121(weights=None).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)              # gamma in [0.5, 1.5]
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)          # beta in [-0.2, 0.2]
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(7)
-        net.classifier.bias.copy_(torch.randn(1000, generator=g) * 0.1)
+    randomize(torch, net, seed=1)
     folder = tmp_path_factory.mktemp("tv")
     sd = net.state_dict()
     paths = {"zip": folder / "densenet121.pth", "legacy": folder / "densenet121_legacy.pth",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from torch_reference import randomize
 
 from minicnn.pretrained.inception import TORCH_DROPPED_PREFIXES, inception_v3, keras_creation_order
 from minicnn.pretrained.mapping import weighted_nodes
@@ -27,22 +28,6 @@ TOL = 1e-4
 
 def rel_err(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
-
-
-def _randomize(torch, net, seed):
-    """Random BN gamma/beta/running stats (never the identity init) and random biases."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                n = m.num_features
-                m.weight.copy_(torch.rand(n, generator=g) + 0.5)              # gamma in [0.5, 1.5]
-                m.bias.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)          # beta in [-0.2, 0.2]
-                m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-                m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                m.num_batches_tracked.fill_(3)
-            elif isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) and m.bias is not None:
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
 
 
 def _save_both(torch, net, folder, name):
@@ -66,7 +51,7 @@ def _torch_case(tmp_path_factory, name, make, sizes, batch=(1, 2), extra=None):
     torch.manual_seed(0)
     torch.set_num_threads(2)
     net = make().eval()
-    _randomize(torch, net, 1)
+    randomize(torch, net, 1)
     rng = np.random.default_rng(0)
     x = {fmt: rng.standard_normal((n, 3, s, s)).astype(np.float32) for (fmt, s), n in zip(sizes.items(), batch)}
     with torch.no_grad():
