@@ -218,7 +218,7 @@ def plot_confusion(confusion, labels, path, title: str = "Confusion matrix") -> 
             dark = cm[i, j] > 0.5 * cm.max()
             ax.text(j, i, f"{cm[i, j]}{share}", ha="center", va="center", fontsize=11,
                     color="white" if dark else "black")
-    ax.set_xticks([0, 1], labels=[f"pred {labels[0]}", f"pred {labels[1]}"])
+    ax.set_xticks([0, 1], labels=[f"pred\n{labels[0]}", f"pred\n{labels[1]}"])
     ax.set_yticks([0, 1], labels=[f"true {labels[0]}", f"true {labels[1]}"])
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="count")
