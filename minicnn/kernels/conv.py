@@ -38,12 +38,14 @@ made fwd+bwd 2-4x faster, while Numba's threads are harmless once idle OpenMP th
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
 
 from .._validate import as_pair, conv_output_size
 
 # Upper bound on the im2col buffer (bytes); samples are processed in chunks that fit in it.
 _COLS_BYTES = 64 * 2**20
+# Banded path: the column buffer of one band of output rows of one sample stays below this (L2-sized).
+_BAND_BYTES = 2**20
 
 
 # ------------------------------------------------------------------------------------------------
@@ -105,6 +107,13 @@ def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         return y
     Fg, K, P = F // G, Cg * KH * KW, OH * OW
     W3 = W.reshape(G, Fg, K)                                          # (G, Fg, Cg*KH*KW)
+    single = _blas_single_thread()
+    if single is not None:                                            # banded path (module docstring)
+        bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+        y = np.empty((N, F, OH, OW), x.dtype)
+        with single:
+            _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(G * K, OH, OW, x.itemsize), y)
+        return y
     bias = None if b is None else np.asarray(b, dtype=x.dtype).reshape(F, 1, 1)
     pointwise = _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr)
     y = np.empty((N, F, P), x.dtype)
@@ -163,6 +172,17 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     P = OH * OW
     W3 = W.reshape(G, Fg, K)
     W3t = np.ascontiguousarray(W3.transpose(0, 2, 1))                 # (G, K, Fg)
+    single = _blas_single_thread()
+    if single is not None:                                            # banded path (module docstring)
+        T = max(1, min(N, get_num_threads()))
+        dWp = np.zeros((T, G, Fg, K), x.dtype) if need_dW else np.zeros((1, 1, 1, 1), x.dtype)
+        dx = dxa = np.zeros(x.shape, x.dtype) if need_dx else np.zeros((1, 1, 1, 1), x.dtype)
+        with single:
+            _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(G * K, OH, OW, x.itemsize),
+                             need_dx, need_dW, dxa, dWp)
+        if need_dW:
+            dW = dWp.sum(axis=0).reshape(W.shape) if T > 1 else dWp[0].reshape(W.shape)
+        return (dx if need_dx else None), dW, db
     dW3 = np.zeros((G, Fg, K), x.dtype) if need_dW else None
     tmp = np.empty((Fg, K), x.dtype)
     step = _chunk(N, C * KH * KW * P * x.itemsize)
@@ -200,6 +220,31 @@ def _fill_columns(x, cols, pointwise, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW):
 
 def _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr) -> bool:
     return KH == KW == sh == sw == 1 and pt == pb == pl == pr == 0
+
+
+def _band_rows(K: int, OH: int, OW: int, itemsize: int) -> int:
+    """Output rows per band: the band's columns (K, rows*OW) fit in ``_BAND_BYTES``."""
+    return max(1, min(OH, _BAND_BYTES // max(K * OW * itemsize, 1)))
+
+
+_CONTROLLER = []
+
+
+def _blas_single_thread():
+    """A context limiting BLAS to one thread, or None when threadpoolctl is not importable.
+
+    The banded path calls BLAS from Numba's threads (np.dot in Numba goes to SciPy's BLAS); with
+    more than one BLAS thread those calls would contend for BLAS's thread pool.
+    """
+    if not _CONTROLLER:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS before looking for it)
+            from threadpoolctl import ThreadpoolController
+            _CONTROLLER.append(ThreadpoolController())
+        except Exception:                                             # noqa: BLE001 - optional speed-up
+            _CONTROLLER.append(None)
+    ctl = _CONTROLLER[0]
+    return None if ctl is None else ctl.limit(limits=1, user_api="blas")
 
 
 def _chunk(N: int, bytes_per_sample: int) -> int:
@@ -290,6 +335,127 @@ def _col2im(cols, KH, KW, sh, sw, pt, pl, dh, dw, OH, OW, dx):
                         xr = dx[n, c, h]
                         for k in range(m):
                             xr[w0 + k * sw] += seg[k]
+
+
+# ------------------------------------------------------------------------------------------------
+# Numba kernels: banded im2col + single-threaded GEMM per (sample, band of output rows)
+# ------------------------------------------------------------------------------------------------
+@njit(cache=True)
+def _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, cols):
+    """cols[(c*KH + i)*KW + j, (oh - oh0)*OW + ow] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw], oh in [oh0, oh1)."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                out = cols[(c * KH + i) * KW + j]
+                lo, hi = _valid_range(OW, sw, pl, j * dw, W)
+                w0 = lo * sw + j * dw - pl
+                m = hi - lo
+                for oh in range(oh0, oh1):
+                    h = oh * sh - pt + i * dh
+                    o = out[(oh - oh0) * OW:(oh - oh0 + 1) * OW]
+                    if h < 0 or h >= H:
+                        o[:] = 0
+                        continue
+                    o[:lo] = 0
+                    o[hi:] = 0
+                    seg = o[lo:hi]
+                    if sw == 1:
+                        seg[:] = x[n, c, h, w0:w0 + m]
+                    else:
+                        xr = x[n, c, h]
+                        for k in range(m):
+                            seg[k] = xr[w0 + k * sw]
+
+
+@njit(cache=True)
+def _col2im_rows(cols, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, dx):
+    """dx[n, c, oh*sh + i*dh - pt, ow*sw + j*dw - pl] += cols[(c*KH + i)*KW + j, (oh - oh0)*OW + ow]."""
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for c in range(C):
+        for i in range(KH):
+            for j in range(KW):
+                src = cols[(c * KH + i) * KW + j]
+                lo, hi = _valid_range(OW, sw, pl, j * dw, W)
+                w0 = lo * sw + j * dw - pl
+                m = hi - lo
+                for oh in range(oh0, oh1):
+                    h = oh * sh - pt + i * dh
+                    if h < 0 or h >= H:
+                        continue
+                    seg = src[(oh - oh0) * OW + lo:(oh - oh0) * OW + hi]
+                    if sw == 1:
+                        xs = dx[n, c, h, w0:w0 + m]
+                        for k in range(m):
+                            xs[k] += seg[k]
+                    else:
+                        xr = dx[n, c, h]
+                        for k in range(m):
+                            xr[w0 + k * sw] += seg[k]
+
+
+@njit(cache=True, parallel=True)
+def _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, R, y):
+    """y[n, :, oh0:oh1] = W_g @ columns of that band, + bias. Parallel over (sample, band of R rows).
+
+    Each work item fills its own small column buffer (stays in L2) and calls BLAS (one thread).
+    """
+    N = x.shape[0]
+    G, Fg, K = W3.shape
+    OH, OW = y.shape[2], y.shape[3]
+    nb = (OH + R - 1) // R
+    for t in prange(N * nb):
+        n = t // nb
+        oh0 = (t % nb) * R
+        oh1 = min(OH, oh0 + R)
+        Pb = (oh1 - oh0) * OW
+        cols = np.empty((G * K, Pb), x.dtype)
+        out = np.empty((Fg, Pb), x.dtype)
+        _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, cols)
+        for g in range(G):
+            np.dot(W3[g], cols[g * K:(g + 1) * K], out)
+            for f in range(Fg):
+                yr = y[n, g * Fg + f].reshape(OH * OW)[oh0 * OW:oh1 * OW]
+                bf = bias[g * Fg + f]
+                o = out[f]
+                for k in range(Pb):
+                    yr[k] = o[k] + bf
+
+
+@njit(cache=True, parallel=True)
+def _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, R, need_dx, need_dW, dx, dWp):
+    """dx (zeros on entry) and per-worker partial dW sums dWp (T, G, Fg, K), T = dWp.shape[0].
+
+    Worker t takes samples t, t + T, ...: it alone writes their dx, and it sums its own dWp[t]
+    (no races). Per band of R output rows: columns, dWp[t] += dy_band @ columns.T, column
+    gradient W.T @ dy_band, col2im into dx.
+    """
+    N = x.shape[0]
+    G, K, Fg = W3t.shape
+    F = G * Fg
+    OH, OW = dy.shape[2], dy.shape[3]
+    T = dWp.shape[0]
+    for t in prange(T):
+        cbuf = np.empty(G * K * R * OW, x.dtype)                      # flat, so each band's view is contiguous
+        dbuf = np.empty(F * R * OW, x.dtype)
+        tmp = np.empty((Fg, K), x.dtype)
+        for n in range(t, N, T):
+            for oh0 in range(0, OH, R):
+                oh1 = min(OH, oh0 + R)
+                Pb = (oh1 - oh0) * OW
+                c = cbuf[:G * K * Pb].reshape(G * K, Pb)
+                d = dbuf[:F * Pb].reshape(F, Pb)
+                for f in range(F):
+                    d[f] = dy[n, f].reshape(OH * OW)[oh0 * OW:oh1 * OW]
+                if need_dW:
+                    _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, c)
+                    for g in range(G):
+                        np.dot(d[g * Fg:(g + 1) * Fg], c[g * K:(g + 1) * K].T, tmp)
+                        dWp[t, g] += tmp
+                if need_dx:
+                    for g in range(G):
+                        np.dot(W3t[g], d[g * Fg:(g + 1) * Fg], c[g * K:(g + 1) * K])
+                    _col2im_rows(c, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, dx)
 
 
 # ------------------------------------------------------------------------------------------------

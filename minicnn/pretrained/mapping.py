@@ -474,7 +474,9 @@ def load_weights(model, path):
         model.load_state_dict(sd, strict=True)
         dropped, source = [], source_of(path) or model.meta.get("source")
     else:
-        raise ValueError(f"{path}: {fmt} files are not supported by load_weights yet; convert the model "
-                         f"with tf-keras to a legacy '.h5' (model.save_weights('x.h5')) or see pretrained/README.md")
+        hint = ("it is a whole Keras model (architecture + weights): import it with "
+                "minicnn.pretrained.load_keras(path) or `minicnn convert`" if fmt == "keras_archive"
+                else "see pretrained/README.md for the supported weight files")
+        raise ValueError(f"{path}: load_weights reads weight files into a built architecture, not {fmt} files; {hint}")
     model.meta.update({"source": source, "weights": os.path.basename(path), "dropped": dropped})
     return model
