@@ -118,17 +118,9 @@ def cmd_train(a):
         state = resume_state_from(info)
         print(f"resuming {a.out} at epoch {state.epoch + 1}, batch {state.batch}")
     args = {k: v for k, v in vars(a).items() if k != "func"}
-    from . import train as train_mod
-    original = train_mod.save_checkpoint
-
-    def save_with_args(path, m, o, s, scheduler=None, extra=None):
-        return original(path, m, o, s, scheduler, {"args": args})
-    train_mod.save_checkpoint = save_with_args
-    try:
-        state = fit(model, loss, opt, train, val, epochs=a.epochs, out_dir=a.out, scheduler=sched,
-                    patience=a.patience, seed=a.seed, resume_state=state, progress=not a.quiet)
-    finally:
-        train_mod.save_checkpoint = original
+    state = fit(model, loss, opt, train, val, epochs=a.epochs, out_dir=a.out, scheduler=sched,
+                patience=a.patience, seed=a.seed, resume_state=state, progress=not a.quiet,
+                checkpoint_extra={"args": args})
     _plots_after_training(a.out, state.history, val if val is not None else train)
     best = f"{state.best_score:.4f} (epoch {state.best_epoch})" if state.best_score is not None else "n/a"
     print(f"done: best validation ROC-AUC {best}; model saved to {os.path.join(a.out, 'model.npz')}")

@@ -173,7 +173,8 @@ class _StopFlag:
 
 def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out_dir=None, scheduler=None,
         patience: int | None = None, seed: int = 0, resume_state: TrainState | None = None,
-        progress: bool = True, log=print, stop_after_batches: int | None = None) -> TrainState:
+        progress: bool = True, log=print, stop_after_batches: int | None = None,
+        checkpoint_extra: dict | None = None) -> TrainState:
     """Train ``model`` in place; returns the final ``TrainState`` (history, best epoch and score).
 
     train / val: ``minicnn.data.BatchLoader`` objects (val optional; without it the last epoch is "best").
@@ -182,6 +183,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     patience: early stopping after this many epochs without a better validation AUC.
     resume_state: the ``TrainState`` from ``load_checkpoint`` to continue a run.
     stop_after_batches: stop (as Ctrl-C would) after this many batches — for tests of resuming.
+    checkpoint_extra: JSON-able facts stored in every ``last.npz`` (the CLI keeps its arguments there).
     """
     from tqdm.auto import tqdm
 
@@ -218,7 +220,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                                     img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
                     if stop.requested or (stop_after_batches is not None and batches_run >= stop_after_batches):
                         if last_path:
-                            save_checkpoint(last_path, model, optimizer, state, scheduler)
+                            save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
                         raise TrainingInterrupted(last_path)
             finally:
                 bar.close()
@@ -252,7 +254,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                 state.bad_epochs += 1
             state.epoch, state.batch, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
             if out_dir:
-                save_checkpoint(last_path, model, optimizer, state, scheduler)
+                save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
                 _write_history(out_dir, state.history)
             if patience is not None and state.bad_epochs >= patience:
                 log(f"early stopping: no better validation AUC for {patience} epoch(s)")
