@@ -171,14 +171,11 @@ def cmd_evaluate(a):
     if split is not None and split not in splits:
         raise UserError(f"{a.data} has no split {a.split!r}; it has {splits}")
     positive = model.meta.get("positive_class")
-    ds = load_dataset(a.data, split=split, positive_class=positive,
-                      classes=None)
+    ds = load_dataset(a.data, split=split, positive_class=positive, classes=model.meta.get("classes"))
     outputs = model.meta.get("outputs") or ds.output_names
-    if list(ds.output_names) != list(outputs):
-        if model.output_activation == "softmax" and len(ds.classes) == len(outputs):
-            pass
-        else:
-            raise UserError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
+    softmax_over_classes = model.output_activation == "softmax" and list(outputs) == list(ds.classes)
+    if list(ds.output_names) != list(outputs) and not softmax_over_classes:
+        raise UserError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
     norm = Normalizer.from_dict(pre["normalizer"]) if pre.get("normalizer") else None
     loader = BatchLoader(ds, batch_size=a.batch_size, image_size=tuple(pre["image_size"]), channels=pre["channels"],
                          training=False, normalizer=norm, interpolation=pre.get("interpolation", "bilinear"),

@@ -114,3 +114,21 @@ def test_convert_small_keras_model_and_predict(tmp_path, capsys):
     assert pre["image_size"] == [12, 12] and pre["normalizer"]["mode"] == "tf" and pre["channels"] == 3
     assert main(["convert", str(src), str(tmp_path / "x.npz"), "--preprocess", "dataset", "--image-size", "12"]) == 1
     assert "needs statistics" in capsys.readouterr().err
+
+
+def test_evaluate_report_of_the_converted_model_on_the_shared_xrays(demo_out, shared_dir, tmp_path):
+    _, home = demo_out
+    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
+    model = tmp_path / "xception.npz"
+    assert main(["convert", str(keras_file), str(model), "--preprocess", "tf", "--image-size", "150",
+                 "--resize", "nearest", "--classes", "NORMAL,PNEUMONIA"]) == 0
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(model), str(shared_dir / "data" / "chest_xray_val16"), "--split", "val",
+                 "--out", str(out), "--report", "--n-boot", "200"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n"] == 16 and m["accuracy"] == pytest.approx(13 / 16) and m["confusion"] == [[7, 1], [2, 6]]
+    parser = _Images()
+    parser.feed((out / "report" / "report.html").read_text())
+    errors = [s for s in parser.src if s.startswith("case_")]
+    assert len(errors) == 3      # the three misclassified X-rays, with their Grad-CAM
+    assert all((out / "report" / s).is_file() for s in parser.src)
