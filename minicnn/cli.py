@@ -64,9 +64,9 @@ def cmd_synth(a):
 
 # -- train ------------------------------------------------------------------------------------------
 def _datasets(a):
-    from .data.splits import training_splits
+    from .data.splits import training_splits, warn_to_stderr
     return training_splits(a.data, train_split=a.train_split, val_split=a.val_split, val_from_train=a.val_from_train,
-                           test_split=a.test_split, positive_class=a.positive_class, seed=a.seed)
+                           test_split=a.test_split, positive_class=a.positive_class, seed=a.seed, warn=warn_to_stderr)
 
 
 def cmd_train(a):

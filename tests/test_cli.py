@@ -162,3 +162,19 @@ def test_fine_tune_the_last_block_with_real_backward_passes(run, tmp_path, monke
     assert not np.array_equal(tuned.state_dict()[moved], sd0[moved])
     assert tuned["features.denseblock4.denselayer1.conv1"].trainable and not tuned["features.conv0"].trainable
     assert (out / "last.npz").exists() and (out / "history.json").exists()
+
+
+def test_training_warns_loudly_about_patients_in_two_splits(run, tmp_path, capsys):
+    import shutil
+    from minicnn.data.splits import training_splits
+    data, _ = run
+    leaky = tmp_path / "leaky"
+    shutil.copytree(data, leaky)
+    victim = sorted((leaky / "test" / "PNEUMONIA").iterdir())[0]
+    shutil.copy(victim, leaky / "train" / "PNEUMONIA" / victim.name.replace(".png", "_copy.png"))
+    said = []
+    training_splits(leaky, val_from_train=0.1, warn=said.append)
+    assert any("training and test" in s for s in said)
+    assert main(["train", str(leaky), "--arch", "tiny", "--image-size", "16", "--epochs", "1",
+                 "--out", str(tmp_path / "r"), "--quiet"]) == 0
+    assert "WARNING: 1 patient(s) appear in both the training and test data" in capsys.readouterr().err

@@ -2,12 +2,22 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 from .datasets import available_splits, load_dataset
 from .patients import check_leakage, split_by_patient
 
 
+class LeakageWarning(UserWarning):
+    """The same patient appears in two splits."""
+
+
 def _warn(message: str) -> None:
+    warnings.warn(message, LeakageWarning, stacklevel=3)
+
+
+def warn_to_stderr(message: str) -> None:
+    """For command lines: the warning on its own line, loudly."""
     print(f"WARNING: {message}", file=sys.stderr)
 
 

@@ -51,7 +51,7 @@ def _cache_dir(a) -> str:
 
 
 def train_head_cli(a):
-    from ..data.splits import training_splits
+    from ..data.splits import training_splits, warn_to_stderr
     from .features import build_head, combine, fit_head
 
     if a.weights is None:
@@ -59,7 +59,7 @@ def train_head_cli(a):
     backbone, mode, size = _backbone(a.backbone, a.weights, a.image_size, a.seed)
     train_ds, val_ds = training_splits(a.data, train_split=a.train_split, val_split=a.val_split,
                                        val_from_train=a.val_from_train, test_split=a.test_split,
-                                       positive_class=a.positive_class, seed=a.seed)
+                                       positive_class=a.positive_class, seed=a.seed, warn=warn_to_stderr)
     cache = _cache_dir(a)
     print(f"extracting {a.backbone} features ({size}x{size}, preprocessing {mode!r}; cached in {cache}) ...")
     f_train = _features(backbone, train_ds, mode, size, cache, a.batch_size)
