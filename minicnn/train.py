@@ -59,16 +59,13 @@ class TrainState:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` threads in Numba kernels and (when threadpoolctl is installed) in BLAS."""
+    """Use ``n`` threads in Numba kernels and in BLAS (for the whole process)."""
     if not n:
         return
     import numba
+    from threadpoolctl import threadpool_limits
     numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(int(n))
-    except ImportError:
-        pass
+    threadpool_limits(int(n))
 
 
 def _reseed_dropout(model: Graph, seed: int, epoch: int, batch: int) -> None:

@@ -21,21 +21,36 @@ Fast paths (chosen in ``conv2d_forward`` / ``conv2d_backward``):
 
 * Cg == 1 with G > 1 (depthwise): a direct Numba loop, because the per-group matrix products
   would be tiny.
-* everything else: im2col (Numba, loop over kernel offsets) into columns (C*KH*KW, n*OH*OW) that
-  hold a chunk of n samples side by side, then one BLAS GEMM per group for the whole chunk
-  (few large BLAS calls: each call synchronises BLAS's threads, which is costly on a busy machine).
-  Backward recomputes the columns (they are never kept) and col2im scatter-adds the column
-  gradient back into ``dx``. Chunks keep the column buffer below ``_COLS_BYTES``.
-* 1x1, stride 1, no padding: the same GEMMs, with x merely transposed instead of im2col.
+* everything else, banded (used when ``threadpoolctl`` is importable): Numba ``prange`` over work
+  items, each calling a single-threaded BLAS GEMM on data that stays in L2 (BLAS is limited to one
+  thread around the call, since Numba's threads call it concurrently):
+
+  - forward: an item is (sample n, band of R output rows). Its columns (G*K, R*Wp), K = Cg*KH*KW,
+    fit in ``_BAND_BYTES``; ``y[n, g-rows, band] = W_g @ columns_g + b`` is written straight into y.
+    For stride 1 the columns use the padded input width Wp = W + left + right as row pitch:
+    the band's padded input rows are copied once, and each kernel offset's column row is then ONE
+    contiguous copy of them shifted by ``i*dh*Wp + j*dw`` (the Wp - OW extra columns per row are
+    junk, computed and dropped). Other strides: im2col of the band (Wp = OW).
+  - backward: worker t of T takes samples t, t+T, ...; per band it forms the columns, sums
+    ``dW_t += dy_band @ columns.T`` in its own buffer (the T partial sums are added at the end)
+    and scatters ``W.T @ dy_band`` back into its samples' dx (no two workers touch the same dx).
+  - 1x1, stride 1, no padding, G == 1, forward: no columns at all; ``y[n, f-chunk] =
+    W[f-chunk] @ x[n] + b``, parallel over (n, f-chunk). Its backward takes the path below (per
+    sample GEMMs with only OH*OW = 49..784 terms measured slower than the few big GEMMs there).
+* fallback (no threadpoolctl; and 1x1 backward): im2col (Numba) into columns (C*KH*KW, n*OH*OW) that hold a chunk
+  of n samples side by side, then one BLAS GEMM (on BLAS's own threads) per group for the whole
+  chunk; backward recomputes the columns and col2im scatter-adds the column gradient into dx.
+  Chunks keep the column buffer below ``_COLS_BYTES``. 1x1 stride-1 convs only transpose x.
 
 Threads: the Numba kernels use ``parallel=True`` (a thread pool shared by the process); call them
-from one Python thread at a time. The GEMMs run on BLAS's own thread pool. On a machine busy with
-other work, OpenBLAS's threads (which spin between calls) contend with everything else: measured
-on 2 shared cores, ``OPENBLAS_NUM_THREADS=1`` (or ``threadpoolctl.threadpool_limits(1, "blas")``)
-made fwd+bwd 2-4x faster, while Numba's threads are harmless once idle OpenMP threads sleep
-(``OMP_WAIT_POLICY=PASSIVE``, see ``minicnn/kernels/__init__.py``). benchmarks/conv.py times both.
+from one Python thread at a time. Numba's threads and BLAS's threads share the cores; OpenBLAS's
+threads spin between calls and contend with everything else: on 2 shared cores, BLAS limited to one
+thread made the fallback's fwd+bwd 2-4x faster, hence the banded path, which keeps all threading in
+Numba (idle OpenMP threads sleep, ``OMP_WAIT_POLICY=PASSIVE``, see ``minicnn/kernels/__init__.py``).
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import numpy as np
 from numba import get_num_threads, njit, prange
@@ -107,15 +122,20 @@ def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
         return y
     Fg, K, P = F // G, Cg * KH * KW, OH * OW
     W3 = W.reshape(G, Fg, K)                                          # (G, Fg, Cg*KH*KW)
+    pointwise = _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr)
     single = _blas_single_thread()
     if single is not None:                                            # banded path (module docstring)
         bias = np.zeros(F, x.dtype) if b is None else np.ascontiguousarray(b, dtype=x.dtype)
         y = np.empty((N, F, OH, OW), x.dtype)
+        if pointwise and G == 1:                                      # y[n, rows] = W[rows] @ x[n]: no copies
+            with single:
+                _pointwise_forward(x.reshape(N, C, P), W3[0], bias, _split(F, N), y.reshape(N, F, P))
+            return y
         with single:
-            _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(G * K, OH, OW, x.itemsize), y)
+            Wp = _band_pitch(Wd, sh, sw, pl, pr, OW)
+            _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(N, G * K, OH, Wp, x.itemsize), Wp, y)
         return y
     bias = None if b is None else np.asarray(b, dtype=x.dtype).reshape(F, 1, 1)
-    pointwise = _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr)
     y = np.empty((N, F, P), x.dtype)
     step = _chunk(N, C * KH * KW * P * x.itemsize)
     cols = np.empty((C * KH * KW, step * P), x.dtype)                 # columns of `step` samples side by side
@@ -172,13 +192,14 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     P = OH * OW
     W3 = W.reshape(G, Fg, K)
     W3t = np.ascontiguousarray(W3.transpose(0, 2, 1))                 # (G, K, Fg)
-    single = _blas_single_thread()
+    single = None if pointwise else _blas_single_thread()            # 1x1: the GEMMs below win
     if single is not None:                                            # banded path (module docstring)
         T = max(1, min(N, get_num_threads()))
         dWp = np.zeros((T, G, Fg, K), x.dtype) if need_dW else np.zeros((1, 1, 1, 1), x.dtype)
         dx = dxa = np.zeros(x.shape, x.dtype) if need_dx else np.zeros((1, 1, 1, 1), x.dtype)
         with single:
-            _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(G * K, OH, OW, x.itemsize),
+            Wp = _band_pitch(Wd, sh, sw, pl, pr, OW)
+            _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, _band_rows(N, G * K, OH, Wp, x.itemsize), Wp,
                              need_dx, need_dW, dxa, dWp)
         if need_dW:
             dW = dWp.sum(axis=0).reshape(W.shape) if T > 1 else dWp[0].reshape(W.shape)
@@ -222,9 +243,21 @@ def _is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr) -> bool:
     return KH == KW == sh == sw == 1 and pt == pb == pl == pr == 0
 
 
-def _band_rows(K: int, OH: int, OW: int, itemsize: int) -> int:
-    """Output rows per band: the band's columns (K, rows*OW) fit in ``_BAND_BYTES``."""
-    return max(1, min(OH, _BAND_BYTES // max(K * OW * itemsize, 1)))
+def _split(rows: int, items: int) -> int:
+    """Rows per chunk so that ``items`` times the number of chunks gives every thread work."""
+    per = -(-get_num_threads() // max(items, 1))                      # chunks per item (ceil)
+    return max(1, -(-rows // per)) if per > 1 else rows
+
+
+def _band_pitch(Wd, sh, sw, pl, pr, OW) -> int:
+    """Row pitch of the banded columns: the padded input width for stride 1, else OW."""
+    return Wd + pl + pr if sh == sw == 1 else OW
+
+
+def _band_rows(N: int, K: int, OH: int, OW: int, itemsize: int) -> int:
+    """Output rows per band: the band's columns (K, rows*OW) fit in ``_BAND_BYTES``, and the N
+    samples have enough bands to give every thread work."""
+    return max(1, min(OH, _BAND_BYTES // max(K * OW * itemsize, 1), _split(OH, N)))
 
 
 _CONTROLLER = []
@@ -244,7 +277,17 @@ def _blas_single_thread():
         except Exception:                                             # noqa: BLE001 - optional speed-up
             _CONTROLLER.append(None)
     ctl = _CONTROLLER[0]
-    return None if ctl is None else ctl.limit(limits=1, user_api="blas")
+    return None if ctl is None else _one_blas_thread(ctl)
+
+
+@contextmanager
+def _one_blas_thread(ctl):
+    """Limit BLAS to one thread on entry (not before), restore the previous limits on exit."""
+    limits = ctl.limit(limits=1, user_api="blas")
+    try:
+        yield
+    finally:
+        limits.restore_original_limits()
 
 
 def _chunk(N: int, bytes_per_sample: int) -> int:
@@ -361,7 +404,9 @@ def _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, cols):
                     o[hi:] = 0
                     seg = o[lo:hi]
                     if sw == 1:
-                        seg[:] = x[n, c, h, w0:w0 + m]
+                        xs = x[n, c, h, w0:w0 + m]
+                        for k in range(m):
+                            seg[k] = xs[k]
                     else:
                         xr = x[n, c, h]
                         for k in range(m):
@@ -394,13 +439,86 @@ def _col2im_rows(cols, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, dx):
                             xr[w0 + k * sw] += seg[k]
 
 
+@njit(cache=True)
+def _fill_band(x, n, oh0, oh1, KH, KW, sh, sw, pt, pl, dh, dw, OW, Wp, bp, cols):
+    """Columns of output rows [oh0, oh1) of sample n at row pitch Wp: column q = (oh - oh0)*Wp + ow.
+
+    Stride 1: Wp is the padded input width; the rows of the band's padded input ``bp`` (C, Rin*Wp)
+    are laid end to end, so each kernel offset's column row is ONE contiguous copy from bp
+    (entries with ow >= OW are junk read from the padding/next row; they are never used, and the
+    last Wp - OW are zeroed). Other strides: ``_im2col_rows`` (Wp == OW).
+    """
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    if sh != 1 or sw != 1:
+        _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, cols)
+        return
+    Rb = oh1 - oh0
+    Rin = Rb + dh * (KH - 1)
+    L = (Rb - 1) * Wp + OW
+    for c in range(C):
+        b = bp[c]
+        for r in range(Rin):
+            h = oh0 - pt + r
+            row = b[r * Wp:(r + 1) * Wp]
+            if h < 0 or h >= H:
+                row[:] = 0
+            else:
+                row[:pl] = 0
+                xr = x[n, c, h]
+                rw = row[pl:]
+                for k in range(W):
+                    rw[k] = xr[k]
+                row[pl + W:] = 0
+        for i in range(KH):
+            for j in range(KW):
+                o = cols[(c * KH + i) * KW + j]
+                src = b[i * dh * Wp + j * dw:]
+                for k in range(L):                                    # a plain loop: a memcpy for LLVM
+                    o[k] = src[k]
+                o[L:] = 0
+
+
+@njit(cache=True)
+def _scatter_band(cols, n, oh0, oh1, KH, KW, sh, sw, pt, pl, dh, dw, OW, Wp, bp, dx):
+    """dx[n] += the column gradient of output rows [oh0, oh1) (inverse of ``_fill_band``).
+
+    Stride 1: contiguous adds into the band's padded gradient bp, whose in-image part is then
+    added to dx (junk columns hold zeros, since the junk columns of dy were zeroed).
+    """
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    if sh != 1 or sw != 1:
+        _col2im_rows(cols, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, dx)
+        return
+    Rb = oh1 - oh0
+    Rin = Rb + dh * (KH - 1)
+    L = (Rb - 1) * Wp + OW
+    for c in range(C):
+        b = bp[c]
+        b[:] = 0
+        for i in range(KH):
+            for j in range(KW):
+                src = cols[(c * KH + i) * KW + j]
+                s0 = i * dh * Wp + j * dw
+                t = b[s0:s0 + L]
+                for k in range(L):
+                    t[k] += src[k]
+        for r in range(Rin):
+            h = oh0 - pt + r
+            if h < 0 or h >= H:
+                continue
+            d = dx[n, c, h]
+            sr = b[r * Wp + pl:r * Wp + pl + W]
+            for k in range(W):
+                d[k] += sr[k]
+
+
 @njit(cache=True, parallel=True)
-def _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, R, y):
+def _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, R, Wp, y):
     """y[n, :, oh0:oh1] = W_g @ columns of that band, + bias. Parallel over (sample, band of R rows).
 
     Each work item fills its own small column buffer (stays in L2) and calls BLAS (one thread).
     """
-    N = x.shape[0]
+    N, C = x.shape[0], x.shape[1]
     G, Fg, K = W3.shape
     OH, OW = y.shape[2], y.shape[3]
     nb = (OH + R - 1) // R
@@ -408,54 +526,82 @@ def _banded_forward(x, W3, bias, KH, KW, sh, sw, pt, pl, dh, dw, R, y):
         n = t // nb
         oh0 = (t % nb) * R
         oh1 = min(OH, oh0 + R)
-        Pb = (oh1 - oh0) * OW
+        Pb = (oh1 - oh0) * Wp
         cols = np.empty((G * K, Pb), x.dtype)
+        bp = np.empty((C, (oh1 - oh0 + dh * (KH - 1)) * Wp), x.dtype)
         out = np.empty((Fg, Pb), x.dtype)
-        _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, cols)
+        _fill_band(x, n, oh0, oh1, KH, KW, sh, sw, pt, pl, dh, dw, OW, Wp, bp, cols)
         for g in range(G):
             np.dot(W3[g], cols[g * K:(g + 1) * K], out)
             for f in range(Fg):
-                yr = y[n, g * Fg + f].reshape(OH * OW)[oh0 * OW:oh1 * OW]
                 bf = bias[g * Fg + f]
-                o = out[f]
-                for k in range(Pb):
-                    yr[k] = o[k] + bf
+                for oh in range(oh0, oh1):
+                    yr = y[n, g * Fg + f, oh]
+                    o = out[f, (oh - oh0) * Wp:(oh - oh0) * Wp + OW]
+                    for k in range(OW):
+                        yr[k] = o[k] + bf
 
 
 @njit(cache=True, parallel=True)
-def _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, R, need_dx, need_dW, dx, dWp):
+def _banded_backward(dy, x, W3t, KH, KW, sh, sw, pt, pl, dh, dw, R, Wp, need_dx, need_dW, dx, dWp):
     """dx (zeros on entry) and per-worker partial dW sums dWp (T, G, Fg, K), T = dWp.shape[0].
 
     Worker t takes samples t, t + T, ...: it alone writes their dx, and it sums its own dWp[t]
     (no races). Per band of R output rows: columns, dWp[t] += dy_band @ columns.T, column
-    gradient W.T @ dy_band, col2im into dx.
+    gradient W.T @ dy_band, scattered back into dx.
     """
-    N = x.shape[0]
+    N, C = x.shape[0], x.shape[1]
     G, K, Fg = W3t.shape
     F = G * Fg
     OH, OW = dy.shape[2], dy.shape[3]
     T = dWp.shape[0]
     for t in prange(T):
-        cbuf = np.empty(G * K * R * OW, x.dtype)                      # flat, so each band's view is contiguous
-        dbuf = np.empty(F * R * OW, x.dtype)
+        cbuf = np.empty(G * K * R * Wp, x.dtype)                      # flat, so each band's view is contiguous
+        dbuf = np.empty(F * R * Wp, x.dtype)
+        bp = np.empty((C, (R + dh * (KH - 1)) * Wp), x.dtype)
         tmp = np.empty((Fg, K), x.dtype)
         for n in range(t, N, T):
             for oh0 in range(0, OH, R):
                 oh1 = min(OH, oh0 + R)
-                Pb = (oh1 - oh0) * OW
+                Pb = (oh1 - oh0) * Wp
                 c = cbuf[:G * K * Pb].reshape(G * K, Pb)
                 d = dbuf[:F * Pb].reshape(F, Pb)
+                bpb = bp[:, :(oh1 - oh0 + dh * (KH - 1)) * Wp]
+                d[:] = 0
                 for f in range(F):
-                    d[f] = dy[n, f].reshape(OH * OW)[oh0 * OW:oh1 * OW]
+                    for oh in range(oh0, oh1):
+                        dr = d[f, (oh - oh0) * Wp:]
+                        src = dy[n, f, oh]
+                        for k in range(OW):
+                            dr[k] = src[k]
                 if need_dW:
-                    _im2col_rows(x, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, c)
+                    _fill_band(x, n, oh0, oh1, KH, KW, sh, sw, pt, pl, dh, dw, OW, Wp, bpb, c)
                     for g in range(G):
                         np.dot(d[g * Fg:(g + 1) * Fg], c[g * K:(g + 1) * K].T, tmp)
                         dWp[t, g] += tmp
                 if need_dx:
                     for g in range(G):
                         np.dot(W3t[g], d[g * Fg:(g + 1) * Fg], c[g * K:(g + 1) * K])
-                    _col2im_rows(c, n, KH, KW, sh, sw, pt, pl, dh, dw, oh0, oh1, OW, dx)
+                    _scatter_band(c, n, oh0, oh1, KH, KW, sh, sw, pt, pl, dh, dw, OW, Wp, bpb, dx)
+
+
+@njit(cache=True, parallel=True)
+def _pointwise_forward(x, W, bias, fs, y):
+    """1x1 conv: y[n, f0:f1] = W[f0:f1] @ x[n] + b (x (N, C, P), y (N, F, P)). Parallel over (n, f-chunk)."""
+    N = x.shape[0]
+    F = W.shape[0]
+    nf = (F + fs - 1) // fs
+    for t in prange(N * nf):
+        n = t // nf
+        f0 = (t % nf) * fs
+        f1 = min(F, f0 + fs)
+        o = y[n, f0:f1]
+        np.dot(W[f0:f1], x[n], o)
+        for f in range(f0, f1):
+            yr = y[n, f]
+            bf = bias[f]
+            for k in range(yr.shape[0]):
+                yr[k] += bf
 
 
 # ------------------------------------------------------------------------------------------------

@@ -135,3 +135,23 @@ def test_bad_arguments_raise(kwargs, match):
 def test_empty_output_raises():
     with pytest.raises(ValueError, match="empty"):
         conv2d_forward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(g=geometries(), seed=st.integers(0, 2**16))
+def test_fallback_path_without_blas_control_matches_reference(dtype, g, seed):
+    """The im2col + threaded-BLAS path (used when BLAS threads cannot be limited) stays correct too."""
+    import minicnn.kernels.conv as conv
+    original = conv._blas_single_thread
+    conv._blas_single_thread = lambda: None
+    try:
+        x, W, b = make(g, dtype, seed)
+        y = conv2d_forward(x, W, b, **conv_args(g))
+        assert rel_err(y, conv2d_forward_reference(x, W, b, **conv_args(g))) < TOL[dtype]
+        dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
+        got = conv2d_backward(dy, x, W, **conv_args(g))
+        ref = conv2d_backward_reference(dy, x, W, **conv_args(g))
+        for name, a, r in zip(("dx", "dW", "db"), got, ref):
+            assert rel_err(a, r) < TOL[dtype], name
+    finally:
+        conv._blas_single_thread = original
