@@ -162,7 +162,8 @@ class Graph:
         return int(sum(l.num_params for l in self.layers if l.trainable or not trainable_only))
 
     def freeze(self, names=None) -> "Graph":
-        """Freeze every node, or the nodes whose name equals or starts with one of ``names``."""
+        """Freeze every node, or the nodes named ``names`` and those below them (``"features"`` covers
+        ``"features.conv0"``; ``"xception"`` covers ``"xception/block1_conv1"``)."""
         for n in self._select(names):
             n.layer.freeze()
         return self
@@ -176,7 +177,13 @@ class Graph:
         if names is None:
             return list(self.nodes.values())
         names = [names] if isinstance(names, str) else list(names)
-        return [n for n in self.nodes.values() if any(n.name.startswith(p) for p in names)]
+        def inside(name, p):  # the node itself, or a node below it ("features" -> "features.conv0", "xception/...")
+            return name == p or name.startswith(p if p.endswith((".", "/")) else (p + ".", p + "/"))
+        chosen = [n for n in self.nodes.values() if any(inside(n.name, p) for p in names)]
+        unknown = [p for p in names if not any(inside(n, p) for n in self.nodes)]
+        if unknown:
+            raise ValueError(f"no node is named {unknown} or lies below it (node names look like {list(self.nodes)[:3]})")
+        return chosen
 
     def astype(self, dtype) -> "Graph":
         for l in self.layers:

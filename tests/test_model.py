@@ -177,3 +177,19 @@ def test_summary_and_trace_are_readable():
     assert "(2, 1, 8, 8) -> (2, 4, 4, 4)" in text and "loss =" in text
     assert len(t.rows) == 5 and all("grad_stats" in r for r in t.rows)
     assert t.rows[0]["param_grads"]["W"] > 0
+
+
+def test_freeze_selects_nodes_and_their_children_only():
+    s = Sequential([layers.Dense(2, 2) for _ in range(11)])
+    s.freeze(["1"])
+    assert [n for n, node in s.nodes.items() if not node.layer.trainable] == ["1"]   # not "10"
+    g = Graph()
+    g.add("features.conv0", layers.Dense(2, 2))
+    g.add("features.conv01", layers.Dense(2, 2))
+    g.add("head", layers.Dense(2, 2))
+    g.freeze("features.conv0")
+    assert not g["features.conv0"].trainable and g["features.conv01"].trainable
+    g.unfreeze().freeze("features")
+    assert not g["features.conv01"].trainable and g["head"].trainable
+    with pytest.raises(ValueError, match="no node is named"):
+        g.freeze("feature")
