@@ -48,6 +48,11 @@ def sha256(path) -> str:
     return h.hexdigest()
 
 
+def _pip_download(folder) -> int:
+    """``python -m pip download --no-deps PACKAGE -d folder`` (pip shows its own progress); its exit code."""
+    return subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d", str(folder)]).returncode
+
+
 def get_wheel(wheel=None) -> Path:
     """The hash-checked wheel: ``wheel`` if given, else the cached copy, else a fresh download."""
     if wheel is not None:
@@ -60,9 +65,7 @@ def get_wheel(wheel=None) -> Path:
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
             print(f"downloading {PACKAGE} (83 MB, once) into {folder} ...", flush=True)
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", PACKAGE, "-d", str(folder)]
-            r = subprocess.run(cmd)
-            if r.returncode != 0 or not path.exists():
+            if _pip_download(folder) != 0 or not path.exists():
                 raise DemoError(f"could not download {PACKAGE} (offline?). On a machine with internet run "
                                 f"`python -m pip download --no-deps {PACKAGE} -d DIR`, copy the wheel here and "
                                 f"pass --wheel DIR/{WHEEL_NAME} (or put it in {folder}).")

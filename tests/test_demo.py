@@ -135,17 +135,11 @@ def test_evaluate_report_of_the_converted_model_on_the_shared_xrays(demo_out, sh
 
 
 def test_demo_offline_download_failure_says_what_to_do(tmp_path, monkeypatch):
-    import subprocess
-
     import minicnn.demo as demo
     monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
     calls = []
-
-    def offline(cmd, *a, **k):
-        calls.append(cmd)
-        return subprocess.CompletedProcess(cmd, 1)
-    monkeypatch.setattr(demo.subprocess, "run", offline)
+    monkeypatch.setattr(demo, "_pip_download", lambda folder: calls.append(folder) or 1)
     with pytest.raises(DemoError, match=r"offline\?.*pip download --no-deps pneumonia-model-package==0.3.0.*--wheel"):
         get_wheel()
-    assert calls and calls[0][1:4] == ["-m", "pip", "download"]
+    assert calls == [tmp_path / "wheels"]
     assert main(["demo", "--out", str(tmp_path / "o")]) == 1
