@@ -80,7 +80,10 @@ def cmd_train(a):
     if a.resume:
         run = Path(a.resume)
         _, info, _ = load_checkpoint(run / "last.npz")
-        saved = info["extra"].get("args", {})
+        saved = info["extra"].get("args")
+        if not saved:
+            raise UserError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
+                            f"with --resume (start a new run)")
         for k, v in saved.items():
             if k not in ("resume", "epochs", "threads", "func"):
                 setattr(a, k, v)
@@ -206,7 +209,8 @@ def cmd_evaluate(a):
     print(f"wrote {out / 'metrics.json'} and plots in {plots}")
     if a.report:
         from .explain import write_evaluation_report
-        path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=a.report_errors)
+        path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=a.report_errors,
+                                       threshold=float(np.atleast_1d(thr)[0]))
         print(f"wrote the HTML report {path}")
 
 
@@ -235,15 +239,17 @@ def cmd_predict(a):
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
         if out.suffix.lower() == ".json":
-            out.write_text(json.dumps(records, indent=2))
+            tmp.write_text(json.dumps(records, indent=2))
         else:
             import csv
-            with open(out, "w", newline="") as f:
+            with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction"])
                 for r in records:
                     w.writerow([r["file"]] + [r["probabilities"][n] for n in names] + [r["prediction"]])
+        os.replace(tmp, out)
         print(f"wrote {out}")
 
 

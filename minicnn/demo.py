@@ -97,7 +97,9 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
             target = dest / "val" / label / name
             if not target.exists():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(member))
+                part = target.with_name(target.name + ".part")
+                part.write_bytes(z.read(member))
+                os.replace(part, target)
             images.append((target, label))
     if len(images) != 16:
         raise DemoError(f"expected 16 validation X-rays in {wheel}, found {len(images)}")
@@ -134,7 +136,7 @@ def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
         print(f"{path.name:<30} {label:<10} {probs['PNEUMONIA']:>12.4f}  {pred}{mark}", flush=True)
     y = np.array([[r["true_label"] == "PNEUMONIA"] for r in records], dtype=float)
     p = np.array([[r["probabilities"]["PNEUMONIA"]] for r in records])
-    cm = metrics.confusion_at(y[:, 0], (p[:, 0] > 0.5).astype(float), 0.5)
+    cm = metrics.confusion_at(y[:, 0], p[:, 0], 0.5)   # p >= 0.5 is the argmax of two softmax outputs
     summary = {"images": records, "accuracy": metrics.accuracy(cm), "sensitivity": metrics.sensitivity(cm),
                "specificity": metrics.specificity(cm)}
     print(f"\naccuracy {summary['accuracy']:.3f}  sensitivity {summary['sensitivity']:.3f}  "

@@ -37,14 +37,15 @@ def explain_file(model, image_path, out_png, target_class=None, node=None) -> di
             "heatmap": heat}
 
 
-def write_evaluation_report(model, dataset, y_true, y_prob, metrics: dict, out_dir, n_errors: int = 6) -> str:
+def write_evaluation_report(model, dataset, y_true, y_prob, metrics: dict, out_dir, n_errors: int = 6,
+                            threshold: float | None = None) -> str:
     """HTML report: metrics with CIs, ROC, confusion matrix, calibration, most confident errors with Grad-CAM."""
     from .report import write_html_report
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
     if dataset.paths is not None and y_true.shape[1] == 1:
-        thr = float(np.atleast_1d(model.meta.get("threshold", 0.5))[0])
+        thr = float(np.atleast_1d(model.meta.get("threshold", 0.5))[0]) if threshold is None else float(threshold)
         pred = (y_prob[:, 0] >= thr).astype(float)
         wrong = np.flatnonzero(pred != y_true[:, 0])
         confidence = np.abs(y_prob[wrong, 0] - thr)

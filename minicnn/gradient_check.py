@@ -34,6 +34,11 @@ def _grads(obj) -> dict:
     return g() if callable(g) else g
 
 
+def _trainable(obj, name: str) -> bool:
+    """A Layer's params are trainable unless it is frozen; a model's ``params()`` holds trainable ones only."""
+    return getattr(obj, "trainable", True)
+
+
 def _rel_error(a: np.ndarray, n: np.ndarray) -> float:
     scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)), 1e-12)
     return float(np.max(np.abs(a - n), initial=0.0) / scale)
@@ -95,9 +100,13 @@ def gradcheck(obj, x, *, dy=None, h: float = 1e-6, seed: int = 0, training: bool
         analytic[f"x{i}" if multi else "x"] = d
     grads = _grads(model)
     params = _params(template)
+    frozen = {name for name in params if not _trainable(template, name)}
     for name in params:
         if name in grads:
             analytic[name] = grads[name]
+        elif name not in frozen:
+            raise ValueError(f"backward() left no gradient for trainable param {name!r}: the analytic "
+                             f"gradient is missing, so it cannot be checked")
 
     def objective():
         return float(np.sum(run_forward()[1] * dy))

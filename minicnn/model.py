@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -475,7 +476,7 @@ def read_npz(path):
             raise ValueError(f"{path} holds pickled Python objects; minicnn never unpickles files "
                              f"(they can run code). Re-save the weights as plain arrays.") from None
         raise ValueError(f"{path} is not a readable .npz file: {e}") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ValueError(f"{path} is not a readable .npz file ({e}); was it truncated?") from None
     config = json.loads(str(arrays.pop("architecture"))) if "architecture" in arrays else None
     return arrays, config

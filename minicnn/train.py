@@ -185,6 +185,12 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     from tqdm.auto import tqdm
 
     state = resume_state or TrainState()
+    if val is not None:
+        yv = np.asarray(val.dataset.labels)
+        if not any(0 < yv[:, k].sum() < len(yv) for k in range(yv.shape[1])):
+            raise TrainingError(f"the validation set ({len(yv)} images) holds only one class in every output, so "
+                                f"its ROC-AUC is undefined and no best model can be chosen; give a larger "
+                                f"--val-from-train fraction or a validation split with both classes")
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     last_path = os.path.join(out_dir, "last.npz") if out_dir else None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn.cli import main
+from minicnn.model import load
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def test_predict_prints_a_table_and_writes_csv_and_json(run, tmp_path, capsys):
     assert len(rows) == 1 + len(list(folder.iterdir()))
     assert main(["predict", str(out), str(folder), "--out", str(tmp_path / "p.json")]) == 0
     recs = json.loads((tmp_path / "p.json").read_text())
-    assert all(abs(sum(r["probabilities"].values()) - 1) < 1e-5 for r in recs)
     assert {r["prediction"] for r in recs} <= {"NORMAL", "PNEUMONIA"}
+    thr = load(out / "model.npz").meta["threshold"][0]
+    assert all(r["prediction"] == ("PNEUMONIA" if r["probabilities"]["PNEUMONIA"] >= thr else "NORMAL") for r in recs)
 
 
 def test_predict_files_from_python_applies_saved_preprocessing(run):

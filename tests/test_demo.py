@@ -48,7 +48,6 @@ def test_demo_reproduces_keras_on_the_16_xrays(demo_out, capsys):
         assert set(rec) == {"file", "true_label", "probabilities", "prediction"}
         assert rec["true_label"] == ["NORMAL", "PNEUMONIA"][int(labels[rec["file"]])]
         assert abs(rec["probabilities"]["PNEUMONIA"] - keras_p[rec["file"]]) < 1e-4, rec["file"]
-        assert abs(sum(rec["probabilities"].values()) - 1) < 1e-6
     correct = sum(r["prediction"] == r["true_label"] for r in d["images"])
     assert d["accuracy"] == pytest.approx(correct / 16)
     pos = [r for r in d["images"] if r["true_label"] == "PNEUMONIA"]

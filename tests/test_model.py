@@ -73,6 +73,23 @@ def test_frozen_prefix_is_skipped_and_params_exclude_it():
     assert g["0"].grads == {} and set(g.grads()) == {"4.W", "4.b"}
 
 
+def test_backward_wrt_node_is_the_gradient_at_that_node():
+    g = Graph()
+    g.add("a", layers.Dense(3, 4, seed=0))
+    g.add("r", layers.Sigmoid())
+    g.add("b", layers.Dense(4, 2, seed=1))
+    x = np.random.default_rng(0).standard_normal((5, 3))
+    dy = np.random.default_rng(1).standard_normal((5, 2))
+    g.forward(x, keep=["r"])
+    d_r = g.backward(dy, wrt="r")
+    np.testing.assert_allclose(d_r, dy @ g["b"].params["W"].T, rtol=1e-6)   # b is linear: dL/dr = dy W_b^T
+    g.forward(x, keep=["a"])
+    s = g.activations["a"]
+    d_a = g.backward(dy, wrt="a")
+    sig = 1 / (1 + np.exp(-s))
+    np.testing.assert_allclose(d_a, (dy @ g["b"].params["W"].T) * sig * (1 - sig), rtol=1e-5)
+
+
 def test_backward_wrt_node_returns_that_gradient():
     g = small_cnn()
     x = np.random.default_rng(1).standard_normal((2, 1, 8, 8))
@@ -136,6 +153,11 @@ def test_pickled_npz_is_refused(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="bad.npz"):
         load(tmp_path / "bad.npz")
+    whole = small_cnn().save(tmp_path / "whole.npz")
+    data = open(whole, "rb").read()
+    (tmp_path / "half.npz").write_bytes(data[: len(data) // 2])    # a truncated model file
+    with pytest.raises(ValueError, match="half.npz.*truncated"):
+        load(tmp_path / "half.npz")
 
 
 def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):

@@ -85,11 +85,13 @@ def train_head_cli(a):
                   "threshold": threshold, "threshold_rule": rule}
     os.makedirs(a.out, exist_ok=True)
     model.save(os.path.join(a.out, "model.npz"))
-    if a.fine_tune:
-        _fine_tune(a, model, train_ds, val_ds, mode, size)
     history = [{"epoch": i + 1, "loss": float(v)} for i, v in enumerate(losses)]
-    with open(os.path.join(a.out, "history.json"), "w") as f:
+    tmp = os.path.join(a.out, ".head_history.json.tmp")
+    with open(tmp, "w") as f:
         json.dump(history, f, indent=1)
+    os.replace(tmp, os.path.join(a.out, "head_history.json"))
+    if a.fine_tune:
+        _fine_tune(a, model, train_ds, val_ds, mode, size, score)
     auc = f"; validation ROC-AUC {score:.4f}" if score is not None else ""
     print(f"head trained on {len(train_ds)} images ({f_train.shape[1]} features){auc}; "
           f"backbone + head saved to {os.path.join(a.out, 'model.npz')}")
@@ -111,14 +113,14 @@ def features_cli(a):
         print(f"wrote {a.out}")
 
 
-def _fine_tune(a, model, train_ds, val_ds, mode, size):
+def _fine_tune(a, model, train_ds, val_ds, mode, size, head_score=None):
     """Unfreeze the backbone's last block (and the head) and train them with real backward passes."""
     from ..data.augment import Augmenter
     from ..data.loader import BatchLoader
     from ..data.normalize import Normalizer
     from ..losses import WeightedBCE, class_weights
     from ..optim import Adam
-    from ..train import fit
+    from ..train import TrainState, fit
     from .features import unfreeze_last
     first = a.fine_tune_from or LAST_BLOCK.get(a.backbone)
     names = unfreeze_last(model, first=first)
@@ -128,5 +130,8 @@ def _fine_tune(a, model, train_ds, val_ds, mode, size):
     weights = class_weights(train_ds.labels, train_ds.output_names) if a.class_weights else (1.0, 1.0)
     opt = Adam(model.params(), lr=a.lr * 0.1)
     print(f"fine-tuning {len(names)} nodes from {first!r} on for {a.fine_tune} epoch(s) at lr {opt.lr:g}")
+    # The head-only model (saved above) stays the best one unless fine-tuning beats its validation AUC.
+    start = TrainState(best_score=head_score, best_epoch=0 if head_score is not None else None)
+    args = {k: v for k, v in vars(a).items() if k != "func"}
     fit(model, WeightedBCE(*weights), opt, train, val, epochs=a.fine_tune, out_dir=a.out, seed=a.seed,
-        progress=not a.quiet)
+        progress=not a.quiet, resume_state=start, checkpoint_extra={"args": args})

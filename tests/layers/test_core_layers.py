@@ -91,3 +91,15 @@ def test_concat_and_add_shape_errors():
         Concat().forward([np.zeros((1, 2, 3, 3)), np.zeros((1, 2, 4, 3))])
     with pytest.raises(ValueError, match="equal shapes"):
         Add().forward([np.zeros((1, 2)), np.zeros((1, 3))])
+
+
+def test_gradcheck_refuses_a_backward_that_forgets_a_param_gradient():
+    class Forgetful(Dense):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            del self.grads["b"]
+            return dx
+    with pytest.raises(ValueError, match="no gradient for trainable param 'b'"):
+        gradcheck(Forgetful(2, 2, seed=0), np.ones((1, 2)))
+    frozen = Dense(2, 2, seed=0).freeze()
+    assert set(gradcheck(frozen, np.ones((1, 2)))) == {"x"}
