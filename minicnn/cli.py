@@ -161,6 +161,7 @@ def cmd_evaluate(a):
     from .data.datasets import available_splits, load_dataset
     from .data.loader import BatchLoader
     from .data.normalize import Normalizer
+    from .model import binary_class_names
     from .train import predict_loader, set_threads
     from .viz import plot_calibration, plot_confusion, plot_roc
 
@@ -198,7 +199,7 @@ def cmd_evaluate(a):
     plots.mkdir(exist_ok=True)
     plot_roc(y, p, out_names, plots / f"roc_{a.split}.png")
     if y.shape[1] == 1:
-        neg = next((c for c in ds.classes if c != ds.positive_class), "negative")
+        neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
         plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{a.split}.png")
         plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{a.split}.png")
         _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.images import load_image
+from .model import binary_class_names
 from .predict import decide, load_for_model, output_names, preprocessing_of, probabilities_by_class
 from .viz import gradcam, overlay_heatmap
 
@@ -49,8 +50,8 @@ def write_evaluation_report(model, dataset, y_true, y_prob, metrics: dict, out_d
         pred = (y_prob[:, 0] >= thr).astype(float)
         wrong = np.flatnonzero(pred != y_true[:, 0])
         confidence = np.abs(y_prob[wrong, 0] - thr)
-        names = {1.0: dataset.positive_class,
-                 0.0: next((c for c in dataset.classes if c != dataset.positive_class), "negative")}
+        negative, positive = binary_class_names({"classes": dataset.classes, "positive_class": dataset.positive_class})
+        names = {1.0: positive, 0.0: negative}
         for i in wrong[np.argsort(-confidence)][:n_errors]:
             path = dataset.paths[i]
             x = load_for_model(model, [path])

@@ -22,14 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _softplus(t: np.ndarray) -> np.ndarray:
-    return np.maximum(t, 0) + np.log1p(np.exp(-np.abs(t)))
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+from .kernels.activation import sigmoid_forward, softplus
 
 
 def class_weights(labels, classes=None) -> tuple[np.ndarray, np.ndarray]:
@@ -88,7 +81,7 @@ class WeightedBCE:
         z, y = self._check(y_pred, y_true)
         n = z.shape[0]
         if self.from_logits:
-            log_p, log_1mp = -_softplus(-z), -_softplus(z)
+            log_p, log_1mp = -softplus(-z), -softplus(z)
         else:
             p = np.clip(z, self.eps, 1 - self.eps)
             log_p, log_1mp = np.log(p), np.log1p(-p)
@@ -102,7 +95,7 @@ class WeightedBCE:
         z, y = self._cache
         n = z.shape[0]
         if self.from_logits:
-            p = _sigmoid(z)
+            p = sigmoid_forward(z)
             d = (self.w_neg * (1 - y) * p - self.w_pos * y * (1 - p)) / n
         else:
             inside = (z > self.eps) & (z < 1 - self.eps)

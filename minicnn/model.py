@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as _layers
+from .kernels.activation import sigmoid_forward, softmax_forward
 from .layers.base import Layer
 
 FORMAT_VERSION = 1
@@ -34,14 +35,13 @@ class Node:
     inputs: list = field(default_factory=list)
 
 
-def _sigmoid(z):
-    e = np.exp(-np.abs(z))
-    return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype, copy=False)
-
-
-def _softmax(z, axis=1):
-    e = np.exp(z - z.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
+def binary_class_names(meta: dict, output_name: str | None = None) -> tuple[str, str]:
+    """``(negative, positive)`` class names of a model with one sigmoid output, from its ``meta``:
+    the positive class is ``meta['positive_class']`` (else the output's name), the negative one the
+    other of ``meta['classes']`` (else ``'negative'``)."""
+    positive = meta.get("positive_class") or output_name or (meta.get("outputs") or ["positive"])[0]
+    negative = next((c for c in meta.get("classes") or [] if c != positive), "negative")
+    return negative, positive
 
 
 def apply_activation(z: np.ndarray, activation):
@@ -49,9 +49,9 @@ def apply_activation(z: np.ndarray, activation):
     if activation is None:
         return z
     if activation == "sigmoid":
-        return _sigmoid(z)
+        return sigmoid_forward(z)
     if activation == "softmax":
-        return _softmax(z)
+        return softmax_forward(z, axis=1)
     raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from .data.images import is_image_file, load_image
 from .data.normalize import Normalizer
-from .model import Graph
+from .model import Graph, binary_class_names
 
 
 def preprocessing_of(model: Graph) -> dict:
@@ -80,9 +80,7 @@ def decide(model: Graph, probs: np.ndarray) -> list[str]:
         return [names[k] for k in probs.argmax(axis=1)]
     thr = np.broadcast_to(np.asarray(model.meta.get("threshold", 0.5), dtype=np.float64), (probs.shape[1],))
     if probs.shape[1] == 1:
-        classes = model.meta.get("classes") or ["negative", names[0]]
-        pos = model.meta.get("positive_class", names[0])
-        neg = next((c for c in classes if c != pos), "negative")
+        neg, pos = binary_class_names(model.meta, names[0])
         return [pos if p >= thr[0] else neg for p in probs[:, 0]]
     return ["|".join(n for n, p, t in zip(names, row, thr) if p >= t) or "No Finding" for row in probs]
 
@@ -91,8 +89,7 @@ def probabilities_by_class(model: Graph, probs: np.ndarray) -> list[dict]:
     """One dict per row: class -> probability (a binary sigmoid model reports both classes)."""
     names = output_names(model) or [str(k) for k in range(probs.shape[1])]
     if probs.shape[1] == 1 and model.meta.get("classes") and len(model.meta["classes"]) == 2:
-        pos = model.meta.get("positive_class", names[0])
-        neg = next(c for c in model.meta["classes"] if c != pos)
+        neg, pos = binary_class_names(model.meta, names[0])
         return [{neg: float(1 - p), pos: float(p)} for p in probs[:, 0]]
     return [{n: float(v) for n, v in zip(names, row)} for row in probs]
 

@@ -440,12 +440,12 @@ def _target(model, z: np.ndarray, target_class):
     """(output column, sign, class name) of the score to explain, from a class name/index or the prediction."""
     names = list(model.meta.get("outputs") or model.meta.get("classes") or [str(k) for k in range(z.shape[1])])
     if z.shape[1] == 1:  # one sigmoid output: the positive class is +logit, the other class -logit
-        classes = list(model.meta.get("classes") or ["negative", names[0]])
-        positive = model.meta.get("positive_class", names[0])
-        negative = next((c for c in classes if c != positive), "negative")
+        from .model import apply_activation, binary_class_names
+        negative, positive = binary_class_names(model.meta, names[0])
+        classes = [negative, positive]
         if target_class is None:
             thr = float(np.atleast_1d(model.meta.get("threshold", 0.5))[0])
-            p = 1 / (1 + np.exp(-float(z[0, 0])))
+            p = float(apply_activation(z.astype(np.float64), "sigmoid")[0, 0])
             target_class = positive if p >= thr else negative
         if target_class in (positive, 1, "1"):
             return 0, 1.0, positive

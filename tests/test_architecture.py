@@ -6,10 +6,10 @@ PKG = Path(__file__).resolve().parents[1] / "minicnn"
 
 # module (or package) -> the minicnn modules it may import (itself and its own package always allowed)
 ALLOWED = {
-    "_validate": set(), "init": set(), "metrics": set(), "losses": set(), "optim": set(), "gradient_check": set(),
+    "_validate": set(), "init": set(), "metrics": set(), "losses": {"kernels"}, "optim": set(), "gradient_check": set(),
     "kernels": {"_validate"},
     "layers": {"kernels", "init", "_validate"},
-    "model": {"layers", "losses"},
+    "model": {"layers", "losses", "kernels"},
     "data": {"_validate"},
     "nets": {"layers", "model"},
     "viz": {"metrics", "model"},

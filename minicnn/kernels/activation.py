@@ -32,6 +32,11 @@ def sigmoid_forward(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def softplus(x):
+    """``log(1 + exp(x)) = max(x, 0) + log1p(exp(-|x|))`` without overflow; ``-softplus(-x)`` is log-sigmoid."""
+    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
+
+
 def sigmoid_backward(dy, y):
     """``dx = dy * y * (1 - y)`` from the forward's output ``y``."""
     return dy * y * (1 - y)

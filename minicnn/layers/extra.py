@@ -37,6 +37,7 @@ import numpy as np
 from scipy.special import erf
 
 from .._validate import check_input
+from ..kernels.activation import sigmoid_forward, softplus
 from .base import Layer
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -46,15 +47,6 @@ _SQRT_2_PI = math.sqrt(2.0 / math.pi)
 
 def _any_rank(layer, x):
     return check_input(layer, x, ndim=np.ndim(x))
-
-
-def _sigmoid(x):
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _softplus(x):
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
 
 
 def _elu(x, a):
@@ -85,11 +77,11 @@ _FUNCTIONS = {
     "selu": (lambda x, a: _SELU_SCALE * _elu(x, _SELU_ALPHA),
              lambda x, a: _SELU_SCALE * _elu_grad(x, _SELU_ALPHA)),
     "tanh": (lambda x, a: np.tanh(x), lambda x, a: 1 - np.tanh(x) ** 2),
-    "sigmoid": (lambda x, a: _sigmoid(x), lambda x, a: _sigmoid(x) * (1 - _sigmoid(x))),
-    "softplus": (lambda x, a: _softplus(x), lambda x, a: _sigmoid(x)),
+    "sigmoid": (lambda x, a: sigmoid_forward(x), lambda x, a: sigmoid_forward(x) * (1 - sigmoid_forward(x))),
+    "softplus": (lambda x, a: softplus(x), lambda x, a: sigmoid_forward(x)),
     "softsign": (lambda x, a: x / (1 + np.abs(x)), lambda x, a: 1 / (1 + np.abs(x)) ** 2),
-    "swish": (lambda x, a: x * _sigmoid(x),
-              lambda x, a: _sigmoid(x) * (1 + x * (1 - _sigmoid(x)))),
+    "swish": (lambda x, a: x * sigmoid_forward(x),
+              lambda x, a: sigmoid_forward(x) * (1 + x * (1 - sigmoid_forward(x)))),
     "gelu": (lambda x, a: 0.5 * x * (1 + erf(x / math.sqrt(2))),
              lambda x, a: 0.5 * (1 + erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)),
     "gelu_tanh": (lambda x, a: _gelu_tanh(x), lambda x, a: _gelu_tanh_grad(x)),
