@@ -237,6 +237,23 @@ def threshold_for_sensitivity(y, p, target: float) -> float:
 # Bootstrap confidence interval for the AUC
 # ------------------------------------------------------------------------------------------------
 
+def _scorable(y, k) -> bool:
+    return 0 < y[:, k].sum() < len(y)
+
+
+def macro_roc_auc(y_true, y_prob) -> float:
+    """Mean ROC-AUC over the columns (classes) that hold both positives and negatives; nan if none do."""
+    y, p = np.asarray(y_true), np.asarray(y_prob)
+    vals = [roc_auc(y[:, k], p[:, k]) for k in range(y.shape[1]) if _scorable(y, k)]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def youden_thresholds(y_true, y_prob, default: float = 0.5) -> list[float]:
+    """Per-column Youden threshold (``default`` for a column with a single class)."""
+    y, p = np.asarray(y_true), np.asarray(y_prob)
+    return [youden_threshold(y[:, k], p[:, k]) if _scorable(y, k) else default for k in range(y.shape[1])]
+
+
 def bootstrap_auc_ci(y, p, n_boot: int = 1000, alpha: float = 0.05, seed=0) -> tuple[float, float]:
     """Percentile bootstrap ``(lo, hi)`` interval for the ROC-AUC, level ``1 - alpha``.
 

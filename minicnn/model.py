@@ -243,11 +243,12 @@ class Graph:
             reach[n.name] = need_dx[n.name] or wants_grads or n.name == wrt
         return need_dx, reach
 
-    def backward(self, dy, input_grad: bool = True, wrt: str | None = None):
+    def backward(self, dy, input_grad: bool = True, wrt: str | None = None, record: dict | None = None):
         """Backpropagate ``dy`` (gradient w.r.t. the output node's value) through the graph.
 
         Fills every trainable layer's ``grads``. Returns dL/dx for the graph input (a list for
         several inputs) when ``input_grad``; with ``wrt=NODE`` returns dL/d(NODE's output) and stops there.
+        ``record``: a dict that receives dL/d(output) of every node the gradient reaches (``trace``).
         """
         need_dx, reach = self._gradient_flow(input_grad, wrt)
         if wrt is not None and wrt not in self.nodes:
@@ -255,6 +256,8 @@ class Graph:
         grads = {self.output_name: dy}
         for node in reversed(list(self.nodes.values())):
             g = grads.pop(node.name, None)
+            if record is not None and g is not None:
+                record[node.name] = g
             if node.name == wrt:
                 return g
             if g is None or not reach[node.name]:
@@ -353,26 +356,14 @@ class Graph:
                 loss = WeightedBCE()
             loss_value = loss.forward(out, y)
             dy = loss.backward()
-            grads_at = self._backward_recording(dy)
+            grads_at = {}
+            self.backward(dy, record=grads_at)
             for r in rows:
                 g = grads_at.get(r["node"])
                 r["grad_stats"] = _stats(g) if g is not None else "-"
                 layer = self.nodes[r["node"]].layer
                 r["param_grads"] = {k: float(np.linalg.norm(v)) for k, v in layer.grads.items()}
         return Trace(rows, loss_value)
-
-    def _backward_recording(self, dy) -> dict:
-        """Backward that also returns dL/d(output) of every node (for ``trace``)."""
-        grads, seen = {self.output_name: dy}, {}
-        for node in reversed(list(self.nodes.values())):
-            g = grads.pop(node.name, None)
-            if g is None:
-                continue
-            seen[node.name] = g
-            dx = node.layer.backward(g)
-            for i, d in zip(node.inputs, dx if node.layer.multi_input else [dx]):
-                grads[i] = d if i not in grads else grads[i] + d
-        return seen
 
     # -- saving --------------------------------------------------------------------------------
     def to_config(self) -> dict:
@@ -382,13 +373,17 @@ class Graph:
                 "nodes": [{"name": n.name, "class": type(n.layer).__name__, "config": n.layer.get_config(),
                            "inputs": n.inputs, "trainable": n.layer.trainable} for n in self.nodes.values()]}
 
-    def save(self, path) -> str:
-        """Write weights, buffers and the architecture (JSON) to one ``.npz``, atomically."""
-        path = os.fspath(path)
+    def to_arrays(self) -> dict:
+        """What a ``.npz`` holds: ``w:<name>`` weights and buffers, the architecture JSON, the format version."""
         arrays = {f"w:{k}": v for k, v in self.state_dict().items()}
         arrays["architecture"] = np.array(json.dumps(self.to_config()))
         arrays["format_version"] = np.array(FORMAT_VERSION)
-        atomic_savez(path, arrays)
+        return arrays
+
+    def save(self, path) -> str:
+        """Write weights, buffers and the architecture (JSON) to one ``.npz``, atomically."""
+        path = os.fspath(path)
+        atomic_savez(path, self.to_arrays())
         return path
 
     def load_weights(self, path) -> "Graph":
@@ -509,12 +504,17 @@ def model_from_config(config: dict) -> Graph:
     return model
 
 
+def model_from_arrays(arrays: dict, config: dict) -> Graph:
+    """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays."""
+    model = model_from_config(config)
+    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    return model
+
+
 def load(path) -> Graph:
     """Rebuild a saved model (architecture + weights + buffers) from its ``.npz``."""
     arrays, config = read_npz(path)
     if config is None:
         raise ValueError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
                          f"build the model and call model.load_weights(path)")
-    model = model_from_config(config)
-    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
-    return model
+    return model_from_arrays(arrays, config)

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import metrics
-from .model import Graph, apply_activation, atomic_savez, model_from_config, read_npz
+from .model import Graph, apply_activation, atomic_savez, model_from_arrays, read_npz
 
 DROPOUT_STREAM = 4
 CHECKPOINT_VERSION = 1
@@ -77,8 +77,7 @@ def _reseed_dropout(model: Graph, seed: int, epoch: int, batch: int) -> None:
 # -- checkpoints -----------------------------------------------------------------------------------
 def save_checkpoint(path, model: Graph, optimizer, state: TrainState, scheduler=None, extra=None) -> str:
     """Everything needed to resume, in one ``.npz`` (no pickle), written atomically."""
-    arrays = {f"w:{k}": v for k, v in model.state_dict().items()}
-    arrays["architecture"] = np.array(json.dumps(model.to_config()))
+    arrays = model.to_arrays()
     osd = optimizer.state_dict()
     for name, slots in osd["state"].items():
         for slot, value in slots.items():
@@ -87,7 +86,6 @@ def save_checkpoint(path, model: Graph, optimizer, state: TrainState, scheduler=
             "optimizer": {"class": type(optimizer).__name__, "lr": osd["lr"], "t": osd["t"]},
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "extra": extra or {}}
     arrays["train_state"] = np.array(json.dumps(info))
-    arrays["format_version"] = np.array(1)
     atomic_savez(os.fspath(path), arrays)
     return os.fspath(path)
 
@@ -98,8 +96,7 @@ def load_checkpoint(path):
     if config is None or "train_state" not in arrays:
         raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
     info = json.loads(str(arrays["train_state"]))
-    model = model_from_config(config)
-    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    model = model_from_arrays(arrays, config)
     state = {}
     for key, value in arrays.items():
         if key.startswith("opt:"):
@@ -123,11 +120,6 @@ def predict_loader(model: Graph, loader, loss=None):
         ys.append(y)
         ps.append(apply_activation(z, model.output_activation))
     return np.concatenate(ys), np.concatenate(ps), (total / n if n else None)
-
-
-def _macro_auc(y, p) -> float:
-    vals = [metrics.roc_auc(y[:, k], p[:, k]) for k in range(y.shape[1]) if 0 < y[:, k].sum() < len(y)]
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 def _write_history(out_dir, history) -> None:
@@ -236,7 +228,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
             score = None
             if val is not None:
                 y_val, p_val, val_loss = predict_loader(model, val, loss)
-                score = _macro_auc(y_val, p_val)
+                score = metrics.macro_roc_auc(y_val, p_val)
                 row.update({"val_loss": val_loss, "val_roc_auc": score})
             state.history.append(row)
             log(_format_row(row))
@@ -247,9 +239,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
                 if out_dir:
                     if val is not None:
-                        model.meta["threshold"] = [metrics.youden_threshold(y_val[:, k], p_val[:, k])
-                                                   if 0 < y_val[:, k].sum() < len(y_val) else 0.5
-                                                   for k in range(y_val.shape[1])]
+                        model.meta["threshold"] = metrics.youden_thresholds(y_val, p_val)
                         model.meta["threshold_rule"] = "youden-validation"
                     model.meta["best_epoch"] = epoch + 1
                     model.save(os.path.join(out_dir, "model.npz"))

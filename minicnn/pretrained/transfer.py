@@ -72,12 +72,9 @@ def train_head_cli(a):
     if f_val is not None:
         p_val = head.predict(f_val)
         y_val = val_ds.labels
-        threshold = [metrics.youden_threshold(y_val[:, k], p_val[:, k]) if 0 < y_val[:, k].sum() < len(y_val)
-                     else 0.5 for k in range(y_val.shape[1])]
-        rule = "youden-validation"
-        scores = [metrics.roc_auc(y_val[:, k], p_val[:, k]) for k in range(y_val.shape[1])
-                  if 0 < y_val[:, k].sum() < len(y_val)]
-        score = float(np.mean(scores)) if scores else None
+        threshold, rule = metrics.youden_thresholds(y_val, p_val), "youden-validation"
+        score = metrics.macro_roc_auc(y_val, p_val)
+        score = None if np.isnan(score) else score
     model.meta = {**backbone.meta, "backbone": a.backbone, "classes": list(train_ds.classes),
                   "outputs": list(train_ds.output_names), "positive_class": train_ds.positive_class,
                   "preprocessing": {"image_size": [size, size], "channels": 3, "interpolation": "bilinear",
