@@ -139,12 +139,7 @@ def write_html_report(out_dir, metrics: dict, y_true, y_prob, classes, images=No
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    y = np.asarray(y_true)
-    p = np.asarray(y_prob, dtype=np.float64)
-    y = y[:, None] if y.ndim == 1 else y
-    p = p[:, None] if p.ndim == 1 else p
-    if y.ndim != 2 or y.shape != p.shape:
-        raise ValueError(f"y_true and y_prob must have the same shape (N, K), got {y.shape} and {p.shape}")
+    y, p = viz._as_2d(y_true, y_prob)
     k = y.shape[1]
     names = _column_names(metrics, classes, k)
 

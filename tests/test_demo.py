@@ -36,6 +36,17 @@ def demo_out(pneumonia_wheel, tmp_path_factory):
     return out, home
 
 
+@pytest.fixture(scope="module")
+def converted_xception(demo_out, tmp_path_factory):
+    """`minicnn convert` of the real Keras model the demo unpacked (done once for the tests below)."""
+    _, home = demo_out
+    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
+    out = tmp_path_factory.mktemp("converted") / "xception.npz"
+    assert main(["convert", str(keras_file), str(out), "--preprocess", "tf", "--image-size", "150",
+                 "--resize", "nearest", "--classes", "NORMAL,PNEUMONIA"]) == 0
+    return out
+
+
 def test_demo_reproduces_keras_on_the_16_xrays(demo_out, capsys):
     out, _ = demo_out
     d = json.loads((out / "demo.json").read_text())
@@ -75,14 +86,10 @@ def test_preprocessing_matches_keras_load_img(demo_out):
         np.testing.assert_array_equal(img, ref.astype(np.float32), err_msg=f)
 
 
-def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, pneumonia_wheel, tmp_path):
+def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, converted_xception, tmp_path):
     from minicnn.model import load
     _, home = demo_out
-    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
-    out = tmp_path / "xception.npz"
-    assert main(["convert", str(keras_file), str(out), "--preprocess", "tf", "--image-size", "150",
-                 "--resize", "nearest", "--classes", "NORMAL,PNEUMONIA"]) == 0
-    model = load(out)
+    model = load(converted_xception)
     assert model.meta["classes"] == ["NORMAL", "PNEUMONIA"] and model.output_activation == "softmax"
     image = home / "pneumonia-model-package-0.3.0" / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
     from minicnn.explain import explain_file
@@ -115,12 +122,8 @@ def test_convert_small_keras_model_and_predict(tmp_path, capsys):
     assert "needs statistics" in capsys.readouterr().err
 
 
-def test_evaluate_report_of_the_converted_model_on_the_shared_xrays(demo_out, shared_dir, tmp_path):
-    _, home = demo_out
-    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
-    model = tmp_path / "xception.npz"
-    assert main(["convert", str(keras_file), str(model), "--preprocess", "tf", "--image-size", "150",
-                 "--resize", "nearest", "--classes", "NORMAL,PNEUMONIA"]) == 0
+def test_evaluate_report_of_the_converted_model_on_the_shared_xrays(converted_xception, shared_dir, tmp_path):
+    model = converted_xception
     out = tmp_path / "eval"
     assert main(["evaluate", str(model), str(shared_dir / "data" / "chest_xray_val16"), "--split", "val",
                  "--out", str(out), "--report", "--n-boot", "200"]) == 0

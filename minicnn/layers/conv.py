@@ -115,10 +115,14 @@ class Conv2D(Layer):
             parts.append("bias=False")
         return parts
 
+    def _repr_extra(self) -> str | None:
+        return f"groups={self.groups}" if self.groups != 1 else None
+
     def __repr__(self):
         parts = self._repr_parts()
-        if self.groups != 1:
-            parts.insert(len(parts) - (not self.bias), f"groups={self.groups}")
+        extra = self._repr_extra()
+        if extra:
+            parts.insert(len(parts) - (not self.bias), extra)
         return f"{type(self).__name__}({self.in_channels}->{self.out_channels}, {', '.join(parts)})"
 
 
@@ -143,11 +147,8 @@ class DepthwiseConv2D(Conv2D):
         cfg["depth_multiplier"] = self.depth_multiplier
         return cfg
 
-    def __repr__(self):
-        parts = self._repr_parts()
-        if self.depth_multiplier != 1:
-            parts.insert(len(parts) - (not self.bias), f"dm={self.depth_multiplier}")
-        return f"{type(self).__name__}({self.in_channels}->{self.out_channels}, {', '.join(parts)})"
+    def _repr_extra(self) -> str | None:
+        return f"dm={self.depth_multiplier}" if self.depth_multiplier != 1 else None
 
 
 class SeparableConv2D(Conv2D):
@@ -201,8 +202,5 @@ class SeparableConv2D(Conv2D):
         cfg["depth_multiplier"] = self.depth_multiplier
         return cfg
 
-    def __repr__(self):
-        parts = self._repr_parts()
-        if self.depth_multiplier != 1:
-            parts.insert(len(parts) - (not self.bias), f"dm={self.depth_multiplier}")
-        return f"{type(self).__name__}({self.in_channels}->{self.out_channels}, {', '.join(parts)})"
+    def _repr_extra(self) -> str | None:
+        return f"dm={self.depth_multiplier}" if self.depth_multiplier != 1 else None

@@ -43,10 +43,9 @@ from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
 from ..layers.conv import Conv2D
 from ..layers.dense import Dense
-from ..layers.extra import Identity
 from ..layers.pool import AdaptiveAvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Flatten
-from ..model import Graph, Node
+from ..model import Graph
 
 SOURCES = ("torchvision", "keras")
 #: torchvision's configuration 'D': conv widths, 'M' a 2x2/2 max-pool.
@@ -108,22 +107,6 @@ def reorder_by_names(model, layers, name_tables):
     return list(layers), name_tables[0]
 
 
-class _TorchView:
-    """What ``convert_torch_state_dict`` sees of a model whose head is several ``classifier.N`` nodes.
-
-    ``mapping.convert_torch_state_dict`` treats ``classifier.*`` tensors as a head the model lacks
-    unless a node is named exactly ``classifier``; a weightless stand-in node of that name keeps
-    VGG's ``classifier.0/3/6`` tensors in play. (Not needed once mapping.py checks
-    ``n.split('.')[0] in HEAD_NODES``.)
-    """
-
-    def __init__(self, model):
-        self.nodes = dict(model.nodes)
-        if any(n.startswith("classifier.") for n in model.nodes) and "classifier" not in self.nodes:
-            self.nodes["classifier"] = Node("classifier", Identity(), [])
-        self.meta = model.meta
-
-
 def load_arch_weights(model, path, *, keras_names=(), keras_order=None, keras_fix=None,
                       torch_drop_prefixes=()):
     """Load a weight file into a VGG16 / ResNet50 / InceptionV3 graph, strictly; returns the model.
@@ -166,7 +149,7 @@ def load_arch_weights(model, path, *, keras_names=(), keras_order=None, keras_fi
         sd = read_torch_state_dict(path)
         aux = [k for k in sd if k.startswith(tuple(torch_drop_prefixes))] if torch_drop_prefixes else []
         sd = {k: v for k, v in sd.items() if k not in set(aux)}
-        converted, dropped = convert_torch_state_dict(_TorchView(model), sd, source=path)
+        converted, dropped = convert_torch_state_dict(model, sd, source=path)
         dropped = aux + dropped
     model.load_state_dict(converted, strict=True)
     model.meta.update({"source": file_source, "weights": os.path.basename(path), "dropped": dropped})
