@@ -22,6 +22,7 @@ import numpy as np
 
 from . import layers as _layers
 from .kernels.activation import sigmoid_forward, softmax_forward
+from .kernels.threads import blas_single_thread_or_null
 from .layers.base import Layer
 
 FORMAT_VERSION = 1
@@ -214,6 +215,10 @@ class Graph:
         uses = self._consumers()
         keep = set(keep)
         self.activations = {}
+        with blas_single_thread_or_null():     # the threads are Numba's (see minicnn.kernels.threads)
+            return self._run_nodes(values, uses, keep, training, _cache)
+
+    def _run_nodes(self, values, uses, keep, training, _cache):
         for node in self.nodes.values():
             args = [values[i] for i in node.inputs]
             try:

@@ -50,12 +50,11 @@ Numba (idle OpenMP threads sleep, ``OMP_WAIT_POLICY=PASSIVE``, see ``minicnn/ker
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 from numba import get_num_threads, njit, prange
 
 from .._validate import as_pair, conv_output_size
+from .threads import blas_single_thread as _blas_single_thread
 
 # Upper bound on the im2col buffer (bytes); samples are processed in chunks that fit in it.
 _COLS_BYTES = 64 * 2**20
@@ -258,41 +257,6 @@ def _band_rows(N: int, K: int, OH: int, OW: int, itemsize: int) -> int:
     """Output rows per band: the band's columns (K, rows*OW) fit in ``_BAND_BYTES``, and the N
     samples have enough bands to give every thread work."""
     return max(1, min(OH, _BAND_BYTES // max(K * OW * itemsize, 1), _split(OH, N)))
-
-
-_BLAS_LIBS = []
-
-
-def _blas_single_thread():
-    """A context limiting BLAS to one thread, or None when threadpoolctl is not importable.
-
-    The banded path calls BLAS from Numba's threads (np.dot in Numba goes to SciPy's BLAS); with
-    more than one BLAS thread those calls would contend for BLAS's thread pool. The BLAS libraries
-    are found once; entering the context then costs a few microseconds (one ``set_num_threads``
-    call per library), which matters at batch 1 where a DenseNet makes 120 conv calls.
-    """
-    if not _BLAS_LIBS:
-        try:
-            import scipy.linalg.cython_blas  # noqa: F401  (load SciPy's BLAS before looking for it)
-            from threadpoolctl import ThreadpoolController
-            _BLAS_LIBS.append([c for c in ThreadpoolController().lib_controllers if c.user_api == "blas"])
-        except Exception:                                             # noqa: BLE001 - optional speed-up
-            _BLAS_LIBS.append(None)
-    libs = _BLAS_LIBS[0]
-    return None if libs is None else _one_blas_thread(libs)
-
-
-@contextmanager
-def _one_blas_thread(libs):
-    """Limit BLAS to one thread on entry (not before), restore the previous limits on exit."""
-    before = [lib.num_threads for lib in libs]
-    for lib in libs:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, n in zip(libs, before):
-            lib.set_num_threads(n)
 
 
 def _chunk(N: int, bytes_per_sample: int) -> int:

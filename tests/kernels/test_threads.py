@@ -1,0 +1,49 @@
+"""BLAS thread limits: every loaded BLAS runs one thread inside a model pass, and the user's limits come back."""
+import numpy as np
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+from minicnn import Sequential, layers  # noqa: E402
+from minicnn.kernels.threads import blas_single_thread  # noqa: E402
+
+
+def blas_threads():
+    return [info["num_threads"] for info in threadpoolctl.threadpool_info() if info["user_api"] == "blas"]
+
+
+class Probe(layers.Identity):
+    """Records the BLAS thread counts seen while the model runs it."""
+    seen = None
+
+    def forward(self, x, training=False):
+        Probe.seen = blas_threads()
+        return super().forward(x, training)
+
+
+def test_context_limits_and_restores():
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert blas_threads() and all(n == 2 for n in blas_threads())
+        with blas_single_thread():
+            assert all(n == 1 for n in blas_threads())
+            with blas_single_thread():                 # nested: still one, and the outer limit survives
+                assert all(n == 1 for n in blas_threads())
+            assert all(n == 1 for n in blas_threads())
+        assert all(n == 2 for n in blas_threads())
+
+
+def test_model_forward_runs_blas_single_threaded_and_restores():
+    model = Sequential([layers.Dense(4, 3, seed=0), Probe()], input_shape=(4,))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        y = model.predict(np.ones((2, 4), np.float32))
+        assert Probe.seen and all(n == 1 for n in Probe.seen)
+        assert all(n == 2 for n in blas_threads())
+    assert y.shape == (2, 3)
+
+
+def test_limits_restored_when_a_layer_raises():
+    model = Sequential([layers.Dense(4, 3, seed=0)], input_shape=(4,))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        with pytest.raises(ValueError):
+            model.predict(np.ones((2, 5), np.float32))
+        assert all(n == 2 for n in blas_threads())
