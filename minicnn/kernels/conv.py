@@ -46,7 +46,8 @@ Threads: the Numba kernels use ``parallel=True`` (a thread pool shared by the pr
 from one Python thread at a time. Numba's threads and BLAS's threads share the cores; OpenBLAS's
 threads spin between calls and contend with everything else: on 2 shared cores, BLAS limited to one
 thread made the fallback's fwd+bwd 2-4x faster, hence the banded path, which keeps all threading in
-Numba (idle OpenMP threads sleep, ``OMP_WAIT_POLICY=PASSIVE``, see ``minicnn/kernels/__init__.py``).
+Numba (idle OpenMP threads spin only briefly, see ``minicnn/kernels/__init__.py`` and
+``minicnn/kernels/threads.py``).
 """
 from __future__ import annotations
 
