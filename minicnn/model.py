@@ -216,13 +216,19 @@ class Graph:
         keep = set(keep)
         self.activations = {}
         with blas_single_thread_or_null():     # the threads are Numba's (see minicnn.kernels.threads)
-            return self._run_nodes(values, uses, keep, training, _cache)
+            return self._run_nodes(values, uses, keep, training, _cache, xs)
 
-    def _run_nodes(self, values, uses, keep, training, _cache):
+    def _run_nodes(self, values, uses, keep, training, _cache, inputs):
+        infer = not (training or _cache)                   # inference: layers keep no caches
         for node in self.nodes.values():
             args = [values[i] for i in node.inputs]
+            x = args if node.layer.multi_input else args[0]
             try:
-                y = node.layer.forward(args if node.layer.multi_input else args[0], training=training)
+                if infer:
+                    y = node.layer.infer(x, overwrite=not node.layer.multi_input
+                                         and self._may_overwrite(node, x, values, uses, inputs))
+                else:
+                    y = node.layer.forward(x, training=training)
             except ValueError as e:
                 raise ValueError(f"node {node.name!r}: {e}") from None
             if not _cache:
@@ -237,6 +243,19 @@ class Graph:
         return values[self.output_name]
 
     __call__ = forward
+
+    def _may_overwrite(self, node, x, values, uses, inputs) -> bool:
+        """May ``node``'s layer write its output over its input ``x`` (``Layer.infer``)?
+
+        Yes when ``x`` is a float array that owns its memory (not a view, e.g. of a concatenation
+        buffer), no later node reads it, no other live name holds the same object (Identity passes
+        arrays through), it is not one of the caller's inputs and it is not kept in ``activations``.
+        """
+        (name,) = node.inputs
+        return (isinstance(x, np.ndarray) and x.base is None and x.flags.writeable and x.flags.c_contiguous
+                and x.dtype in (np.float32, np.float64) and uses[name] == 1
+                and sum(v is x for v in values.values()) == 1
+                and not any(x is a for a in inputs) and not any(x is a for a in self.activations.values()))
 
     def _gradient_flow(self, input_grad: bool, wrt):
         """Which nodes run backward and which must return dx (skip everything below the lowest trainable node)."""

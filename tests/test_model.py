@@ -215,3 +215,58 @@ def test_freeze_selects_nodes_and_their_children_only():
     assert not g["features.conv01"].trainable and g["head"].trainable
     with pytest.raises(ValueError, match="no node is named"):
         g.freeze("feature")
+
+
+def aliasing_graph(seed=0):
+    """Identity passes arrays through, so two live names can hold one array: in-place layers must notice."""
+    g = Graph(input_shape=(2, 6, 6))
+    g.add("relu_in", layers.ReLU())                                   # reads the caller's array
+    g.add("conv", layers.Conv2D(2, 3, 3, padding=1, seed=seed))
+    g.add("bn", layers.BatchNorm2D(3))
+    g.add("ident", layers.Identity(), inputs="bn")                    # same array as "bn"
+    g.add("relu_a", layers.ReLU(), inputs="ident")                    # "bn" still needed below: no overwrite
+    g.add("relu_b", layers.ReLU(), inputs="bn")                       # last reader of that array: may overwrite
+    g.add("pool", layers.MaxPool2D(3, stride=2, padding=1), inputs="relu_a")
+    g.add("pool_b", layers.MaxPool2D(3, stride=2, padding=1), inputs="relu_b")
+    g.add("bn2", layers.BatchNorm2D(3), inputs="pool")
+    g.add("sum", layers.Add(), inputs=["bn2", "pool_b"])
+    g.add("gap", layers.GlobalAvgPool2D())
+    rng = np.random.default_rng(seed)
+    for name in ("bn", "bn2"):
+        layer = g.nodes[name].layer
+        layer.buffers["running_mean"][:] = rng.standard_normal(3)
+        layer.buffers["running_var"][:] = rng.uniform(0.5, 2, 3)
+    return g
+
+
+def test_predict_overwrites_only_arrays_nobody_else_holds():
+    g = aliasing_graph()
+    x = np.random.default_rng(1).standard_normal((2, 2, 6, 6)).astype(np.float32)
+    x_before = x.copy()
+    keep = ["bn", "relu_a", "relu_b"]
+    expected = g.forward(x, training=False, keep=keep)                 # caches kept: nothing overwritten
+    kept = {k: v.copy() for k, v in g.activations.items()}
+    np.testing.assert_array_equal(kept["relu_a"], kept["relu_b"])     # both are relu(bn): a fair check
+    got = g.forward(x, training=False, keep=keep, _cache=False)       # the inference path (Layer.infer)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(x, x_before)                         # the caller's input untouched
+    for k in keep:                                                     # kept activations untouched
+        np.testing.assert_array_equal(g.activations[k], kept[k])
+    np.testing.assert_array_equal(g.predict(x, batch_size=1), expected)
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_predict_overwrites_in_place_where_allowed():
+    """The in-place path is really taken (else the test above would pass vacuously)."""
+    g = aliasing_graph()
+    seen = {}
+    for name in ("relu_a", "relu_b", "bn2", "relu_in"):
+        layer = g.nodes[name].layer
+        original = layer.infer
+
+        def spy(x, overwrite=False, _name=name, _f=original):
+            seen[_name] = overwrite
+            return _f(x, overwrite=overwrite)
+        layer.infer = spy
+    g.predict(np.ones((1, 2, 6, 6), np.float32))
+    assert seen == {"relu_in": False, "relu_a": False, "relu_b": True, "bn2": True}

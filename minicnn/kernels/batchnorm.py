@@ -234,11 +234,16 @@ def batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std):
 
 
 # -- inference mode -------------------------------------------------------------------------------
-def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps):
-    """Inference-mode forward with running statistics: ``y`` (N, C, H, W)."""
+def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, out=None):
+    """Inference-mode forward with running statistics: ``y`` (N, C, H, W).
+
+    ``out``: a contiguous array of x's shape and dtype to write ``y`` into (may be ``x``: in place).
+    """
     C = x.shape[1]
     a, b = _eval_affine(C, gamma, beta, running_mean, running_var, eps)
-    y = np.empty(x.shape, x.dtype)
+    y = np.empty(x.shape, x.dtype) if out is None else out
+    if y.shape != x.shape or y.dtype != x.dtype or not y.flags.c_contiguous:
+        raise ValueError(f"out must be a contiguous {x.dtype} array of shape {x.shape}, got {y.dtype} {y.shape}")
     _bn_affine_kernel(_rows(x), a.astype(x.dtype), b.astype(x.dtype), _rows(y))
     return y
 

@@ -89,6 +89,48 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
+def max_pool2d_values(x, kernel_size, stride=None, padding=0):
+    """``y`` of :func:`max_pool2d_forward` without the argmax (inference: nothing to backpropagate).
+
+    The same values, in two passes per output row: the maximum over the window's rows at every
+    column (contiguous, vectorises), then over each window's columns. The argmax kernel visits
+    one window at a time: DenseNet's stem pool took 35 ms that way at batch 8, 6.7 ms this way
+    (batch 1: 3.5 ms, 0.5 ms).
+    """
+    (kh, kw), (sh, sw), (top, _, left, _), (oh, ow) = check_pool_geometry(x.shape, kernel_size, stride, padding)
+    N, C = x.shape[:2]
+    y = np.empty((N, C, oh, ow), x.dtype)
+    _max_pool_values_kernel(_planes(x), kh, kw, sh, sw, top, left, _planes(y))
+    return y
+
+
+@njit(parallel=True, cache=True)
+def _max_pool_values_kernel(x, kh, kw, sh, sw, top, left, y):
+    P, H, W = x.shape
+    oh, ow = y.shape[1], y.shape[2]
+    for p in prange(P):
+        rowmax = np.empty(W, x.dtype)
+        for i in range(oh):
+            # 1) the window rows' maximum at every input column (contiguous: vectorises)
+            r0, r1 = max(i * sh - top, 0), min(i * sh - top + kh, H)
+            rowmax[:] = x[p, r0]
+            for r in range(r0 + 1, r1):
+                xr = x[p, r]
+                for w in range(W):
+                    v, b = xr[w], rowmax[w]
+                    # the argmax kernel's rule: greater wins, a NaN wins over a number
+                    rowmax[w] = v if (v > b) | ((v != v) & (b == b)) else b
+            # 2) the maximum over each window's columns
+            yr = y[p, i]
+            for j in range(ow):
+                c0, c1 = max(j * sw - left, 0), min(j * sw - left + kw, W)
+                b = rowmax[c0]
+                for c in range(c0 + 1, c1):
+                    v = rowmax[c]
+                    b = v if (v > b) | ((v != v) & (b == b)) else b
+                yr[j] = b
+
+
 @njit(parallel=True, cache=True)
 def _max_pool_forward_kernel(x, kh, kw, sh, sw, top, left, y, idx):
     P, H, W = x.shape

@@ -27,6 +27,10 @@ class ReLU(Layer):
         self._cache = x
         return K.relu_forward(x)
 
+    def infer(self, x, overwrite: bool = False):
+        x = _any_rank(self, x)
+        return K.relu_forward(x, out=x if overwrite else None)
+
     def backward(self, dy):
         x = self._pop_cache()
         return K.relu_backward(dy, x) if self.need_input_grad else None

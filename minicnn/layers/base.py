@@ -37,6 +37,17 @@ class Layer:
     def backward(self, dy):
         raise NotImplementedError
 
+    def infer(self, x, overwrite: bool = False):
+        """Inference forward (``training=False``) keeping no cache: what ``Graph.predict`` runs.
+
+        Same values as ``forward``; a layer may skip work only backward needs (MaxPool2D's argmax).
+        ``overwrite=True``: the caller guarantees nothing else reads ``x``, so an elementwise layer
+        may write its output over it (ReLU, BatchNorm2D) instead of allocating.
+        """
+        y = self.forward(x, training=False)
+        self.clear_cache()
+        return y
+
     # -- shapes -------------------------------------------------------------------------------
     def output_shape(self, input_shape):
         """Output shape for an input shape (N may be ``None``). Elementwise layers keep it."""

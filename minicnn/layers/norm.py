@@ -66,6 +66,12 @@ class BatchNorm2D(Layer):
             self._cache = ("eval", x, rm.copy(), rv.copy())
         return y
 
+    def infer(self, x, overwrite: bool = False):
+        x = check_input(self, x, ndim=4, channels=self.num_features)
+        return K.batchnorm2d_forward_eval(x, self.params.get("gamma"), self.params.get("beta"),
+                                          self.buffers["running_mean"], self.buffers["running_var"], self.eps,
+                                          out=x if overwrite else None)
+
     def backward(self, dy):
         mode, x, a, b = self._pop_cache()
         if not self.need_input_grad and not self.trainable:

@@ -68,6 +68,11 @@ class MaxPool2D(_WindowPool):
         argmax, x_shape = self._pop_cache()
         return K.max_pool2d_backward(dy, argmax, x_shape) if self.need_input_grad else None
 
+    def infer(self, x, overwrite: bool = False):
+        x = check_input(self, x, ndim=4)
+        _, _, pad, _ = self._geometry(x.shape)
+        return K.max_pool2d_values(x, self.kernel_size, self.stride, pad)
+
 
 class AvgPool2D(_WindowPool):
     """``AvgPool2D(kernel_size, stride=None, padding=0, count_include_pad=True)``.

@@ -52,6 +52,7 @@ def test_max_pool_fast_equals_reference(geom, dtype, seed, ties):
     y_ref, idx_ref = P.max_pool2d_forward_reference(x, k, s, pad)
     assert np.array_equal(idx, idx_ref), "argmax (tie rule) differs"
     assert_close(y, y_ref, dtype, "max forward")
+    assert np.array_equal(P.max_pool2d_values(x, k, s, pad), y_ref), "inference max pool (no argmax) differs"
     dy = rng.standard_normal(y.shape).astype(dtype)
     assert_close(P.max_pool2d_backward(dy, idx, shape), P.max_pool2d_backward_reference(dy, idx_ref, shape),
                  dtype, "max backward")
@@ -101,8 +102,11 @@ def test_batchnorm_fast_equals_reference(n, c, H, W, dtype, seed, affine):
                           B.batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std)):
         assert_close(f, r, dtype, f"bn train backward {name}")
     rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
-    assert_close(B.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, eps),
-                 B.batchnorm2d_forward_eval_reference(x, gamma, beta, rm, rv, eps), dtype, "bn eval forward")
+    y_eval = B.batchnorm2d_forward_eval_reference(x, gamma, beta, rm, rv, eps)
+    assert_close(B.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, eps), y_eval, dtype, "bn eval forward")
+    xc = x.copy()
+    assert B.batchnorm2d_forward_eval(xc, gamma, beta, rm, rv, eps, out=xc) is xc       # in place
+    assert_close(xc, y_eval, dtype, "bn eval forward in place")
     for name, f, r in zip(("dx", "dgamma", "dbeta"), B.batchnorm2d_backward_eval(dy, x, gamma, rm, rv, eps),
                           B.batchnorm2d_backward_eval_reference(dy, x, gamma, rm, rv, eps)):
         assert_close(f, r, dtype, f"bn eval backward {name}")
@@ -197,3 +201,38 @@ def test_dropout_mask_rule_and_backward():
     np.testing.assert_allclose(A.dropout_backward(dy, mask, 0.25), dy * mask / 0.75, rtol=1e-6)
     with pytest.raises(ValueError, match="p must be in"):
         A.dropout_forward(x, 1.0, np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 3 * A._PARALLEL_MIN + 5])             # NumPy path and Numba path
+def test_relu_fast_equals_reference_in_and_out_of_place(dtype, size):
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal(size).astype(dtype)
+    x[[1, 3, 5]] = [np.nan, 0.0, -0.0]
+    x = x.reshape(1, -1, 1)
+    ref = A.relu_forward_reference(x)
+    assert np.isnan(ref[0, 1, 0]) and (ref >= 0).sum() == size - 1          # NaN passes through
+    y = A.relu_forward(x)
+    assert y.dtype == dtype and np.array_equal(y, ref, equal_nan=True)
+    xc = x.copy()
+    assert A.relu_forward(xc, out=xc) is xc and np.array_equal(xc, ref, equal_nan=True)
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    dx = A.relu_backward(dy, x)
+    assert dx.dtype == dtype and np.array_equal(dx, A.relu_backward_reference(dy, x))
+    assert np.array_equal(dx, np.where(x > 0, dy, 0))                       # the kink and NaN get 0
+
+
+def test_relu_non_contiguous_and_integer_inputs():
+    x = np.arange(-50000, 50000, dtype=np.float32).reshape(100, 1000)[:, ::2]
+    assert np.array_equal(A.relu_forward(x), np.maximum(x, 0))
+    assert np.array_equal(A.relu_forward(np.array([-2, 3])), [0, 3])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inference_max_pool_nan_and_infinities_like_the_argmax_kernel(dtype):
+    x = np.random.default_rng(0).standard_normal((2, 3, 9, 8)).astype(dtype)
+    x[0, 0, 2, 3], x[0, 1, 0, 0], x[1, 2, 4, 4], x[1, 0, :, :] = np.nan, np.inf, -np.inf, -np.inf
+    for k, s, pad in [(3, 2, 1), (2, None, 0), ((2, 3), (1, 2), (1, 0, 0, 2))]:
+        y, _ = P.max_pool2d_forward(x, k, s, pad)
+        assert np.isnan(y).any() and np.isinf(y).any()
+        np.testing.assert_array_equal(P.max_pool2d_values(x, k, s, pad), y)

@@ -292,3 +292,41 @@ def test_4d_layers_reject_wrong_rank(make):
     layer = make()
     with pytest.raises(ValueError, match=type(layer).__name__ + r".*x\.shape=\(3, 4\)"):
         layer.forward(np.zeros((3, 4), np.float32))
+
+
+# -- inference path (Layer.infer, what Graph.predict runs) -----------------------------------------
+def _bn_with_stats(seed=0):
+    bn = BatchNorm2D(3, eps=1e-3)
+    rng = np.random.default_rng(seed)
+    bn.params["gamma"][:] = rng.standard_normal(3)
+    bn.params["beta"][:] = rng.standard_normal(3)
+    bn.buffers["running_mean"][:] = rng.standard_normal(3)
+    bn.buffers["running_var"][:] = rng.uniform(0.5, 2, 3)
+    return bn
+
+
+@pytest.mark.parametrize("make, shape", [
+    (lambda: MaxPool2D(3, stride=2, padding=1), (2, 3, 9, 8)),
+    (lambda: MaxPool2D((2, 3), stride=(1, 2), padding=(1, 0, 0, 2)), (1, 2, 5, 6)),
+    (lambda: ReLU(), (2, 3, 4, 4)),
+    (lambda: ReLU(), (4, 3, 64, 64)),                                 # large enough for the Numba ReLU
+    (lambda: _bn_with_stats(), (2, 3, 5, 4)),
+    (lambda: _bn_with_stats(), (4, 3, 64, 64)),
+    (lambda: AvgPool2D(3, stride=2, padding=1), (2, 3, 9, 8)),        # the default Layer.infer
+], ids=lambda v: v if isinstance(v, tuple) else "")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_infer_equals_forward_in_and_out_of_place(make, shape, dtype):
+    layer = make()
+    x = np.random.default_rng(3).standard_normal(shape).astype(dtype)
+    x.flat[::7] = 0.0
+    expected = layer.forward(x, training=False)
+    layer.clear_cache()
+    x_before = x.copy()
+    y = layer.infer(x)
+    assert y.dtype == dtype and np.array_equal(y, expected)
+    np.testing.assert_array_equal(x, x_before)                        # overwrite=False leaves x alone
+    assert layer._cache is None                                       # inference keeps nothing
+    y2 = layer.infer(x, overwrite=True)
+    assert np.array_equal(y2, expected)
+    if y2.shape == x.shape:                                           # elementwise: really in place
+        assert y2 is x
