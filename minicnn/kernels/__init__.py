@@ -14,5 +14,7 @@ threads; the OpenMP runtime reads it when it loads, so set it yourself if you lo
 """
 import os
 
+# what this module added to the environment (benchmarks give PyTorch's OpenMP its own defaults)
+ENV_SET = {}
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
-    os.environ["GOMP_SPINCOUNT"] = "10000"
+    ENV_SET["GOMP_SPINCOUNT"] = os.environ["GOMP_SPINCOUNT"] = "10000"
