@@ -205,6 +205,10 @@ class Graph:
         """Run every node; returns the output node's value (before ``output_activation``).
 
         ``keep``: node names whose outputs are stored in ``self.activations`` (Grad-CAM, traces).
+        ``_cache=False`` with ``training=False`` is the inference path ``predict`` takes: each layer's
+        ``infer`` runs (no caches, so no ``backward`` after it), intermediate arrays nobody else
+        reads may be overwritten (never the inputs or kept activations), and BLAS is held at one
+        thread for the pass.
         """
         if self.output_name is None:
             raise ValueError("the model has no nodes")
@@ -215,11 +219,14 @@ class Graph:
         uses = self._consumers()
         keep = set(keep)
         self.activations = {}
-        with blas_single_thread_or_null():     # the threads are Numba's (see minicnn.kernels.threads)
+        if training or _cache:
+            return self._run_nodes(values, uses, keep, training, _cache, xs)
+        # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.kernels.threads)
+        with blas_single_thread_or_null():
             return self._run_nodes(values, uses, keep, training, _cache, xs)
 
     def _run_nodes(self, values, uses, keep, training, _cache, inputs):
-        infer = not (training or _cache)                   # inference: layers keep no caches
+        infer = not (training or _cache)                   # inference: Layer.infer, no caches
         for node in self.nodes.values():
             args = [values[i] for i in node.inputs]
             x = args if node.layer.multi_input else args[0]
@@ -248,14 +255,16 @@ class Graph:
         """May ``node``'s layer write its output over its input ``x`` (``Layer.infer``)?
 
         Yes when ``x`` is a float array that owns its memory (not a view, e.g. of a concatenation
-        buffer), no later node reads it, no other live name holds the same object (Identity passes
-        arrays through), it is not one of the caller's inputs and it is not kept in ``activations``.
+        buffer), no later node reads it, and no memory of it is reachable any other way: no other
+        live value, caller's input or kept activation is ``x`` itself (Identity passes arrays
+        through) or a view into it (Flatten returns one).
         """
         (name,) = node.inputs
-        return (isinstance(x, np.ndarray) and x.base is None and x.flags.writeable and x.flags.c_contiguous
-                and x.dtype in (np.float32, np.float64) and uses[name] == 1
-                and sum(v is x for v in values.values()) == 1
-                and not any(x is a for a in inputs) and not any(x is a for a in self.activations.values()))
+        if not (isinstance(x, np.ndarray) and x.base is None and x.flags.writeable and x.flags.c_contiguous
+                and x.dtype in (np.float32, np.float64) and uses[name] == 1):
+            return False
+        others = [v for k, v in values.items() if k != name] + list(inputs) + list(self.activations.values())
+        return not any(isinstance(v, np.ndarray) and np.may_share_memory(x, v) for v in others)
 
     def _gradient_flow(self, input_grad: bool, wrt):
         """Which nodes run backward and which must return dx (skip everything below the lowest trainable node)."""

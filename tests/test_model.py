@@ -225,28 +225,30 @@ def aliasing_graph(seed=0):
     g.add("bn", layers.BatchNorm2D(3))
     g.add("ident", layers.Identity(), inputs="bn")                    # same array as "bn"
     g.add("relu_a", layers.ReLU(), inputs="ident")                    # "bn" still needed below: no overwrite
-    g.add("relu_b", layers.ReLU(), inputs="bn")                       # last reader of that array: may overwrite
+    g.add("bn_b", layers.BatchNorm2D(3), inputs="bn")                 # last reader of that array: may overwrite
     g.add("pool", layers.MaxPool2D(3, stride=2, padding=1), inputs="relu_a")
-    g.add("pool_b", layers.MaxPool2D(3, stride=2, padding=1), inputs="relu_b")
+    g.add("pool_b", layers.MaxPool2D(3, stride=2, padding=1), inputs="bn_b")
     g.add("bn2", layers.BatchNorm2D(3), inputs="pool")
     g.add("sum", layers.Add(), inputs=["bn2", "pool_b"])
-    g.add("gap", layers.GlobalAvgPool2D())
+    g.add("flat", layers.Flatten())                                   # a view of "sum"
+    g.add("relu_c", layers.ReLU(), inputs="sum")                      # last reader of "sum", but "flat" views it
+    g.add("flat_c", layers.Flatten(), inputs="relu_c")
+    g.add("out", layers.Add(), inputs=["flat", "flat_c"])
     rng = np.random.default_rng(seed)
-    for name in ("bn", "bn2"):
+    for name in ("bn", "bn_b", "bn2"):
         layer = g.nodes[name].layer
         layer.buffers["running_mean"][:] = rng.standard_normal(3)
         layer.buffers["running_var"][:] = rng.uniform(0.5, 2, 3)
     return g
 
 
-def test_predict_overwrites_only_arrays_nobody_else_holds():
+@pytest.mark.parametrize("keep", [[], ["bn", "relu_a", "bn_b"], ["sum"]])
+def test_predict_overwrites_only_arrays_nobody_else_holds(keep):
     g = aliasing_graph()
     x = np.random.default_rng(1).standard_normal((2, 2, 6, 6)).astype(np.float32)
     x_before = x.copy()
-    keep = ["bn", "relu_a", "relu_b"]
     expected = g.forward(x, training=False, keep=keep)                 # caches kept: nothing overwritten
     kept = {k: v.copy() for k, v in g.activations.items()}
-    np.testing.assert_array_equal(kept["relu_a"], kept["relu_b"])     # both are relu(bn): a fair check
     got = g.forward(x, training=False, keep=keep, _cache=False)       # the inference path (Layer.infer)
     np.testing.assert_array_equal(got, expected)
     np.testing.assert_array_equal(x, x_before)                         # the caller's input untouched
@@ -260,7 +262,7 @@ def test_predict_overwrites_in_place_where_allowed():
     """The in-place path is really taken (else the test above would pass vacuously)."""
     g = aliasing_graph()
     seen = {}
-    for name in ("relu_a", "relu_b", "bn2", "relu_in"):
+    for name in ("relu_a", "bn_b", "bn2", "relu_in", "relu_c"):
         layer = g.nodes[name].layer
         original = layer.infer
 
@@ -269,4 +271,14 @@ def test_predict_overwrites_in_place_where_allowed():
             return _f(x, overwrite=overwrite)
         layer.infer = spy
     g.predict(np.ones((1, 2, 6, 6), np.float32))
-    assert seen == {"relu_in": False, "relu_a": False, "relu_b": True, "bn2": True}
+    assert seen == {"relu_in": False, "relu_a": False, "bn_b": True, "bn2": True, "relu_c": False}
+
+
+def test_predict_of_a_subclass_that_only_redefines_forward_uses_that_forward():
+    class Clipped(layers.ReLU):
+        def forward(self, x, training=False):
+            return np.minimum(super().forward(x, training), 1.0)
+
+    model = Sequential([Clipped()], input_shape=(4,))
+    x = np.array([[-1.0, 0.5, 2.0, 3.0]], np.float32)
+    np.testing.assert_array_equal(model.predict(x), [[0.0, 0.5, 1.0, 1.0]])

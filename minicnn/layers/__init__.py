@@ -1,5 +1,6 @@
 """Layer classes. Every layer follows ``base.Layer``: ``params``/``grads``/``buffers`` dicts,
-``forward(x, training=False)`` and ``backward(dy)``.
+``forward(x, training=False)`` and ``backward(dy)`` (and ``infer(x)``, the cache-free inference
+forward that ``Graph.predict`` runs; see ``base.py``).
 
 Reading order for a learner: ``base.py`` -> ``dense.py`` -> ``activation.py`` -> ``conv.py``
 (and its kernels in ``minicnn/kernels/conv.py``) -> ``pool.py`` -> ``norm.py`` -> ``shape.py``.

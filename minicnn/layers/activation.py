@@ -28,6 +28,8 @@ class ReLU(Layer):
         return K.relu_forward(x)
 
     def infer(self, x, overwrite: bool = False):
+        if not self._own_infer(ReLU):
+            return super().infer(x, overwrite)
         x = _any_rank(self, x)
         return K.relu_forward(x, out=x if overwrite else None)
 

@@ -13,6 +13,9 @@ needs (references, not copies) and returns ``y``. ``backward(dy) -> dx`` reads t
 never mutates ``dy``, fills ``grads`` when the layer is trainable and returns ``dx`` (``None`` when
 ``need_input_grad`` is off: the model turns it off where nobody needs ``dx``).
 Multi-input layers (Concat, Add) take a list and return a list from ``backward``.
+``infer(x, overwrite=False) -> y`` is the inference forward ``Graph.predict`` runs: the same
+values as ``forward(x, training=False)``, no cache; by default it is exactly that, and a few layers
+do less (MaxPool2D skips the argmax) or, given ``overwrite=True``, write ``y`` over ``x``.
 """
 from __future__ import annotations
 
@@ -47,6 +50,11 @@ class Layer:
         y = self.forward(x, training=False)
         self.clear_cache()
         return y
+
+    def _own_infer(self, cls) -> bool:
+        """Does ``cls.infer`` compute this layer? Not when a subclass redefined ``forward`` only
+        (a clipped ReLU, say): then the generic ``Layer.infer`` (its forward) must run instead."""
+        return type(self).forward is cls.forward
 
     # -- shapes -------------------------------------------------------------------------------
     def output_shape(self, input_shape):

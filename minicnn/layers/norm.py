@@ -67,6 +67,8 @@ class BatchNorm2D(Layer):
         return y
 
     def infer(self, x, overwrite: bool = False):
+        if not self._own_infer(BatchNorm2D):
+            return super().infer(x, overwrite)
         x = check_input(self, x, ndim=4, channels=self.num_features)
         return K.batchnorm2d_forward_eval(x, self.params.get("gamma"), self.params.get("beta"),
                                           self.buffers["running_mean"], self.buffers["running_var"], self.eps,

@@ -32,7 +32,7 @@ def test_context_limits_and_restores():
         assert all(n == 2 for n in blas_threads())
 
 
-def test_model_forward_runs_blas_single_threaded_and_restores():
+def test_model_predict_runs_blas_single_threaded_and_restores():
     model = Sequential([layers.Dense(4, 3, seed=0), Probe()], input_shape=(4,))
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
         y = model.predict(np.ones((2, 4), np.float32))
@@ -44,6 +44,15 @@ def test_model_forward_runs_blas_single_threaded_and_restores():
 def test_limits_restored_when_a_layer_raises():
     model = Sequential([layers.Dense(4, 3, seed=0)], input_shape=(4,))
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        assert blas_threads() and all(n == 2 for n in blas_threads())
         with pytest.raises(ValueError):
             model.predict(np.ones((2, 5), np.float32))
         assert all(n == 2 for n in blas_threads())
+
+
+def test_training_forward_leaves_blas_threads_alone():
+    """Only inference is held at one BLAS thread; a training pass keeps threaded BLAS for big Dense layers."""
+    model = Sequential([layers.Dense(4, 3, seed=0), Probe()], input_shape=(4,))
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        model.forward(np.ones((2, 4), np.float32), training=True)
+        assert Probe.seen and all(n == 2 for n in Probe.seen)
