@@ -64,7 +64,6 @@ def _relu_kernel(x, y):
     for i in prange(x.size):
         v = x[i]
         y[i] = v if not v <= 0 else 0                                  # "not <=": NaN passes through
-    return y
 
 
 @njit(parallel=True, cache=True)
