@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def as_pair(value, name: str = "value") -> tuple[int, int]:
     """``3 -> (3, 3)``, ``(1, 7) -> (1, 7)``; anything else is a ``ValueError``."""
@@ -15,7 +17,7 @@ def as_pair(value, name: str = "value") -> tuple[int, int]:
         return int(value), int(value)
     if isinstance(value, (tuple, list)) and len(value) == 2:
         return int(value[0]), int(value[1])
-    raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    raise UsageError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
 def normalize_padding(padding, kernel_size=(1, 1), stride=(1, 1), dilation=(1, 1), in_hw=None):
@@ -31,9 +33,9 @@ def normalize_padding(padding, kernel_size=(1, 1), stride=(1, 1), dilation=(1, 1
         if mode == "valid":
             return (0, 0, 0, 0)
         if mode != "same":
-            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+            raise UsageError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
         if in_hw is None:
-            raise ValueError("padding='same' needs the input height and width to be resolved")
+            raise UsageError("padding='same' needs the input height and width to be resolved")
         out = []
         for size, k, s, d in zip(in_hw, kernel_size, stride, dilation):
             o = -(-size // s)  # ceil(size / s)
@@ -49,10 +51,10 @@ def normalize_padding(padding, kernel_size=(1, 1), stride=(1, 1), dilation=(1, 1
     elif isinstance(padding, (tuple, list)) and len(padding) == 4:
         result = tuple(int(v) for v in padding)
     else:
-        raise ValueError(
+        raise UsageError(
             f"padding must be an int, (ph, pw), (top, bottom, left, right), 'same' or 'valid', got {padding!r}")
     if min(result) < 0:
-        raise ValueError(f"padding must be non-negative, got {padding!r}")
+        raise UsageError(f"padding must be non-negative, got {padding!r}")
     return result
 
 
@@ -65,9 +67,9 @@ def check_input(layer, x, ndim: int = 4, channels: int | None = None, axis: int 
     """Check rank and channel count of ``x``; the error names the layer and both shapes."""
     x = np.asarray(x)
     if x.ndim != ndim:
-        raise ValueError(f"{layer!r} expects a {ndim}-D input, got x.shape={x.shape}")
+        raise UsageError(f"{layer!r} expects a {ndim}-D input, got x.shape={x.shape}")
     if channels is not None and x.shape[axis] != channels:
-        raise ValueError(
+        raise UsageError(
             f"{layer!r} expects {channels} channel(s) on axis {axis}, got x.shape={x.shape}")
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"{layer!r} expects float32 or float64 input, got dtype {x.dtype}")

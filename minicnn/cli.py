@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -18,19 +19,22 @@ from pathlib import Path
 import numpy as np
 
 
-class UserError(Exception):
-    """An error the user can fix; printed as one line without a traceback."""
+from .errors import MinicnnError, UsageError
+
+def _is_user_error(e: BaseException) -> bool:
+    """minicnn's own error types, and OSErrors about a named path (not found, permission, disk full).
+
+    Everything else is a bug in minicnn and keeps its traceback."""
+    if isinstance(e, MinicnnError):
+        return True
+    return isinstance(e, OSError) and (e.filename is not None or e.errno is not None and
+                                       e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS))
 
 
-# Exceptions that mean "bad input from the user", not a bug: printed without a traceback.
-def _user_exceptions():
-    from .data.images import ImageLoadError
-    from .data.loader import LoaderError
-    from .demo import DemoError
-    from .pretrained.registry import FetchError
-    from .train import TrainingError
-    return (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError,
-            ImageLoadError, LoaderError, TrainingError, DemoError, FetchError, ValueError, KeyError)
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and not isinstance(e, MinicnnError) and e.filename is not None:
+        return f"{e.strerror or 'cannot use this path'}: {e.filename}"
+    return " ".join(str(e).split("\n"))
 
 
 def _add_threads(p):
@@ -42,9 +46,9 @@ def _model_path(run_or_model: str) -> str:
     if p.is_dir():
         if (p / "model.npz").exists():
             return str(p / "model.npz")
-        raise UserError(f"{p} is a folder without model.npz (is it a run directory from `minicnn train`?)")
+        raise UsageError(f"{p} is a folder without model.npz (is it a run directory from `minicnn train`?)")
     if not p.exists():
-        raise UserError(f"model not found: {p}")
+        raise UsageError(f"model not found: {p}")
     return str(p)
 
 
@@ -82,7 +86,7 @@ def cmd_train(a):
         _, info, _ = load_checkpoint(run / "last.npz")
         saved = info["extra"].get("args")
         if not saved:
-            raise UserError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
+            raise UsageError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
                             f"with --resume (start a new run)")
         for k, v in saved.items():
             if k not in ("resume", "epochs", "threads", "func"):
@@ -169,17 +173,17 @@ def cmd_evaluate(a):
     model = _load_model(a.model)
     pre = model.meta.get("preprocessing") or {}
     if not pre:
-        raise UserError("the model carries no preprocessing; convert it with `minicnn convert` first")
+        raise UsageError("the model carries no preprocessing; convert it with `minicnn convert` first")
     splits = available_splits(a.data)
     split = a.split if a.split in splits else (None if splits in ([], [None]) else a.split)
     if split is not None and split not in splits:
-        raise UserError(f"{a.data} has no split {a.split!r}; it has {splits}")
+        raise UsageError(f"{a.data} has no split {a.split!r}; it has {splits}")
     positive = model.meta.get("positive_class")
     ds = load_dataset(a.data, split=split, positive_class=positive, classes=model.meta.get("classes"))
     outputs = model.meta.get("outputs") or ds.output_names
     softmax_over_classes = model.output_activation == "softmax" and list(outputs) == list(ds.classes)
     if list(ds.output_names) != list(outputs) and not softmax_over_classes:
-        raise UserError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
+        raise UsageError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
     norm = Normalizer.from_dict(pre["normalizer"]) if pre.get("normalizer") else None
     loader = BatchLoader(ds, batch_size=a.batch_size, image_size=tuple(pre["image_size"]), channels=pre["channels"],
                          training=False, normalizer=norm, interpolation=pre.get("interpolation", "bilinear"),
@@ -312,7 +316,7 @@ def cmd_gradcheck(a):
         print(f"{repr(loss)[:57]:<58} x: {err:.1e}")
     print(f"worst: {worst:.1e} ({'ok' if worst < 1e-6 else 'LARGER THAN 1e-6'})")
     if worst >= 1e-6:
-        raise UserError("a gradient check failed")
+        raise UsageError("a gradient check failed")
 
 
 # -- convert, explain, features, demo (pretrained / Keras import) -------------------------------
@@ -459,6 +463,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wheel", default=None, help="pneumonia-model-package wheel already downloaded")
     _add_threads(s)
     s.set_defaults(func=cmd_demo)
+    for s in sub.choices.values():
+        s.add_argument("--traceback", action="store_true",
+                       help="show the full traceback of an error (for bug reports)")
     return p
 
 
@@ -472,9 +479,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt as e:
         print(f"\nminicnn: {e or 'interrupted'}", file=sys.stderr)
         return 130
-    except _user_exceptions() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"minicnn {a.command}: error: {msg}", file=sys.stderr)
+    except Exception as e:
+        if a.traceback or not _is_user_error(e):
+            raise
+        print(f"minicnn {a.command}: error: {_one_line(e)}", file=sys.stderr)
         return 1
     return 0
 

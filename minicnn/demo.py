@@ -23,16 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import FetchError
+
 PACKAGE = "pneumonia-model-package==0.3.0"
 WHEEL_NAME = "pneumonia_model_package-0.3.0-py3-none-any.whl"
 WHEEL_SHA256 = "4bb1ee80366db5de818c7255e62878871b8ec545681193f429e2575b791d3536"
 MODEL_MEMBER = "pneumonia_model_package/trained_models/pneumonia_xception_model_val-acc_0.861.keras"
 IMAGES_PREFIX = "pneumonia_model_package/datasets/pneumonia-data/val/"
 CLASSES = ["NORMAL", "PNEUMONIA"]
-
-
-class DemoError(RuntimeError):
-    """The demo could not get or read its files; the message says what to do."""
 
 
 def minicnn_home() -> Path:
@@ -58,7 +56,7 @@ def get_wheel(wheel=None) -> Path:
     if wheel is not None:
         path = Path(wheel)
         if not path.is_file():
-            raise DemoError(f"wheel not found: {path}")
+            raise FetchError(f"wheel not found: {path}")
     else:
         folder = minicnn_home() / "wheels"
         path = folder / WHEEL_NAME
@@ -66,12 +64,12 @@ def get_wheel(wheel=None) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             print(f"downloading {PACKAGE} (83 MB, once) into {folder} ...", flush=True)
             if _pip_download(folder) != 0 or not path.exists():
-                raise DemoError(f"could not download {PACKAGE} (offline?). On a machine with internet run "
+                raise FetchError(f"could not download {PACKAGE} (offline?). On a machine with internet run "
                                 f"`python -m pip download --no-deps {PACKAGE} -d DIR`, copy the wheel here and "
                                 f"pass --wheel DIR/{WHEEL_NAME} (or put it in {folder}).")
     digest = sha256(path)
     if digest != WHEEL_SHA256:
-        raise DemoError(f"{path} has SHA-256 {digest}, expected {WHEEL_SHA256}: it is not the published "
+        raise FetchError(f"{path} has SHA-256 {digest}, expected {WHEEL_SHA256}: it is not the published "
                         f"{PACKAGE} wheel (corrupt or altered). Delete it and run the demo again.")
     return path
 
@@ -83,7 +81,7 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         if MODEL_MEMBER not in names:
-            raise DemoError(f"{wheel} does not contain {MODEL_MEMBER}")
+            raise FetchError(f"{wheel} does not contain {MODEL_MEMBER}")
         if not model_path.exists():
             dest.mkdir(parents=True, exist_ok=True)
             with z.open(MODEL_MEMBER) as src, open(str(model_path) + ".part", "wb") as out:
@@ -102,7 +100,7 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
                 os.replace(part, target)
             images.append((target, label))
     if len(images) != 16:
-        raise DemoError(f"expected 16 validation X-rays in {wheel}, found {len(images)}")
+        raise FetchError(f"expected 16 validation X-rays in {wheel}, found {len(images)}")
     return model_path, images
 
 

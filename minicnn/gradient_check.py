@@ -23,6 +23,8 @@ import copy
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def _params(obj) -> dict:
     p = obj.params
@@ -90,7 +92,7 @@ def gradcheck(obj, x, *, dy=None, h: float = 1e-6, seed: int = 0, training: bool
         dy = np.random.default_rng(seed).standard_normal(np.shape(y))
     dy = np.asarray(dy, dtype=np.float64)
     if dy.shape != np.shape(y):
-        raise ValueError(f"dy.shape={dy.shape} does not match the output shape {np.shape(y)}")
+        raise UsageError(f"dy.shape={dy.shape} does not match the output shape {np.shape(y)}")
 
     model, _ = run_forward()
     dx = model.backward(dy.copy())
@@ -105,7 +107,7 @@ def gradcheck(obj, x, *, dy=None, h: float = 1e-6, seed: int = 0, training: bool
         if name in grads:
             analytic[name] = grads[name]
         elif name not in frozen:
-            raise ValueError(f"backward() left no gradient for trainable param {name!r}: the analytic "
+            raise UsageError(f"backward() left no gradient for trainable param {name!r}: the analytic "
                              f"gradient is missing, so it cannot be checked")
 
     def objective():

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
+
 
 def rng_from(seed_or_rng) -> np.random.Generator:
     """``None`` -> a fresh unseeded generator, an int -> ``default_rng(int)``, a Generator -> itself."""
@@ -28,4 +30,4 @@ def initialize(shape, fan_in: int, fan_out: int, init: str = "he", rng=None, dty
         return he_normal(shape, fan_in, rng, dtype)
     if init == "glorot":
         return glorot_uniform(shape, fan_in, fan_out, rng, dtype)
-    raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+    raise UsageError(f"init must be 'he' or 'glorot', got {init!r}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import UsageError
 from .kernels.activation import sigmoid_forward, softplus
 
 
@@ -35,15 +36,15 @@ def class_weights(labels, classes=None) -> tuple[np.ndarray, np.ndarray]:
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] == 0:
-        raise ValueError(f"labels must have shape (N,) or (N, K) with N > 0, got {np.shape(labels)}")
+        raise UsageError(f"labels must have shape (N,) or (N, K) with N > 0, got {np.shape(labels)}")
     freq_pos = y.mean(axis=0)
     for k, f in enumerate(freq_pos):
         name = classes[k] if classes is not None else f"class {k}"
         if f <= 0:
-            raise ValueError(f"{name} has no positive examples in the training labels; "
+            raise UsageError(f"{name} has no positive examples in the training labels; "
                              f"class weights are undefined (add positives or drop the class)")
         if f >= 1:
-            raise ValueError(f"{name} has no negative examples in the training labels; "
+            raise UsageError(f"{name} has no negative examples in the training labels; "
                              f"class weights are undefined (add negatives or drop the class)")
     return 1.0 - freq_pos, freq_pos
 
@@ -68,13 +69,13 @@ class WeightedBCE:
         y_pred = np.asarray(y_pred)
         y_true = np.asarray(y_true, dtype=y_pred.dtype if y_pred.dtype.kind == "f" else np.float64)
         if y_pred.shape != y_true.shape:
-            raise ValueError(f"WeightedBCE: y_pred.shape={y_pred.shape} != y_true.shape={y_true.shape}")
+            raise UsageError(f"WeightedBCE: y_pred.shape={y_pred.shape} != y_true.shape={y_true.shape}")
         if y_pred.ndim not in (1, 2) or y_pred.shape[0] == 0:
-            raise ValueError(f"WeightedBCE expects (N,) or (N, K) predictions, got {y_pred.shape}")
+            raise UsageError(f"WeightedBCE expects (N,) or (N, K) predictions, got {y_pred.shape}")
         K = 1 if y_pred.ndim == 1 else y_pred.shape[1]
         for w, name in ((self.w_pos, "w_pos"), (self.w_neg, "w_neg")):
             if w.size not in (1, K):
-                raise ValueError(f"WeightedBCE: {name} has {w.size} entries for {K} classes")
+                raise UsageError(f"WeightedBCE: {name} has {w.size} entries for {K} classes")
         return y_pred, y_true
 
     def forward(self, y_pred, y_true) -> float:
@@ -128,13 +129,13 @@ class SoftmaxCrossEntropy:
     def forward(self, y_pred, y_true) -> float:
         z = np.asarray(y_pred)
         if z.ndim != 2:
-            raise ValueError(f"SoftmaxCrossEntropy expects logits (N, K), got {z.shape}")
+            raise UsageError(f"SoftmaxCrossEntropy expects logits (N, K), got {z.shape}")
         t = np.asarray(y_true)
         if t.ndim == 2:
             t = t.argmax(axis=1)
         t = t.astype(np.int64)
         if t.shape != (z.shape[0],) or t.min(initial=0) < 0 or t.max(initial=0) >= z.shape[1]:
-            raise ValueError(f"SoftmaxCrossEntropy: targets must be class indices in [0, {z.shape[1]}) "
+            raise UsageError(f"SoftmaxCrossEntropy: targets must be class indices in [0, {z.shape[1]}) "
                              f"for {z.shape[0]} examples")
         shifted = z - z.max(axis=1, keepdims=True)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -22,6 +22,8 @@ import math
 
 import numpy as np
 
+from .errors import DataError
+
 __all__ = [
     "check_binary", "roc_auc", "roc_curve", "average_precision", "confusion_at", "rates_from_confusion",
     "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
@@ -43,13 +45,13 @@ def check_binary(y, p, name: str = "y_true") -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y)
     p = np.asarray(p, dtype=np.float64)
     if y.ndim != 1 or p.ndim != 1:
-        raise ValueError(f"{name} and scores must be 1-D, got shapes {y.shape} and {p.shape}")
+        raise DataError(f"{name} and scores must be 1-D, got shapes {y.shape} and {p.shape}")
     if y.shape != p.shape:
-        raise ValueError(f"{name} has {y.shape[0]} labels but there are {p.shape[0]} scores")
+        raise DataError(f"{name} has {y.shape[0]} labels but there are {p.shape[0]} scores")
     if y.size and not np.isin(y, (0, 1)).all():
-        raise ValueError(f"{name} must contain only 0 and 1, got values {np.unique(y)[:10].tolist()}")
+        raise DataError(f"{name} must contain only 0 and 1, got values {np.unique(y)[:10].tolist()}")
     if not np.isfinite(p).all():
-        raise ValueError(f"scores contain {int((~np.isfinite(p)).sum())} NaN/Inf values; check the model output")
+        raise DataError(f"scores contain {int((~np.isfinite(p)).sum())} NaN/Inf values; check the model output")
     return y.astype(np.int64), p
 
 
@@ -203,7 +205,7 @@ def rates_from_confusion(cm) -> dict:
 def _roc_for_selection(y, p):
     y, p = check_binary(y, p)
     if y.sum() == 0 or y.sum() == y.size:
-        raise ValueError("choosing a threshold needs both positive and negative cases; "
+        raise DataError("choosing a threshold needs both positive and negative cases; "
                          f"got {int(y.sum())} positive of {y.size}")
     fpr, tpr, thr = roc_curve(y, p)
     return fpr[1:], tpr[1:], thr[1:]  # drop the (inf) "call nothing positive" point
@@ -227,7 +229,7 @@ def threshold_for_sensitivity(y, p, target: float) -> float:
     this is "the most specific operating point that still finds ``target`` of the positives".
     """
     if not 0.0 < float(target) <= 1.0:
-        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+        raise DataError(f"target sensitivity must be in (0, 1], got {target}")
     fpr, tpr, thr = _roc_for_selection(y, p)
     # tpr rises as the threshold falls; tolerate float round-off in e.g. 3/10 vs 0.3
     return float(thr[int(np.argmax(tpr >= float(target) - 1e-12))])
@@ -271,9 +273,9 @@ def bootstrap_auc_ci(y, p, n_boot: int = 1000, alpha: float = 0.05, seed=0) -> t
     if y.ndim == 1:
         y, p = y[:, None], p[:, None]
     if y.ndim != 2 or y.shape != p.shape:
-        raise ValueError(f"y and p must have the same shape (N,) or (N, K), got {y.shape} and {p.shape}")
+        raise DataError(f"y and p must have the same shape (N,) or (N, K), got {y.shape} and {p.shape}")
     if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        raise DataError(f"alpha must be in (0, 1), got {alpha}")
     n, k = y.shape
     columns = []  # per class: labels, score group of each case, number of groups
     for j in range(k):
@@ -309,7 +311,7 @@ def calibration_curve(y, p, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, n
     """
     y, p = check_binary(y, p)
     if p.size and (p.min() < 0 or p.max() > 1):
-        raise ValueError("calibration needs probabilities in [0, 1]; got scores outside that range")
+        raise DataError("calibration needs probabilities in [0, 1]; got scores outside that range")
     edges = np.linspace(0.0, 1.0, int(n_bins) + 1)
     bin_of = np.searchsorted(edges[1:-1], p)  # bin i holds (edges[i], edges[i+1]]
     count = np.bincount(bin_of, minlength=n_bins)
@@ -373,30 +375,30 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
     if p.ndim == 1:
         p = p[:, None]
     if y.ndim != 2 or y.shape != p.shape:
-        raise ValueError(f"y_true and y_prob must have the same shape (N, K), got {y.shape} and {p.shape}")
+        raise DataError(f"y_true and y_prob must have the same shape (N, K), got {y.shape} and {p.shape}")
     n, k = y.shape
     classes = [str(c) for c in classes]
     if k == 1 and len(classes) == 2:
         if positive_class is None:
-            raise ValueError(f"one model output but two classes {classes}: pass positive_class= "
+            raise DataError(f"one model output but two classes {classes}: pass positive_class= "
                              "(the class the output's probability is for)")
         if str(positive_class) not in classes:
-            raise ValueError(f"positive_class {positive_class!r} is not one of the classes {classes}")
+            raise DataError(f"positive_class {positive_class!r} is not one of the classes {classes}")
         names = [str(positive_class)]
     elif len(classes) == k:
         names = classes
         if k == 1:
             positive_class = names[0] if positive_class is None else str(positive_class)
             if positive_class != names[0]:
-                raise ValueError(f"positive_class {positive_class!r} is not the class of the output {names[0]!r}")
+                raise DataError(f"positive_class {positive_class!r} is not the class of the output {names[0]!r}")
     else:
-        raise ValueError(f"{k} model output(s) but {len(classes)} class names {classes}")
+        raise DataError(f"{k} model output(s) but {len(classes)} class names {classes}")
     if k > 1:
         positive_class = None
     thresholds = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (k,)) \
         if np.ndim(threshold) == 0 or np.size(threshold) == k else None
     if thresholds is None:
-        raise ValueError(f"threshold must be one number or one per output ({k}), got {threshold!r}")
+        raise DataError(f"threshold must be one number or one per output ({k}), got {threshold!r}")
 
     per_class = {}
     for j, name in enumerate(names):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import layers as _layers
+from .errors import UsageError, WeightFileError, file_not_found
 from .kernels.activation import sigmoid_forward, softmax_forward
 from .kernels.threads import blas_single_thread_or_null
 from .layers.base import Layer
@@ -53,7 +54,7 @@ def apply_activation(z: np.ndarray, activation):
         return sigmoid_forward(z)
     if activation == "softmax":
         return softmax_forward(z, axis=1)
-    raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
+    raise UsageError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {activation!r}")
 
 
 def _stats(a) -> str:
@@ -88,7 +89,7 @@ class Graph:
     @output_activation.setter
     def output_activation(self, value):
         if value not in OUTPUT_ACTIVATIONS:
-            raise ValueError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {value!r}")
+            raise UsageError(f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got {value!r}")
         self._output_activation = value
 
     def add(self, name: str, layer: Layer, inputs=None) -> str:
@@ -96,16 +97,16 @@ class Graph:
         if not isinstance(layer, Layer):
             raise TypeError(f"node {name!r}: expected a Layer, got {type(layer).__name__}")
         if name in self.nodes or name in self.input_names:
-            raise ValueError(f"node name {name!r} is already used")
+            raise UsageError(f"node name {name!r} is already used")
         if inputs is None:
             inputs = [self.output_name or self.input_names[0]]
         elif isinstance(inputs, str):
             inputs = [inputs]
         for i in inputs:
             if i not in self.nodes and i not in self.input_names:
-                raise ValueError(f"node {name!r}: unknown input {i!r} (add nodes in topological order)")
+                raise UsageError(f"node {name!r}: unknown input {i!r} (add nodes in topological order)")
         if len(inputs) > 1 and not layer.multi_input:
-            raise ValueError(f"node {name!r}: {type(layer).__name__} takes one input, got {inputs}")
+            raise UsageError(f"node {name!r}: {type(layer).__name__} takes one input, got {inputs}")
         self.nodes[name] = Node(name, layer, list(inputs))
         self.output_name = name
         return name
@@ -152,7 +153,7 @@ class Graph:
             for title, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
                 if items:
                     lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:20]) + (" ..." if len(items) > 20 else ""))
-            raise ValueError("weights do not match the model:\n" + "\n".join(lines))
+            raise UsageError("weights do not match the model:\n" + "\n".join(lines))
         for n in self.nodes.values():
             for d in (n.layer.params, n.layer.buffers):
                 for k in d:
@@ -184,7 +185,7 @@ class Graph:
         chosen = [n for n in self.nodes.values() if any(inside(n.name, p) for p in names)]
         unknown = [p for p in names if not any(inside(n, p) for n in self.nodes)]
         if unknown:
-            raise ValueError(f"no node is named {unknown} or lies below it (node names look like {list(self.nodes)[:3]})")
+            raise UsageError(f"no node is named {unknown} or lies below it (node names look like {list(self.nodes)[:3]})")
         return chosen
 
     def astype(self, dtype) -> "Graph":
@@ -211,10 +212,10 @@ class Graph:
         thread for the pass.
         """
         if self.output_name is None:
-            raise ValueError("the model has no nodes")
+            raise UsageError("the model has no nodes")
         xs = x if isinstance(x, (list, tuple)) else [x]
         if len(xs) != len(self.input_names):
-            raise ValueError(f"model expects {len(self.input_names)} input(s) {self.input_names}, got {len(xs)}")
+            raise UsageError(f"model expects {len(self.input_names)} input(s) {self.input_names}, got {len(xs)}")
         values = dict(zip(self.input_names, xs))
         uses = self._consumers()
         keep = set(keep)
@@ -237,7 +238,7 @@ class Graph:
                 else:
                     y = node.layer.forward(x, training=training)
             except ValueError as e:
-                raise ValueError(f"node {node.name!r}: {e}") from None
+                raise UsageError(f"node {node.name!r}: {e}") from None
             if not _cache:
                 node.layer.clear_cache()
             values[node.name] = y
@@ -285,7 +286,7 @@ class Graph:
         """
         need_dx, reach = self._gradient_flow(input_grad, wrt)
         if wrt is not None and wrt not in self.nodes:
-            raise ValueError(f"wrt={wrt!r} is not a node of this model")
+            raise UsageError(f"wrt={wrt!r} is not a node of this model")
         grads = {self.output_name: dy}
         for node in reversed(list(self.nodes.values())):
             g = grads.pop(node.name, None)
@@ -322,14 +323,14 @@ class Graph:
             z = self.forward(x[start:start + batch_size], training=False, _cache=False)
             outs.append(apply_activation(z, self.output_activation))
         if not outs:
-            raise ValueError("predict got an empty batch")
+            raise UsageError("predict got an empty batch")
         return np.concatenate(outs, axis=0)
 
     # -- describing ---------------------------------------------------------------------------
     def output_shapes(self, input_shape=None) -> dict[str, tuple]:
         shape = input_shape or self.input_shape
         if shape is None:
-            raise ValueError("give input_shape=(C, H, W) (the model has none recorded)")
+            raise UsageError("give input_shape=(C, H, W) (the model has none recorded)")
         shape = tuple(shape)
         shapes = {name: (None,) + (shape if len(self.input_names) == 1 else tuple(shape[k]))
                   for k, name in enumerate(self.input_names)}
@@ -446,7 +447,7 @@ class Sequential(Graph):
         if isinstance(name_or_layer, Layer):
             return self.append(name_or_layer)
         if inputs not in (None, [self.output_name or self.input_names[0]]):
-            raise ValueError("Sequential nodes take the previous node as input; use Graph for branches")
+            raise UsageError("Sequential nodes take the previous node as input; use Graph for branches")
         return self.append((name_or_layer, layer))
 
 
@@ -495,17 +496,17 @@ def read_npz(path):
     """Read a minicnn ``.npz`` without pickle; returns ``(arrays, config)`` (config None if absent)."""
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise file_not_found("model file", path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except ValueError as e:
         if "pickle" in str(e).lower():
-            raise ValueError(f"{path} holds pickled Python objects; minicnn never unpickles files "
+            raise WeightFileError(f"{path} holds pickled Python objects; minicnn never unpickles files "
                              f"(they can run code). Re-save the weights as plain arrays.") from None
-        raise ValueError(f"{path} is not a readable .npz file: {e}") from None
+        raise WeightFileError(f"{path} is not a readable .npz file: {e}") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path} is not a readable .npz file ({e}); was it truncated?") from None
+        raise WeightFileError(f"{path} is not a readable .npz file ({e}); was it truncated?") from None
     config = json.loads(str(arrays.pop("architecture"))) if "architecture" in arrays else None
     return arrays, config
 
@@ -514,16 +515,16 @@ def model_from_config(config: dict) -> Graph:
     """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output."""
     version = int(config.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise ValueError(f"model file format {version} is newer than this minicnn understands ({FORMAT_VERSION})")
+        raise WeightFileError(f"model file format {version} is newer than this minicnn understands ({FORMAT_VERSION})")
     cls = {"Graph": Graph, "Sequential": Sequential}.get(config["class"])
     if cls is None:
-        raise ValueError(f"unknown model class {config['class']!r}")
+        raise WeightFileError(f"unknown model class {config['class']!r}")
     model = (Sequential(input_shape=config.get("input_shape"), name=config.get("name")) if cls is Sequential else
              Graph(inputs=config["inputs"], input_shape=config.get("input_shape"), name=config.get("name")))
     for spec in config["nodes"]:
         layer_cls = _layers.LAYER_CLASSES.get(spec["class"])
         if layer_cls is None:
-            raise ValueError(f"unknown layer class {spec['class']!r} in node {spec['name']!r}")
+            raise WeightFileError(f"unknown layer class {spec['class']!r} in node {spec['name']!r}")
         layer = layer_cls.from_config(spec["config"])
         if not spec.get("trainable", True):
             layer.freeze()
@@ -548,6 +549,6 @@ def load(path) -> Graph:
     """Rebuild a saved model (architecture + weights + buffers) from its ``.npz``."""
     arrays, config = read_npz(path)
     if config is None:
-        raise ValueError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
+        raise WeightFileError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
                          f"build the model and call model.load_weights(path)")
     return model_from_arrays(arrays, config)

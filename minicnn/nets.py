@@ -6,6 +6,7 @@ channels, for tests and quick runs. ``medium``: four blocks (32..256 channels).
 """
 from __future__ import annotations
 
+from .errors import UsageError
 from . import layers
 from .model import Sequential
 
@@ -16,7 +17,7 @@ def conv_net(arch: str = "small", in_channels: int = 1, outputs: int = 1, image_
              dropout: float = 0.0) -> Sequential:
     """A chain of conv(3x3)-BN-ReLU-maxpool(2) blocks, global average pooling and a dense layer to logits."""
     if arch not in WIDTHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {sorted(WIDTHS)} "
+        raise UsageError(f"unknown architecture {arch!r}; choose one of {sorted(WIDTHS)} "
                          f"(or a pretrained backbone with --backbone)")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     items, c = [], in_channels

@@ -18,6 +18,8 @@ import math
 
 import numpy as np
 
+from .errors import UsageError
+
 
 class Optimizer:
     def __init__(self, params: dict, lr: float):
@@ -32,9 +34,9 @@ class Optimizer:
         for name, p in self.params.items():
             g = grads.get(name)
             if g is None:
-                raise ValueError(f"no gradient for param {name!r}: call model.backward(...) before step()")
+                raise UsageError(f"no gradient for param {name!r}: call model.backward(...) before step()")
             if g.shape != p.shape:
-                raise ValueError(f"gradient for {name!r} has shape {g.shape}, param has {p.shape}")
+                raise UsageError(f"gradient for {name!r} has shape {g.shape}, param has {p.shape}")
             yield name, p, g
 
     def step(self, grads: dict) -> None:
@@ -49,7 +51,7 @@ class Optimizer:
         self.lr, self.t = float(sd["lr"]), int(sd["t"])
         missing = set(self.params) - set(sd["state"])
         if missing:
-            raise ValueError(f"optimizer state lacks params {sorted(missing)}")
+            raise UsageError(f"optimizer state lacks params {sorted(missing)}")
         self.state = {n: {k: np.array(v) for k, v in sd["state"][n].items()} for n in self.params}
 
 
@@ -57,7 +59,7 @@ class SGD(Optimizer):
     def __init__(self, params, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, lr)
         if nesterov and momentum <= 0:
-            raise ValueError("Nesterov momentum needs momentum > 0")
+            raise UsageError("Nesterov momentum needs momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = float(momentum), bool(nesterov), float(weight_decay)
 
     def step(self, grads):
@@ -137,7 +139,7 @@ class ReduceLROnPlateau:
     def __init__(self, optimizer, mode: str = "max", factor: float = 0.1, patience: int = 2,
                  min_lr: float = 0.0, threshold: float = 1e-4):
         if mode not in ("max", "min"):
-            raise ValueError(f"mode must be 'max' or 'min', got {mode!r}")
+            raise UsageError(f"mode must be 'max' or 'min', got {mode!r}")
         self.opt, self.mode, self.factor, self.patience = optimizer, mode, float(factor), int(patience)
         self.min_lr, self.threshold = float(min_lr), float(threshold)
         self.best, self.bad_epochs = None, 0

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import DataError, UsageError, file_not_found
 from .data.images import is_image_file, load_image
 from .data.normalize import Normalizer
 from .model import Graph, binary_class_names
@@ -33,7 +34,7 @@ def preprocessing_of(model: Graph) -> dict:
         pre = {"image_size": [h, w], "channels": c, "interpolation": "bilinear", "fit": "stretch",
                "normalizer": {"mode": pre}}
     if not isinstance(pre, dict):
-        raise ValueError("this model carries no preprocessing (it was not trained or converted by minicnn); "
+        raise UsageError("this model carries no preprocessing (it was not trained or converted by minicnn); "
                          "convert it with `minicnn convert MODEL OUT.npz --preprocess ... --image-size ...`")
     return pre
 
@@ -47,12 +48,12 @@ def expand_paths(inputs) -> list[str]:
         if p.is_dir():
             found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
             if not found:
-                raise FileNotFoundError(f"no images (jpeg, png, dcm) found in folder {p}")
+                raise DataError(f"no images (jpeg, png, dcm) found in folder {p}", path=p)
             out += found
         elif p.is_file():
             out.append(str(p))
         else:
-            raise FileNotFoundError(f"image or folder not found: {p}")
+            raise file_not_found("image or folder", p)
     return out
 
 

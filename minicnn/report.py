@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import numpy as np
 
+from .errors import UsageError
 from . import viz
 
 __all__ = ["write_html_report"]
@@ -73,7 +74,7 @@ def _column_names(metrics: dict, classes, k: int) -> list[str]:
         return names
     if k == 1 and metrics.get("positive_class"):
         return [str(metrics["positive_class"])]
-    raise ValueError(f"{k} output column(s) but classes {names}: cannot name the columns")
+    raise UsageError(f"{k} output column(s) but classes {names}: cannot name the columns")
 
 
 def _binary_labels(positive: str, classes) -> list[str]:
@@ -200,7 +201,7 @@ def write_html_report(out_dir, metrics: dict, y_true, y_prob, classes, images=No
             missing = [key for key in ("file", "image", "true_label", "probabilities", "prediction")
                        if key not in item]
             if missing:
-                raise ValueError(f"report image {i} lacks the key(s) {missing}")
+                raise UsageError(f"report image {i} lacks the key(s) {missing}")
             png = f"case_{i:02d}.png"
             caption = f"{item['file']}: true {item['true_label']}, predicted {item['prediction']}"
             if item.get("heatmap") is not None:

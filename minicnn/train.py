@@ -28,14 +28,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import metrics
+from .errors import TrainingError
 from .model import Graph, apply_activation, atomic_savez, model_from_arrays, read_npz
 
 DROPOUT_STREAM = 4
 CHECKPOINT_VERSION = 1
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN/Inf loss, a bad checkpoint); the message says what to do."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):

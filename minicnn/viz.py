@@ -22,6 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .errors import UsageError
 from . import metrics as _metrics
 
 __all__ = [
@@ -55,7 +56,7 @@ def _as_2d(y, p) -> tuple[np.ndarray, np.ndarray]:
     y = y[:, None] if y.ndim == 1 else y
     p = p[:, None] if p.ndim == 1 else p
     if y.ndim != 2 or y.shape != p.shape:
-        raise ValueError(f"y_true and y_prob must have the same shape (N,) or (N, K), got {y.shape} and {p.shape}")
+        raise UsageError(f"y_true and y_prob must have the same shape (N,) or (N, K), got {y.shape} and {p.shape}")
     return y, p
 
 
@@ -64,7 +65,7 @@ def _names(classes, k: int) -> list[str]:
         return [f"class {j}" for j in range(k)]
     classes = [str(c) for c in classes]
     if len(classes) != k:
-        raise ValueError(f"{k} output column(s) but {len(classes)} class names {classes}; "
+        raise UsageError(f"{k} output column(s) but {len(classes)} class names {classes}; "
                          "give one name per column (for a binary model, the positive class)")
     return classes
 
@@ -77,7 +78,7 @@ def _to_hwc(image) -> np.ndarray:
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] != 3):
-        raise ValueError(f"an image must be (H, W), (H, W, 3), (1, H, W) or (3, H, W), got shape {a.shape}")
+        raise UsageError(f"an image must be (H, W), (H, W, 3), (1, H, W) or (3, H, W), got shape {a.shape}")
     return a
 
 
@@ -136,7 +137,7 @@ def plot_history(history, path) -> Path:
     cols = _history_columns(history)
     n = max((len(v) for v in cols.values()), default=0)
     if n == 0:
-        raise ValueError("history is empty: nothing to plot")
+        raise UsageError("history is empty: nothing to plot")
     epochs = _floats(cols["epoch"]) if "epoch" in cols else np.arange(1, n + 1, dtype=np.float64)
     losses, scores = {}, {}
     for name, values in cols.items():
@@ -204,10 +205,10 @@ def plot_confusion(confusion, labels, path, title: str = "Confusion matrix") -> 
     true class) written in its cell. ``labels`` = ``[negative name, positive name]``."""
     cm = np.asarray(confusion, dtype=np.int64)
     if cm.shape != (2, 2):
-        raise ValueError(f"confusion must be [[tn, fp], [fn, tp]] (2x2), got shape {cm.shape}")
+        raise UsageError(f"confusion must be [[tn, fp], [fn, tp]] (2x2), got shape {cm.shape}")
     labels = [str(v) for v in labels]
     if len(labels) != 2:
-        raise ValueError(f"labels must be [negative, positive], got {labels}")
+        raise UsageError(f"labels must be [negative, positive], got {labels}")
     fig = _new_figure(4.6, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(int(cm.max()), 1))
@@ -266,7 +267,7 @@ def _as_batch(images) -> list[np.ndarray]:
             return [a[i] for i in range(a.shape[0])]
         if a.shape[1] in (1, 3):  # NCHW
             return [np.moveaxis(a[i], 0, -1) for i in range(a.shape[0])]
-    raise ValueError(f"images must be (N, H, W), (N, H, W, 3) or (N, C, H, W) with C = 1 or 3, got {a.shape}")
+    raise UsageError(f"images must be (N, H, W), (N, H, W, 3) or (N, C, H, W) with C = 1 or 3, got {a.shape}")
 
 
 def format_title(true_label, pred_label, prob=None) -> str:
@@ -285,7 +286,7 @@ def plot_image_grid(images, titles, path, ncols: int = 4, title: str | None = No
     batch = _as_batch(images)
     titles = list(titles) if titles is not None else [""] * len(batch)
     if len(titles) != len(batch):
-        raise ValueError(f"{len(batch)} images but {len(titles)} titles")
+        raise UsageError(f"{len(batch)} images but {len(titles)} titles")
     rows, cols = _grid(len(batch), ncols)
     fig = _new_figure(2.6 * cols, 2.9 * rows + (0.4 if title else 0))
     for i, (img, cap) in enumerate(zip(batch, titles)):
@@ -320,10 +321,10 @@ def plot_filters(W, path, max_filters: int = 64, ncols: int = 8, channel="auto")
     """
     W = np.asarray(W, dtype=np.float64)
     if W.ndim != 4:
-        raise ValueError(f"conv weights must be (F, C, KH, KW), got shape {W.shape}")
+        raise UsageError(f"conv weights must be (F, C, KH, KW), got shape {W.shape}")
     F, C = W.shape[:2]
     if isinstance(channel, (int, np.integer)) and not 0 <= channel < C:
-        raise ValueError(f"channel {channel} out of range for {C} input channels")
+        raise UsageError(f"channel {channel} out of range for {C} input channels")
     n = min(F, int(max_filters))
     rows, cols = _grid(n, ncols)
     fig = _new_figure(1.3 * cols, 1.3 * rows + 0.5, layout=None)
@@ -351,7 +352,7 @@ def plot_feature_maps(fmap, path, max_maps: int = 16, ncols: int = 4) -> Path:
     if a.ndim == 4 and a.shape[0] == 1:
         a = a[0]
     if a.ndim != 3:
-        raise ValueError(f"feature maps must be (C, H, W) for one image, got shape {a.shape}")
+        raise UsageError(f"feature maps must be (C, H, W) for one image, got shape {a.shape}")
     n = min(a.shape[0], int(max_maps))
     rows, cols = _grid(n, ncols)
     fig = _new_figure(2.2 * cols, 2.3 * rows, layout=None)
@@ -378,7 +379,7 @@ def upsample_bilinear(heatmap, size) -> np.ndarray:
     """
     m = np.asarray(heatmap, dtype=np.float64)
     if m.ndim != 2:
-        raise ValueError(f"heatmap must be 2-D (h, w), got shape {m.shape}")
+        raise UsageError(f"heatmap must be 2-D (h, w), got shape {m.shape}")
     H, W = int(size[0]), int(size[1])
 
     def coords(n_out, n_in):
@@ -406,7 +407,7 @@ def overlay_heatmap(image, heatmap, path, title: str | None = None, alpha: float
     img = _to_hwc(image)
     hm = np.asarray(heatmap, dtype=np.float64)
     if not np.isfinite(hm).all():
-        raise ValueError("heatmap contains NaN/Inf values")
+        raise UsageError("heatmap contains NaN/Inf values")
     up = np.clip(upsample_bilinear(hm, img.shape[:2]), 0.0, 1.0)
     fig = _new_figure(8.6, 4.6 if title else 4.2)
     left = fig.add_subplot(1, 2, 1)
@@ -433,7 +434,7 @@ def default_gradcam_node(model) -> str:
         node = model.nodes[name]
         if type(node.layer).__name__ in ("GlobalAvgPool2D", "GlobalMaxPool2D"):
             return node.inputs[0]
-    raise ValueError("the model has no global-pooling node; name the feature-map node to explain (node=...)")
+    raise UsageError("the model has no global-pooling node; name the feature-map node to explain (node=...)")
 
 
 def _target(model, z: np.ndarray, target_class):
@@ -451,7 +452,7 @@ def _target(model, z: np.ndarray, target_class):
             return 0, 1.0, positive
         if target_class in (negative, 0, "0"):
             return 0, -1.0, negative
-        raise ValueError(f"unknown class {target_class!r}; the model's classes are {classes}")
+        raise UsageError(f"unknown class {target_class!r}; the model's classes are {classes}")
     if target_class is None:
         k = int(np.argmax(z[0]))
     elif isinstance(target_class, (int, np.integer)):
@@ -459,7 +460,7 @@ def _target(model, z: np.ndarray, target_class):
     elif target_class in names:
         k = names.index(target_class)
     else:
-        raise ValueError(f"unknown class {target_class!r}; the model's outputs are {names}")
+        raise UsageError(f"unknown class {target_class!r}; the model's outputs are {names}")
     return k, 1.0, names[k]
 
 
@@ -478,15 +479,15 @@ def gradcam(model, x, target_class=None, node=None):
     """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 4 or x.shape[0] != 1:
-        raise ValueError(f"gradcam explains one image: x must be (1, C, H, W), got {x.shape}")
+        raise UsageError(f"gradcam explains one image: x must be (1, C, H, W), got {x.shape}")
     node = node or default_gradcam_node(model)
     if node not in model.nodes:
-        raise ValueError(f"{node!r} is not a node of the model")
+        raise UsageError(f"{node!r} is not a node of the model")
     try:
         z = model.forward(x, training=False, keep=[node])
         A = model.activations[node]
         if A.ndim != 4:
-            raise ValueError(f"node {node!r} outputs shape {A.shape}; Grad-CAM needs a feature map (1, K, h, w)")
+            raise UsageError(f"node {node!r} outputs shape {A.shape}; Grad-CAM needs a feature map (1, K, h, w)")
         k, sign, name = _target(model, z, target_class)
         dz = np.zeros_like(z)
         dz[0, k] = sign

@@ -8,7 +8,7 @@ import pytest
 
 from minicnn.cli import main
 from minicnn.data.images import load_image
-from minicnn.demo import DemoError, get_wheel
+from minicnn.demo import FetchError, get_wheel
 
 REF = Path(__file__).resolve().parent / "ref"
 
@@ -104,9 +104,9 @@ def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, 
 def test_demo_refuses_a_wheel_with_the_wrong_hash(tmp_path):
     fake = tmp_path / "pneumonia_model_package-0.3.0-py3-none-any.whl"
     fake.write_bytes(b"PK\x05\x06" + b"\0" * 18)
-    with pytest.raises(DemoError, match="SHA-256"):
+    with pytest.raises(FetchError, match="SHA-256"):
         get_wheel(fake)
-    with pytest.raises(DemoError, match="wheel not found"):
+    with pytest.raises(FetchError, match="wheel not found"):
         get_wheel(tmp_path / "nope.whl")
 
 
@@ -141,7 +141,7 @@ def test_demo_offline_download_failure_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
     calls = []
     monkeypatch.setattr(demo, "_pip_download", lambda folder: calls.append(folder) or 1)
-    with pytest.raises(DemoError, match=r"offline\?.*pip download --no-deps pneumonia-model-package==0.3.0.*--wheel"):
+    with pytest.raises(FetchError, match=r"offline\?.*pip download --no-deps pneumonia-model-package==0.3.0.*--wheel"):
         get_wheel()
     assert calls == [tmp_path / "wheels"]
     assert main(["demo", "--out", str(tmp_path / "o")]) == 1

@@ -14,6 +14,8 @@ import dataclasses
 import numpy as np
 from scipy import ndimage
 
+from ..errors import DataError
+
 
 @dataclasses.dataclass
 class Augmenter:
@@ -42,7 +44,7 @@ class Augmenter:
             raise TypeError(f"augmentation needs an explicit numpy.random.Generator, got {type(rng).__name__}")
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim != 4:
-            raise ValueError(f"augmentation expects an (N, C, H, W) batch, got shape {x.shape}")
+            raise DataError(f"augmentation expects an (N, C, H, W) batch, got shape {x.shape}")
         out = np.empty_like(x)
         for i in range(len(x)):
             out[i] = self.augment_image(x[i], rng)

@@ -18,12 +18,14 @@ Label columns (K):
 from __future__ import annotations
 
 import csv
+import errno
 import dataclasses
 import os
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError, file_not_found
 from .images import is_image_file, load_image, prepare_array
 from .patients import patient_ids_from_paths
 
@@ -55,18 +57,18 @@ class Dataset:
         if self.labels.ndim == 1:
             self.labels = self.labels[:, None]
         if self.labels.ndim != 2:
-            raise ValueError(f"labels must be (N, K), got shape {self.labels.shape}")
+            raise DataError(f"labels must be (N, K), got shape {self.labels.shape}")
         if (self.paths is None) == (self.images is None):
-            raise ValueError("a Dataset needs exactly one of paths= or images=")
+            raise DataError("a Dataset needs exactly one of paths= or images=")
         n = len(self.paths) if self.paths is not None else len(self.images)
         if len(self.labels) != n:
-            raise ValueError(f"{n} images but {len(self.labels)} label rows")
+            raise DataError(f"{n} images but {len(self.labels)} label rows")
         if self.patient_ids is not None and len(self.patient_ids) != n:
-            raise ValueError(f"{n} images but {len(self.patient_ids)} patient ids")
+            raise DataError(f"{n} images but {len(self.patient_ids)} patient ids")
         if self.paths is not None:
             self.paths = [str(p) for p in self.paths]
         if self.labels.shape[1] != len(self.output_names):
-            raise ValueError(f"labels have {self.labels.shape[1]} columns but the output names are "
+            raise DataError(f"labels have {self.labels.shape[1]} columns but the output names are "
                              f"{self.output_names}")
 
     @classmethod
@@ -134,7 +136,7 @@ def find_images(path) -> list:
         return [path]
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p.name))
-    raise FileNotFoundError(f"no such image file or folder: {path}")
+    raise file_not_found("image file or folder", path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,7 +146,7 @@ def default_positive_class(classes) -> str:
     """Of two classes, the one that is not NORMAL / No Finding; else the second in sorted order."""
     classes = sorted(classes)
     if len(classes) != 2:
-        raise ValueError(f"a positive class only makes sense for two classes, got {classes}")
+        raise DataError(f"a positive class only makes sense for two classes, got {classes}")
     negatives = [c for c in classes if c.strip().lower() in NEGATIVE_CLASS_NAMES]
     if len(negatives) == 1:
         return classes[1 - classes.index(negatives[0])]
@@ -154,12 +156,12 @@ def default_positive_class(classes) -> str:
 def _resolve_positive(classes, positive_class):
     if len(classes) != 2:
         if positive_class is not None:
-            raise ValueError(f"positive_class={positive_class!r} needs exactly two classes, got {classes}")
+            raise DataError(f"positive_class={positive_class!r} needs exactly two classes, got {classes}")
         return None
     if positive_class is None:
         return default_positive_class(classes)
     if positive_class not in classes:
-        raise ValueError(f"positive_class={positive_class!r} is not one of the classes {classes}")
+        raise DataError(f"positive_class={positive_class!r} is not one of the classes {classes}")
     return positive_class
 
 
@@ -189,7 +191,7 @@ def class_frequencies(labels):
     """
     y = np.asarray(labels)
     if len(y) == 0:
-        raise ValueError("class frequencies of an empty label set are undefined")
+        raise DataError("class frequencies of an empty label set are undefined")
     pos, neg = class_counts(y)
     return pos / len(y), neg / len(y)
 
@@ -224,18 +226,18 @@ def load_folder(root, split=None, classes=None, positive_class=None) -> Dataset:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder not found: {root}")
+        raise file_not_found("dataset folder", root)
     splits = _folder_splits(root)
     if split is None:
         folder = root
         if not _class_dirs(root):
             hint = f" It has split folders {splits}: pass split=..." if splits else ""
-            raise ValueError(f"{root} holds no class folders with images (<CLASS>/*.jpeg).{hint}")
+            raise DataError(f"{root} holds no class folders with images (<CLASS>/*.jpeg).{hint}")
         all_classes = [d.name for d in _class_dirs(root)]
     else:
         folder = root / split
         if split not in splits:
-            raise ValueError(f"{root} has no split {split!r} holding <CLASS>/<image> folders; "
+            raise DataError(f"{root} has no split {split!r} holding <CLASS>/<image> folders; "
                              f"available splits: {splits or 'none (single split: pass split=None)'}")
         all_classes = sorted({d.name for s in splits for d in _class_dirs(root / s)})
     classes = sorted(classes) if classes is not None else all_classes
@@ -243,7 +245,7 @@ def load_folder(root, split=None, classes=None, positive_class=None) -> Dataset:
     paths, index = [], []
     for d in _class_dirs(folder):
         if d.name not in classes:
-            raise ValueError(f"class folder {d} is not one of the classes {classes}")
+            raise DataError(f"class folder {d} is not one of the classes {classes}")
         files = _image_files(d)
         paths += files
         index += [classes.index(d.name)] * len(files)
@@ -272,11 +274,11 @@ def _find_column(header, candidates):
 
 def _read_csv(path: Path):
     if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {path}")
+        raise file_not_found("CSV file", path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.DictReader(fh)
         if not reader.fieldnames:
-            raise ValueError(f"{path} is empty or has no header row")
+            raise DataError(f"{path} is empty or has no header row")
         rows = list(reader)
     return list(reader.fieldnames), rows
 
@@ -307,16 +309,16 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
     for name, col in (("image_column", image_column), ("patient_column", patient_column),
                       ("split_column", split_column), ("findings_column", findings_column)):
         if col is not None and col not in header:
-            raise ValueError(f"{path}: {name}={col!r} is not a column; columns are {header}")
+            raise DataError(f"{path}: {name}={col!r} is not a column; columns are {header}")
     if split is not None:
         if split_column is None:
-            raise ValueError(f"{path} has no split column (split/subset/fold); pass split=None or split_column=")
+            raise DataError(f"{path} has no split column (split/subset/fold); pass split=None or split_column=")
         rows = [r for r in rows if r[split_column].strip() == split]
         if not rows:
-            raise ValueError(f"{path}: no rows with {split_column} == {split!r}; "
+            raise DataError(f"{path}: no rows with {split_column} == {split!r}; "
                              f"available: {available_splits(path)}")
     if not rows:
-        raise ValueError(f"{path} has no data rows")
+        raise DataError(f"{path} has no data rows")
 
     if label_columns is None and findings_column is None:
         findings_column = _find_column(header, FINDINGS_COLUMN_NAMES)
@@ -330,25 +332,25 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
         classes = list(classes)
         unknown = set().union(*per_row) - set(classes)
         if unknown:
-            raise ValueError(f"{path}: findings {sorted(unknown)} are not among the classes {classes}")
+            raise DataError(f"{path}: findings {sorted(unknown)} are not among the classes {classes}")
         labels = np.array([[c in found for c in classes] for found in per_row], np.float32)
     else:
         if label_columns is None:
             skip = {image_column, patient_column, split_column}
             label_columns = [h for h in header if h not in skip and _is_binary_column(rows, h)]
         if not label_columns:
-            raise ValueError(f"{path}: no label columns found; give label_columns=[...] (0/1 per class) "
+            raise DataError(f"{path}: no label columns found; give label_columns=[...] (0/1 per class) "
                              f"or findings_column=... ('|'-separated)")
         for c in label_columns:
             if c not in header:
-                raise ValueError(f"{path}: label column {c!r} is not a column; columns are {header}")
+                raise DataError(f"{path}: label column {c!r} is not a column; columns are {header}")
             if not _is_binary_column(rows, c):
-                raise ValueError(f"{path}: label column {c!r} must hold only 0/1 values")
+                raise DataError(f"{path}: label column {c!r} must hold only 0/1 values")
         classes = list(label_columns)
         labels = np.array([[float(r[c]) for c in classes] for r in rows], np.float32)
     if positive_class is not None:
         if positive_class not in classes:
-            raise ValueError(f"positive_class={positive_class!r} is not one of the classes {classes}")
+            raise DataError(f"positive_class={positive_class!r} is not one of the classes {classes}")
         labels = labels[:, [classes.index(positive_class)]]
     elif len(classes) == 1:
         positive_class = classes[0]
@@ -358,9 +360,9 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
     if check_files:
         missing = [p for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
+            raise FileNotFoundError(errno.ENOENT,
                 f"{len(missing)} of {len(paths)} image files listed in {path} do not exist, e.g. {missing[0]}; "
-                f"paths are read relative to {base} (set image_root=...)")
+                f"paths are read relative to {base} (set image_root=...)", str(missing[0]))
     if patient_column is not None:
         ids = [r[patient_column].strip() or None for r in rows]
         unparsed = [str(p) for p, i in zip(paths, ids) if i is None]
@@ -383,32 +385,32 @@ def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"npz file not found: {path}")
+        raise file_not_found("npz file", path)
     with np.load(path, allow_pickle=False) as z:
         splits = _npz_splits(z.files)
         if split not in splits:
-            raise ValueError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
+            raise DataError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
                              f"available: {splits}")
         images = z[f"{split}_images"]
         raw = z[f"{split}_labels"]
         all_max = max(int(z[f"{s}_labels"].max()) for s in splits if z[f"{s}_labels"].size)
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ValueError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
+        raise DataError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
     raw = raw.reshape(len(raw), -1) if raw.ndim != 2 else raw
     if len(raw) != len(images):
-        raise ValueError(f"{path}: {len(images)} {split} images but {len(raw)} labels")
+        raise DataError(f"{path}: {len(images)} {split} images but {len(raw)} labels")
     if raw.shape[1] == 1:
         k = max(2, all_max + 1)
         classes = list(classes) if classes is not None else [f"class_{i}" for i in range(k)]
         if len(classes) != k:
-            raise ValueError(f"{path}: labels take {k} values but {len(classes)} class names were given")
+            raise DataError(f"{path}: labels take {k} values but {len(classes)} class names were given")
         positive = _resolve_positive(classes, positive_class)
         labels = _labels_from_class_index(raw[:, 0], classes, positive)
     else:
         k = raw.shape[1]
         classes = list(classes) if classes is not None else [f"class_{i}" for i in range(k)]
         if len(classes) != k:
-            raise ValueError(f"{path}: {k} label columns but {len(classes)} class names were given")
+            raise DataError(f"{path}: {k} label columns but {len(classes)} class names were given")
         labels, positive = raw.astype(np.float32), None
     return Dataset(labels=labels, classes=classes, images=images, positive_class=positive,
                    split=split, source=str(path))
@@ -430,8 +432,8 @@ def _kind(source: Path) -> str:
     if source.suffix.lower() == ".npz":
         return "npz"
     if not source.exists():
-        raise FileNotFoundError(f"dataset not found: {source}")
-    raise ValueError(f"{source}: a dataset is a folder, a .csv or a .npz file")
+        raise file_not_found("dataset", source)
+    raise DataError(f"{source}: a dataset is a folder, a .csv or a .npz file")
 
 
 def available_splits(source) -> list:

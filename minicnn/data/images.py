@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import DataError
+
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
                   "lanczos": Image.LANCZOS, "box": Image.BOX, "hamming": Image.HAMMING}
@@ -36,7 +38,7 @@ COLORS = ("grayscale", "rgb")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
-class ImageLoadError(ValueError):
+class ImageLoadError(DataError):
     """An image file is missing, unreadable or corrupt; the message names the file."""
 
 
@@ -53,20 +55,20 @@ def normalize_size(size) -> tuple[int, int] | None:
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
     if not (isinstance(size, (tuple, list)) and len(size) == 2):
-        raise ValueError(f"size must be an int or (height, width), got {size!r}")
+        raise DataError(f"size must be an int or (height, width), got {size!r}")
     h, w = int(size[0]), int(size[1])
     if h < 1 or w < 1:
-        raise ValueError(f"size must be positive, got {size!r}")
+        raise DataError(f"size must be positive, got {size!r}")
     return h, w
 
 
 def _check_options(color, interpolation, fit):
     if color not in COLORS:
-        raise ValueError(f"color must be one of {COLORS}, got {color!r}")
+        raise DataError(f"color must be one of {COLORS}, got {color!r}")
     if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
+        raise DataError(f"interpolation must be one of {tuple(INTERPOLATIONS)}, got {interpolation!r}")
     if fit not in FITS:
-        raise ValueError(f"fit must be one of {FITS}, got {fit!r}")
+        raise DataError(f"fit must be one of {FITS}, got {fit!r}")
 
 
 def _pil_size(hw):
@@ -143,7 +145,7 @@ def prepare_array(image: np.ndarray, size=None, color="grayscale", interpolation
     if a.ndim == 3 and a.shape[-1] == 4:
         a = a[..., :3]
     if not (a.ndim == 2 or (a.ndim == 3 and a.shape[-1] == 3)):
-        raise ValueError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
+        raise DataError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {a.shape}")
     if a.dtype == np.uint8:
         img = Image.fromarray(a, mode="L" if a.ndim == 2 else "RGB")
         return prepare_pil(img, size, color, interpolation, fit)
@@ -195,7 +197,7 @@ def dicom_to_gray(pixels: np.ndarray, slope=1.0, intercept=0.0, photometric="MON
     """
     x = np.asarray(pixels, dtype=np.float64) * float(slope) + float(intercept)
     if x.ndim != 2:
-        raise ValueError(f"expected a single-frame grayscale DICOM image, got pixel array shape {x.shape}")
+        raise DataError(f"expected a single-frame grayscale DICOM image, got pixel array shape {x.shape}")
     if str(photometric).upper() == "MONOCHROME1":
         x = x.max() - x
     lo, hi = float(x.min()), float(x.max())

@@ -26,6 +26,7 @@ import threading
 
 import numpy as np
 
+from ..errors import DataError, LoaderError
 from .images import ImageLoadError, normalize_size
 
 SHUFFLE, AUGMENT = 1, 2      # stream tags, so the two kinds of generator never share a seed
@@ -47,10 +48,6 @@ class _Failure:
         self.exc = exc
 
 
-class LoaderError(RuntimeError):
-    """A batch could not be prepared; the message names the epoch, batch and its first files."""
-
-
 class BatchLoader:
     """Iterate a ``Dataset`` as ``(x, y)`` or ``(x, y, indices)`` NCHW float32 batches.
 
@@ -67,11 +64,11 @@ class BatchLoader:
                  augment=None, normalizer=None, seed=0, prefetch=2, drop_last=False,
                  return_indices=False, cache_bytes=0, interpolation="bilinear", fit="stretch"):
         if channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {channels}")
+            raise DataError(f"channels must be 1 or 3, got {channels}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
         if len(dataset) == 0:
-            raise ValueError(f"{dataset!r} is empty")
+            raise DataError(f"{dataset!r} is empty")
         self.dataset = dataset
         self.batch_size = int(batch_size)
         self.image_size = normalize_size(image_size)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
@@ -33,7 +35,7 @@ FITTED_MODES = ("dataset", "seed")
 def _check_batch(x) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(f"normalisation expects an (N, C, H, W) batch, got shape {x.shape}")
+        raise DataError(f"normalisation expects an (N, C, H, W) batch, got shape {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float32)
     return x
@@ -45,13 +47,13 @@ class Normalizer:
     def __init__(self, mode: str = "dataset", mean=None, std=None, eps: float = 1e-6):
         mode = ALIASES.get(mode, mode)
         if mode not in MODES:
-            raise ValueError(f"normalisation mode must be one of {MODES} (or {tuple(ALIASES)}), got {mode!r}")
+            raise DataError(f"normalisation mode must be one of {MODES} (or {tuple(ALIASES)}), got {mode!r}")
         self.mode = mode
         self.eps = float(eps)
         self.mean = None if mean is None else np.asarray(mean, np.float64).reshape(-1)
         self.std = None if std is None else np.asarray(std, np.float64).reshape(-1)
         if (self.mean is None) != (self.std is None):
-            raise ValueError("give both mean and std, or neither")
+            raise DataError("give both mean and std, or neither")
         self.count = 0  # number of images the statistics came from
 
     def __repr__(self) -> str:
@@ -86,13 +88,13 @@ class Normalizer:
             if total is None:
                 total, total_sq = s, sq
             elif len(s) != len(total):
-                raise ValueError(f"batches with {len(total)} and {len(s)} channels in one fit")
+                raise DataError(f"batches with {len(total)} and {len(s)} channels in one fit")
             else:
                 total, total_sq = total + s, total_sq + sq
             pixels += b.shape[0] * b.shape[2] * b.shape[3]
             images += b.shape[0]
         if not pixels:
-            raise ValueError("cannot fit normalisation statistics on zero images")
+            raise DataError("cannot fit normalisation statistics on zero images")
         mean = total / pixels
         var = np.maximum(total_sq / pixels - mean * mean, 0.0)
         self.mean, self.std, self.count = mean, np.sqrt(var), images
@@ -107,7 +109,7 @@ class Normalizer:
             return (x / 127.5 - 1.0).astype(dtype, copy=False)
         if self.mode in ("imagenet-torch", "imagenet-caffe"):
             if c != 3:
-                raise ValueError(f"normalisation {self.mode!r} needs 3-channel (RGB) input, got {c} "
+                raise DataError(f"normalisation {self.mode!r} needs 3-channel (RGB) input, got {c} "
                                  "channel(s); load images with channels=3")
             if self.mode == "imagenet-torch":
                 mean = np.array(IMAGENET_MEAN).reshape(1, 3, 1, 1)
@@ -123,7 +125,7 @@ class Normalizer:
             raise RuntimeError(f"Normalizer({self.mode!r}) is not fitted: call fit() on the TRAINING "
                                "images first (or load the statistics saved with the model)")
         if len(self.mean) not in (1, c):
-            raise ValueError(f"normalisation statistics have {len(self.mean)} channel(s), the batch has {c}")
+            raise DataError(f"normalisation statistics have {len(self.mean)} channel(s), the batch has {c}")
         mean = self.mean.reshape(1, -1, 1, 1)
         std = self.std.reshape(1, -1, 1, 1)
         return ((x - mean) / (std + self.eps)).astype(dtype)

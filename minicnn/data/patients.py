@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
+
 _PATTERNS = (
     re.compile(r"^(person\d+)_.+$", re.IGNORECASE),                     # person1946_bacteria_4874
     re.compile(r"^((?:[A-Za-z0-9]+-)?IM-\d+)-\d+$"),                     # [NORMAL2-]IM-1427-0001
@@ -102,9 +104,9 @@ def split_by_patient(dataset, fraction=0.1, seed=0, stratify=True, names=("train
     """
     n = len(dataset)
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be between 0 and 1, got {fraction}")
+        raise DataError(f"fraction must be between 0 and 1, got {fraction}")
     if n < 2:
-        raise ValueError(f"cannot split a dataset of {n} image(s)")
+        raise DataError(f"cannot split a dataset of {n} image(s)")
     ids = dataset.patient_ids if dataset.patient_ids is not None else [None] * n
     groups = defaultdict(list)          # patient key -> image indices, in first-seen order
     for i, pid in enumerate(ids):
@@ -129,6 +131,6 @@ def split_by_patient(dataset, fraction=0.1, seed=0, stratify=True, names=("train
         val_idx = list(groups[keys[int(rng.integers(len(keys)))]])
     val_set = set(val_idx)
     if len(val_set) == n:
-        raise ValueError("the validation split would take every image; use a smaller fraction")
+        raise DataError("the validation split would take every image; use a smaller fraction")
     train_idx = [i for i in range(n) if i not in val_set]
     return dataset.subset(train_idx, split=names[0]), dataset.subset(sorted(val_idx), split=names[1])

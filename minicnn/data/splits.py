@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+from ..errors import DataError
 from .datasets import available_splits, load_dataset
 from .patients import check_leakage, split_by_patient
 
@@ -35,7 +36,7 @@ def training_splits(source, train_split="train", val_split=None, val_from_train=
     if not splits:
         train_split = None
     elif train_split not in splits:
-        raise ValueError(f"{source} has no split {train_split!r}; it has {splits}")
+        raise DataError(f"{source} has no split {train_split!r}; it has {splits}")
     train = load_dataset(source, split=train_split, positive_class=positive_class)
     if val_split:
         val = load_dataset(source, split=val_split, positive_class=positive_class)

@@ -25,6 +25,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..errors import DataError
+
 CLASSES = ("NORMAL", "PNEUMONIA")
 DEFAULT_SPLITS = (("train", 0.8), ("val", 0.1), ("test", 0.1))
 _CHUNK = 256
@@ -129,7 +131,7 @@ def _resolve_counts(n, splits):
     if all(isinstance(v, (int, np.integer)) for v in values):
         return [(name, int(v)) for name, v in splits]
     if sum(values) > 1.0 + 1e-9:
-        raise ValueError(f"split fractions add up to {sum(values)} > 1: {splits}")
+        raise DataError(f"split fractions add up to {sum(values)} > 1: {splits}")
     return [(name, int(round(n * float(v)))) for name, v in splits]
 
 
@@ -143,11 +145,11 @@ def make_synthetic(out_dir, n=3000, size=128, pneumonia_fraction=0.6, splits=DEF
     Returns ``{split: {"NORMAL": count, "PNEUMONIA": count}}``.
     """
     if fmt not in ("png", "jpeg"):
-        raise ValueError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
+        raise DataError(f"fmt must be 'png' or 'jpeg', got {fmt!r}")
     if not 0.0 <= pneumonia_fraction <= 1.0:
-        raise ValueError(f"pneumonia_fraction must be in [0, 1], got {pneumonia_fraction}")
+        raise DataError(f"pneumonia_fraction must be in [0, 1], got {pneumonia_fraction}")
     if size < 16:
-        raise ValueError(f"size must be at least 16 pixels, got {size}")
+        raise DataError(f"size must be at least 16 pixels, got {size}")
     out_dir = Path(out_dir)
     counts = _resolve_counts(n, splits)
     for name, _ in counts:

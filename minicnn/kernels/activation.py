@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..errors import UsageError
+
 # ReLU runs ~120 times per DenseNet121 pass: NumPy's single-threaded ufuncs took 1.27 ms on
 # (8, 128, 56, 56) float32, the parallel Numba loop 0.30 ms (0.10 ms in place). Below this many
 # values the plain NumPy expression is used (no thread hand-off for tiny arrays).
@@ -107,7 +109,7 @@ def dropout_forward(x, p, rng):
     ``rng`` is an explicit ``np.random.Generator`` (no global state); ``0 <= p < 1``.
     """
     if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+        raise UsageError(f"dropout probability p must be in [0, 1), got {p!r}")
     mask = rng.random(x.shape) >= p
     return x * mask * (1.0 / (1.0 - p)), mask
 

@@ -35,6 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..errors import UsageError
+
 
 def _per_channel(v, C, fill, dtype):
     """``None`` -> a vector of ``fill``; otherwise ``v`` as a contiguous (C,) vector of ``dtype``."""
@@ -46,7 +48,7 @@ def _per_channel(v, C, fill, dtype):
 def _check_dy(dy, x):
     """The fast kernels do not bounds-check: a wrong ``dy`` shape must stop here."""
     if dy.shape != x.shape:
-        raise ValueError(f"dy.shape={dy.shape} does not match x.shape={x.shape}")
+        raise UsageError(f"dy.shape={dy.shape} does not match x.shape={x.shape}")
 
 
 def _rows(x):
@@ -58,7 +60,7 @@ def _rows(x):
 def _check_count(x):
     M = x.shape[0] * x.shape[2] * x.shape[3]
     if M < 2:
-        raise ValueError(f"batch-norm training needs more than 1 value per channel, got x.shape={x.shape}")
+        raise UsageError(f"batch-norm training needs more than 1 value per channel, got x.shape={x.shape}")
 
 
 # Sums over one channel in float64 with four independent accumulators: the additions do not wait
@@ -243,7 +245,7 @@ def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, out
     a, b = _eval_affine(C, gamma, beta, running_mean, running_var, eps)
     y = np.empty(x.shape, x.dtype) if out is None else out
     if y.shape != x.shape or y.dtype != x.dtype or not y.flags.c_contiguous:
-        raise ValueError(f"out must be a contiguous {x.dtype} array of shape {x.shape}, got {y.dtype} {y.shape}")
+        raise UsageError(f"out must be a contiguous {x.dtype} array of shape {x.shape}, got {y.dtype} {y.shape}")
     _bn_affine_kernel(_rows(x), a.astype(x.dtype), b.astype(x.dtype), _rows(y))
     return y
 

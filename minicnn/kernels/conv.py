@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from ..errors import UsageError
 from .._validate import as_pair, conv_output_size
 from .threads import blas_single_thread as _blas_single_thread
 
@@ -75,7 +76,7 @@ def _pad4(padding) -> tuple[int, int, int, int]:
         return (padding[0], padding[0], padding[1], padding[1])
     if len(padding) == 4 and min(padding) >= 0:
         return padding
-    raise ValueError(f"padding must be an int, (ph, pw) or non-negative (top, bottom, left, right), "
+    raise UsageError(f"padding must be an int, (ph, pw) or non-negative (top, bottom, left, right), "
                      f"got {padding!r}")
 
 
@@ -83,19 +84,19 @@ def _geometry(x_shape, w_shape, stride, padding, dilation, groups):
     """Check shapes; return ``(stride, padding4, dilation, OH, OW)``."""
     stride, dilation, padding = as_pair(stride, "stride"), as_pair(dilation, "dilation"), _pad4(padding)
     if len(x_shape) != 4 or len(w_shape) != 4:
-        raise ValueError(f"conv2d expects x (N, C, H, W) and W (F, C/G, KH, KW), "
+        raise UsageError(f"conv2d expects x (N, C, H, W) and W (F, C/G, KH, KW), "
                          f"got x.shape={tuple(x_shape)}, W.shape={tuple(w_shape)}")
     N, C, H, Wd = x_shape
     F, Cg, KH, KW = w_shape
     if groups < 1 or C % groups or F % groups or Cg * groups != C:
-        raise ValueError(f"conv2d with groups={groups}: x.shape={tuple(x_shape)} and W.shape={tuple(w_shape)} "
+        raise UsageError(f"conv2d with groups={groups}: x.shape={tuple(x_shape)} and W.shape={tuple(w_shape)} "
                          f"need C divisible by groups, F divisible by groups and W.shape[1] == C / groups")
     if min(stride) < 1 or min(dilation) < 1:
-        raise ValueError(f"stride and dilation must be >= 1, got stride={stride}, dilation={dilation}")
+        raise UsageError(f"stride and dilation must be >= 1, got stride={stride}, dilation={dilation}")
     OH = conv_output_size(H, KH, stride[0], padding[0], padding[1], dilation[0])
     OW = conv_output_size(Wd, KW, stride[1], padding[2], padding[3], dilation[1])
     if OH < 1 or OW < 1:
-        raise ValueError(f"conv2d output would be empty: x.shape={tuple(x_shape)}, W.shape={tuple(w_shape)}, "
+        raise UsageError(f"conv2d output would be empty: x.shape={tuple(x_shape)}, W.shape={tuple(w_shape)}, "
                          f"stride={stride}, padding={padding}, dilation={dilation}")
     return stride, padding, dilation, OH, OW
 
@@ -167,7 +168,7 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     N, C, H, Wd = x.shape
     F, Cg, KH, KW = W.shape
     if dy.shape != (N, F, OH, OW):
-        raise ValueError(f"conv2d_backward: dy.shape={dy.shape}, expected {(N, F, OH, OW)}")
+        raise UsageError(f"conv2d_backward: dy.shape={dy.shape}, expected {(N, F, OH, OW)}")
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     W = np.ascontiguousarray(W, dtype=x.dtype)
     G, Fg, K = groups, F // groups, Cg * KH * KW

@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..errors import UsageError
 from .._validate import as_pair, conv_output_size, normalize_padding
 
 
@@ -39,16 +40,16 @@ def check_pool_geometry(x_shape, kernel_size, stride=None, padding=0):
     kh, kw = as_pair(kernel_size, "kernel_size")
     sh, sw = (kh, kw) if stride is None else as_pair(stride, "stride")
     if min(kh, kw, sh, sw) < 1:
-        raise ValueError(f"kernel_size and stride must be >= 1, got kernel_size={(kh, kw)}, stride={(sh, sw)}")
+        raise UsageError(f"kernel_size and stride must be >= 1, got kernel_size={(kh, kw)}, stride={(sh, sw)}")
     H, W = int(x_shape[-2]), int(x_shape[-1])
     pad = normalize_padding(padding, (kh, kw), (sh, sw), in_hw=(H, W))
     top, bottom, left, right = pad
     if max(top, bottom) >= kh or max(left, right) >= kw:
-        raise ValueError(f"pooling padding {pad} must be smaller than the window {(kh, kw)} on each side")
+        raise UsageError(f"pooling padding {pad} must be smaller than the window {(kh, kw)} on each side")
     oh = conv_output_size(H, kh, sh, top, bottom)
     ow = conv_output_size(W, kw, sw, left, right)
     if oh < 1 or ow < 1:
-        raise ValueError(f"pooling window {(kh, kw)} with padding {pad} does not fit the input "
+        raise UsageError(f"pooling window {(kh, kw)} with padding {pad} does not fit the input "
                          f"H, W = {(H, W)}")
     return (kh, kw), (sh, sw), pad, (oh, ow)
 
@@ -56,7 +57,7 @@ def check_pool_geometry(x_shape, kernel_size, stride=None, padding=0):
 def _check_dy(dy, expected):
     """The fast kernels do not bounds-check: a wrong ``dy`` shape must stop here."""
     if tuple(dy.shape) != tuple(expected):
-        raise ValueError(f"dy.shape={tuple(dy.shape)} does not match the pooling output shape {tuple(expected)}")
+        raise UsageError(f"dy.shape={tuple(dy.shape)} does not match the pooling output shape {tuple(expected)}")
 
 
 def _planes(a):
@@ -363,7 +364,7 @@ def adaptive_avg_pool2d_forward(x, output_size):
     """
     oh, ow = as_pair(output_size, "output_size")
     if oh < 1 or ow < 1:
-        raise ValueError(f"output_size must be >= 1, got {(oh, ow)}")
+        raise UsageError(f"output_size must be >= 1, got {(oh, ow)}")
     N, C, H, W = x.shape
     hs, he = adaptive_bins(H, oh)
     ws, we = adaptive_bins(W, ow)

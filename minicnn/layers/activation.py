@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .._validate import check_input
 from ..kernels import activation as K
 from .base import Layer
@@ -62,7 +63,7 @@ class Softmax(Layer):
     def forward(self, x, training: bool = False):
         x = _any_rank(self, x)
         if not -x.ndim <= self.axis < x.ndim:
-            raise ValueError(f"{self!r}: axis {self.axis} is out of range for x.shape={x.shape}")
+            raise UsageError(f"{self!r}: axis {self.axis} is out of range for x.shape={x.shape}")
         y = K.softmax_forward(x, self.axis)
         self._cache = y
         return y
@@ -87,7 +88,7 @@ class Dropout(Layer):
         super().__init__()
         p = float(p)
         if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout probability p must be in [0, 1), got {p!r}")
+            raise UsageError(f"Dropout probability p must be in [0, 1), got {p!r}")
         self.p = p
         self.seed = seed
         self.rng = np.random.default_rng(seed)

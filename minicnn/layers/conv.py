@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .. import init as _init
 from .._validate import as_pair, check_input, conv_output_size, normalize_padding
 from ..kernels.conv import conv2d_backward, conv2d_forward
@@ -50,12 +51,12 @@ class Conv2D(Layer):
         if not isinstance(padding, str):
             normalize_padding(padding)                                 # reject bad values now
         elif padding.lower() not in ("same", "valid"):
-            raise ValueError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+            raise UsageError(f"padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
         if self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups:
-            raise ValueError(f"{type(self).__name__}: in_channels={in_channels} and out_channels={out_channels} "
+            raise UsageError(f"{type(self).__name__}: in_channels={in_channels} and out_channels={out_channels} "
                              f"must both be divisible by groups={groups}")
         if min(self.kernel_size + self.stride + self.dilation) < 1:
-            raise ValueError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size}, {stride}, {dilation}")
+            raise UsageError(f"kernel_size, stride and dilation must be >= 1, got {kernel_size}, {stride}, {dilation}")
         self.bias, self.init, self.seed = bool(bias), init, seed
         self._init_params(_init.rng_from(seed))
 
@@ -91,7 +92,7 @@ class Conv2D(Layer):
     def output_shape(self, input_shape):
         N, C, H, W = input_shape
         if C != self.in_channels:
-            raise ValueError(f"{self!r} expects {self.in_channels} channel(s), got input shape {tuple(input_shape)}")
+            raise UsageError(f"{self!r} expects {self.in_channels} channel(s), got input shape {tuple(input_shape)}")
         pt, pb, pl, pr = self._pads((H, W))
         OH = conv_output_size(H, self.kernel_size[0], self.stride[0], pt, pb, self.dilation[0])
         OW = conv_output_size(W, self.kernel_size[1], self.stride[1], pl, pr, self.dilation[1])
@@ -137,7 +138,7 @@ class DepthwiseConv2D(Conv2D):
                  init="he", seed=None):
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier < 1:
-            raise ValueError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
+            raise UsageError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
         super().__init__(in_channels, in_channels * self.depth_multiplier, kernel_size, stride=stride,
                          padding=padding, dilation=dilation, groups=in_channels, bias=bias, init=init, seed=seed)
 
@@ -162,7 +163,7 @@ class SeparableConv2D(Conv2D):
                  bias=True, init="he", seed=None):
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier < 1:
-            raise ValueError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
+            raise UsageError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=1, bias=bias, init=init, seed=seed)
 

@@ -36,6 +36,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from ..errors import UsageError
 from .._validate import check_input
 from ..kernels.activation import sigmoid_forward, softplus
 from .base import Layer
@@ -99,10 +100,10 @@ class Activation(Layer):
         super().__init__()
         key = _ALIASES.get(str(name).lower(), str(name).lower())
         if key not in _FUNCTIONS:
-            raise ValueError(f"Activation: unknown function {name!r}; known: {', '.join(ACTIVATIONS)} "
+            raise UsageError(f"Activation: unknown function {name!r}; known: {', '.join(ACTIVATIONS)} "
                              f"(and aliases {', '.join(_ALIASES)})")
         if alpha is not None and key not in _DEFAULT_ALPHA:
-            raise ValueError(f"Activation({key!r}) takes no alpha, got alpha={alpha!r}")
+            raise UsageError(f"Activation({key!r}) takes no alpha, got alpha={alpha!r}")
         self.name = key
         self.alpha = None if key not in _DEFAULT_ALPHA else float(_DEFAULT_ALPHA[key] if alpha is None else alpha)
 
@@ -138,7 +139,7 @@ class Rescaling(Layer):
     def _check(v, what):
         a = np.asarray(v, dtype=np.float64)
         if a.ndim > 1 or not np.all(np.isfinite(a)):
-            raise ValueError(f"Rescaling: {what} must be a finite number or a list (one per channel), got {v!r}")
+            raise UsageError(f"Rescaling: {what} must be a finite number or a list (one per channel), got {v!r}")
         return float(a) if a.ndim == 0 else [float(t) for t in a]
 
     def _broadcast(self, v, x):
@@ -146,7 +147,7 @@ class Rescaling(Layer):
         if a.ndim == 0:
             return a
         if x.ndim < 2 or x.shape[1] != a.size:
-            raise ValueError(f"{self!r}: {a.size} per-channel values do not match x.shape={x.shape} (channels on axis 1)")
+            raise UsageError(f"{self!r}: {a.size} per-channel values do not match x.shape={x.shape} (channels on axis 1)")
         return a.reshape((1, -1) + (1,) * (x.ndim - 2))
 
     def forward(self, x, training: bool = False):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .._validate import check_input
 from ..kernels import batchnorm as K
 from .base import Layer
@@ -31,11 +32,11 @@ class BatchNorm2D(Layer):
         super().__init__()
         self.num_features = int(num_features)
         if self.num_features < 1:
-            raise ValueError(f"BatchNorm2D: num_features must be >= 1, got {num_features!r}")
+            raise UsageError(f"BatchNorm2D: num_features must be >= 1, got {num_features!r}")
         self.eps = float(eps)
         self.momentum = float(momentum)
         if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"BatchNorm2D: momentum must be in [0, 1], got {momentum!r}")
+            raise UsageError(f"BatchNorm2D: momentum must be in [0, 1], got {momentum!r}")
         self.center = bool(center)
         self.scale = bool(scale)
         C = self.num_features
@@ -51,7 +52,7 @@ class BatchNorm2D(Layer):
         gamma, beta = self.params.get("gamma"), self.params.get("beta")
         if training and self.trainable:
             if x.shape[0] * x.shape[2] * x.shape[3] < 2:
-                raise ValueError(f"{self!r} needs more than 1 value per channel in training, "
+                raise UsageError(f"{self!r} needs more than 1 value per channel in training, "
                                  f"got x.shape={x.shape}")
             y, mean, inv_std, uvar = K.batchnorm2d_forward_train(x, gamma, beta, self.eps)
             m = self.momentum

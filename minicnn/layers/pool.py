@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .._validate import as_pair, check_input
 from ..kernels import pool as K
 from .base import Layer
@@ -31,7 +32,7 @@ class _WindowPool(Layer):
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else as_pair(stride, "stride")
         if min(self.kernel_size + self.stride) < 1:
-            raise ValueError(f"{type(self).__name__}: kernel_size and stride must be >= 1, got "
+            raise UsageError(f"{type(self).__name__}: kernel_size and stride must be >= 1, got "
                              f"kernel_size={kernel_size!r}, stride={stride!r}")
         self.padding = padding if isinstance(padding, str) else _jsonable(padding)
 
@@ -40,7 +41,7 @@ class _WindowPool(Layer):
         try:
             return K.check_pool_geometry(shape, self.kernel_size, self.stride, self.padding)
         except ValueError as err:
-            raise ValueError(f"{self!r} cannot pool an input of shape {tuple(shape)}: {err}") from None
+            raise UsageError(f"{self!r} cannot pool an input of shape {tuple(shape)}: {err}") from None
 
     def output_shape(self, input_shape):
         n, c = input_shape[:2]
@@ -144,7 +145,7 @@ class AdaptiveAvgPool2D(Layer):
         super().__init__()
         self.output_size = as_pair(output_size, "output_size")
         if min(self.output_size) < 1:
-            raise ValueError(f"AdaptiveAvgPool2D: output_size must be >= 1, got {output_size!r}")
+            raise UsageError(f"AdaptiveAvgPool2D: output_size must be >= 1, got {output_size!r}")
 
     def forward(self, x, training: bool = False):
         x = check_input(self, x, ndim=4)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UsageError
 from .._validate import check_input, normalize_padding
 from .base import Layer
 
@@ -21,7 +22,7 @@ class Flatten(Layer):
     def forward(self, x, training: bool = False):
         x = np.asarray(x)
         if x.ndim < 2:
-            raise ValueError(f"{self!r} expects at least a 2-D input, got x.shape={x.shape}")
+            raise UsageError(f"{self!r} expects at least a 2-D input, got x.shape={x.shape}")
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
@@ -77,7 +78,7 @@ class Concat(Layer):
         for x in xs[1:]:
             other = tuple(s for i, s in enumerate(x.shape) if i != self.axis % x.ndim)
             if x.ndim != len(ref) or other != tuple(s for i, s in enumerate(ref) if i != self.axis % len(ref)):
-                raise ValueError(f"{self!r}: inputs must agree except on axis {self.axis}, got shapes "
+                raise UsageError(f"{self!r}: inputs must agree except on axis {self.axis}, got shapes "
                                  f"{[v.shape for v in xs]}")
         self._cache = [x.shape[self.axis] for x in xs]
         return np.concatenate(xs, axis=self.axis)
@@ -107,7 +108,7 @@ class Add(Layer):
     def forward(self, xs, training: bool = False):
         xs = [np.asarray(x) for x in xs]
         if any(x.shape != xs[0].shape for x in xs):
-            raise ValueError(f"{self!r}: inputs must have equal shapes, got {[x.shape for x in xs]}")
+            raise UsageError(f"{self!r}: inputs must have equal shapes, got {[x.shape for x in xs]}")
         self._cache = len(xs)
         y = xs[0].copy()
         for x in xs[1:]:
@@ -135,7 +136,7 @@ class BufferedConcat(Concat):
 
     def __init__(self, capacity: int, continues: bool = False, axis: int = 1):
         if axis != 1:
-            raise ValueError(f"BufferedConcat concatenates channels (axis=1), got axis={axis}")
+            raise UsageError(f"BufferedConcat concatenates channels (axis=1), got axis={axis}")
         super().__init__(axis=1)
         self.capacity = int(capacity)
         self.continues = bool(continues)
@@ -153,11 +154,11 @@ class BufferedConcat(Concat):
             return super().forward(xs, training)
         prev, new = np.asarray(xs[0]), np.asarray(xs[1])
         if prev.ndim != 4 or new.ndim != 4 or prev.shape[0] != new.shape[0] or prev.shape[2:] != new.shape[2:]:
-            raise ValueError(f"{self!r}: inputs must be (N, C, H, W) with equal N, H, W, got "
+            raise UsageError(f"{self!r}: inputs must be (N, C, H, W) with equal N, H, W, got "
                              f"{prev.shape} and {new.shape}")
         c0, c1 = prev.shape[1], prev.shape[1] + new.shape[1]
         if c1 > self.capacity:
-            raise ValueError(f"{self!r}: {c1} channels do not fit in the buffer's {self.capacity}")
+            raise UsageError(f"{self!r}: {c1} channels do not fit in the buffer's {self.capacity}")
         buf = self._owning_buffer(prev) if self.continues else None
         if buf is None:
             buf = np.empty((prev.shape[0], self.capacity) + prev.shape[2:], np.result_type(prev, new))

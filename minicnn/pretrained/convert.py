@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UsageError, file_not_found
 from ..data.datasets import default_positive_class
 from ..data.normalize import Normalizer
 from ..model import Graph
@@ -27,7 +28,7 @@ def guess_torch_architecture(sd: dict) -> str:
     for arch, key in _SIGNATURES:
         if key in sd:
             return arch
-    raise ValueError("could not recognise the architecture of this state dict (looked for DenseNet121, "
+    raise UsageError("could not recognise the architecture of this state dict (looked for DenseNet121, "
                      "InceptionV3, ResNet50, VGG16 keys); name it with --arch")
 
 
@@ -48,7 +49,7 @@ def load_any(path, arch: str | None = None) -> Graph:
     if fmt == "npz":
         from ..model import load
         return load(path)
-    raise ValueError(f"{path}: a {fmt} file holds weights without an architecture; build the model "
+    raise UsageError(f"{path}: a {fmt} file holds weights without an architecture; build the model "
                      f"(e.g. minicnn.pretrained.densenet121(weights=...)) instead of converting it")
 
 
@@ -61,7 +62,7 @@ def attach_preprocessing(model: Graph, preprocess: str, image_size, resize: str 
     """
     norm = Normalizer(preprocess)
     if norm.needs_fit:
-        raise ValueError(f"--preprocess {preprocess!r} needs statistics of a training set; use tf, "
+        raise UsageError(f"--preprocess {preprocess!r} needs statistics of a training set; use tf, "
                          f"imagenet-torch or imagenet-caffe (the preprocessing the weights were trained with)")
     size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(s) for s in image_size]
     k = model.output_shapes((channels, *size))[model.output_name][-1]
@@ -80,7 +81,7 @@ def attach_preprocessing(model: Graph, preprocess: str, image_size, resize: str 
             if k == 2:
                 meta["positive_class"] = positive_class or default_positive_class(classes)
         else:
-            raise ValueError(f"the model has {k} outputs but {len(classes)} class names were given: {classes}")
+            raise UsageError(f"the model has {k} outputs but {len(classes)} class names were given: {classes}")
     model.meta.update(meta)
     model.input_shape = (int(channels), *size)
     return model
@@ -90,7 +91,7 @@ def convert(path, out, preprocess: str, image_size, resize: str = "bilinear", cl
             positive_class=None, arch=None, output_activation: str = "auto") -> str:
     """Import ``path`` and save it as a minicnn ``.npz`` with its preprocessing and classes."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"model file not found: {path}")
+        raise file_not_found("model file", path)
     model = load_any(path, arch)
     attach_preprocessing(model, preprocess, image_size, resize, channels, classes, positive_class, output_activation)
     return model.save(out)

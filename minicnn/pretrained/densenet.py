@@ -38,6 +38,7 @@ import os
 
 import numpy as np
 
+from ..errors import UsageError
 from ..init import rng_from
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
@@ -91,15 +92,15 @@ def densenet_graph(blocks=DENSENET121_BLOCKS, growth_rate: int = 32, num_init_fe
     conv and classifier weights.
     """
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        raise UsageError(f"source must be one of {SOURCES}, got {source!r}")
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        raise UsageError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and pooling == "max":
-        raise ValueError("include_top=True ends in global *average* pooling and the classifier; "
+        raise UsageError("include_top=True ends in global *average* pooling and the classifier; "
                          "pooling='max' is only for include_top=False")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3 or min(input_shape[1:]) < 32:
-        raise ValueError(f"input_shape must be (C, H, W) with H, W >= 32, got {input_shape}")
+        raise UsageError(f"input_shape must be (C, H, W) with H, W >= 32, got {input_shape}")
     rng = rng_from(seed)
     eps = BN_EPS[source]
     g = Graph(input_shape=input_shape, name=name)
@@ -168,7 +169,7 @@ def densenet121(weights=None, include_top: bool = True, pooling=None, classes: i
         path = _resolve_weights(weights)
         file_source = source_of(path)
         if source is not None and file_source is not None and source != file_source:
-            raise ValueError(f"source={source!r} but {path} holds {file_source} weights; "
+            raise UsageError(f"source={source!r} but {path} holds {file_source} weights; "
                              f"leave source=None to take it from the file")
         source = file_source or source
     model = densenet_graph(DENSENET121_BLOCKS, include_top=include_top, pooling=pooling, classes=classes,
@@ -185,5 +186,5 @@ def _resolve_weights(weights) -> str:
     from . import registry
     if isinstance(weights, str) and weights in registry.WEIGHTS:
         return registry.fetch(weights)
-    raise ValueError(f"weights must be None, an existing weight file or a registry name "
+    raise UsageError(f"weights must be None, an existing weight file or a registry name "
                      f"({', '.join(registry.names())}); got {weights!r} (no such file)")

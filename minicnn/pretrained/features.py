@@ -19,6 +19,7 @@ import tempfile
 
 import numpy as np
 
+from ..errors import UsageError
 from ..layers.activation import Dropout, ReLU
 from ..layers.dense import Dense
 from ..layers.pool import GlobalAvgPool2D
@@ -98,7 +99,7 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
     if is_paths and preprocessing is None:
         preprocessing = backbone.meta.get("preprocessing")
         if preprocessing is None:
-            raise ValueError("give preprocessing=... for image files (the backbone's meta names none)")
+            raise UsageError("give preprocessing=... for image files (the backbone's meta names none)")
     if size is None and is_paths and backbone.input_shape is not None:
         size = tuple(backbone.input_shape[1:])
     prep = {"mode": preprocessing, "size": list(size) if size is not None else None,
@@ -134,7 +135,7 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
             if folder is not None:
                 _atomic_save_npy(os.path.join(folder, keys[i] + ".npy"), v)
     if n == 0:
-        raise ValueError("extract_features got no images")
+        raise UsageError("extract_features got no images")
     return np.stack(out)
 
 
@@ -147,7 +148,7 @@ def _load_batch(items, idx, is_paths, preprocessing, size, color) -> np.ndarray:
     if preprocessing is not None:
         return _preprocess(x, preprocessing)
     if x.ndim != 4:
-        raise ValueError(f"without preprocessing, images must be NCHW float arrays, got shape {x.shape}")
+        raise UsageError(f"without preprocessing, images must be NCHW float arrays, got shape {x.shape}")
     return x.astype(np.float32, copy=False)
 
 
@@ -216,7 +217,7 @@ def combine(backbone: Graph, head: Graph, pool_name: str = "pool") -> Graph:
     shapes = backbone.output_shapes()
     clash = set(backbone.nodes) & set(head.nodes)
     if clash:
-        raise ValueError(f"backbone and head share node names {sorted(clash)[:5]}; rename the head's nodes")
+        raise UsageError(f"backbone and head share node names {sorted(clash)[:5]}; rename the head's nodes")
     g = Graph(inputs=list(backbone.input_names), input_shape=backbone.input_shape,
               output_activation=head.output_activation, name=f"{backbone.name or 'backbone'}+{head.name or 'head'}")
     for n in backbone.nodes.values():
@@ -224,7 +225,7 @@ def combine(backbone: Graph, head: Graph, pool_name: str = "pool") -> Graph:
     last = backbone.output_name
     if len(shapes[last]) == 4:
         if pool_name in backbone.nodes:
-            raise ValueError(f"node name {pool_name!r} is taken; pass pool_name=...")
+            raise UsageError(f"node name {pool_name!r} is taken; pass pool_name=...")
         last = g.add(pool_name, GlobalAvgPool2D(), inputs=last)
     head_inputs = set(head.input_names)
     for n in head.nodes.values():
@@ -242,7 +243,7 @@ def unfreeze_last(model: Graph, first: str = "features.denseblock4") -> list[str
     names = list(model.nodes)
     start = next((k for k, n in enumerate(names) if n == first or n.startswith(first + ".")), None)
     if start is None:
-        raise ValueError(f"no node named {first!r} or {first}.* in the model")
+        raise UsageError(f"no node named {first!r} or {first}.* in the model")
     model.freeze()
     for n in names[start:]:
         model.nodes[n].layer.unfreeze()

@@ -25,6 +25,7 @@ import copy
 
 import numpy as np
 
+from ..errors import UsageError
 from ..layers.norm import BatchNorm2D
 from ..layers.shape import BufferedConcat, Concat
 from ..model import Graph
@@ -103,7 +104,7 @@ def _folded_conv(conv, bn: BatchNorm2D):
 def use_concat_buffers(model: Graph) -> Graph:
     """A new Graph whose chains of channel Concats ``c_k = concat(c_{k-1}, new_k)`` share one buffer each."""
     if model.input_shape is None:
-        raise ValueError("use_concat_buffers needs model.input_shape to size the buffers")
+        raise UsageError("use_concat_buffers needs model.input_shape to size the buffers")
     shapes = model.output_shapes()
     concat = {name for name, n in model.nodes.items()
               if type(n.layer) is Concat and n.layer.axis in (1, -3) and len(n.inputs) == 2}

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import re
 
+from ..errors import UsageError
 from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
 from ..layers.conv import Conv2D
@@ -172,10 +173,10 @@ def inception_v3_graph(include_top: bool = True, pooling=None, classes: int = 10
     """Build InceptionV3 with random He-normal convs (see the module docstring)."""
     input_shape = check_builder_args(source, pooling, include_top, input_shape, 75)
     if transform_input and source != "torchvision":
-        raise ValueError("transform_input is torchvision's; Keras InceptionV3 has no such step "
+        raise UsageError("transform_input is torchvision's; Keras InceptionV3 has no such step "
                          "(preprocess with mode 'tf' instead)")
     if transform_input and input_shape[0] != 3:
-        raise ValueError(f"transform_input needs 3 input channels, got input_shape={input_shape}")
+        raise UsageError(f"transform_input needs 3 input channels, got input_shape={input_shape}")
     g = Graph(input_shape=input_shape, name="inception_v3")
     b = _Builder(g, source, rng_from(seed))
     x = g.add("transform_input", Rescaling(TRANSFORM_SCALE, TRANSFORM_OFFSET)) if transform_input else "input"

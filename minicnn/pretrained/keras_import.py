@@ -55,6 +55,7 @@ from collections import Counter
 import h5py
 import numpy as np
 
+from ..errors import KerasImportError
 from ..layers.activation import Dropout, ReLU, Sigmoid, Softmax
 from ..layers.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from ..layers.dense import Dense
@@ -66,10 +67,6 @@ from ..model import Graph
 from .readers import detect_format, read_keras_archive, read_keras_h5
 
 __all__ = ["KerasImportError", "load_keras", "SUPPORTED_LAYERS"]
-
-
-class KerasImportError(ValueError):
-    """A Keras model uses a layer or an option minicnn cannot reproduce exactly."""
 
 
 MODEL_CLASSES = ("Functional", "Model", "Sequential")

@@ -38,6 +38,7 @@ import re
 
 import numpy as np
 
+from ..errors import WeightFileError
 from ..layers.dense import Dense
 from ..layers.norm import BatchNorm2D
 from ..layers.shape import Add
@@ -99,7 +100,7 @@ def convert_torch_state_dict(model, sd: dict, source: str = "<state_dict>") -> t
     for node in weighted_nodes(model):
         kind = _kind(node.layer)
         if kind is None:
-            raise ValueError(f"node {node.name!r}: no torch mapping for {type(node.layer).__name__}")
+            raise WeightFileError(f"node {node.name!r}: no torch mapping for {type(node.layer).__name__}")
         own = {**node.layer.params, **node.layer.buffers}
         for tkey, mkey in TORCH_NAMES[kind].items():
             if mkey in own:
@@ -160,7 +161,7 @@ def _keras_expected(layer) -> list[tuple[str, str, tuple]]:
         if "b" in layer.params:
             out.append(("bias", "b", layer.params["b"].shape))
         return out
-    raise ValueError(f"no Keras mapping for {type(layer).__name__}")
+    raise WeightFileError(f"no Keras mapping for {type(layer).__name__}")
 
 
 def _keras_shape(role: str, kind: str, shape: tuple) -> tuple:
@@ -319,7 +320,7 @@ def _keras3_arch(model):
     """``(call_inputs, name_of)`` for an architecture whose Keras layer order is known, else ``ValueError``."""
     arch = model.meta.get("architecture")
     if model.meta.get("source") != "keras":
-        raise ValueError(f"Keras 3 weights need a model built with source='keras' (this one: "
+        raise WeightFileError(f"Keras 3 weights need a model built with source='keras' (this one: "
                          f"{model.meta.get('source')!r})")
     if arch == "densenet121":
         return None, densenet_keras_name
@@ -332,7 +333,7 @@ def _keras3_arch(model):
         return (lambda node: node.inputs[::-1] if isinstance(node.layer, Add) else node.inputs), resnet50_keras_name
     if arch == "inception_v3":
         return None, _inception_auto_names(model)
-    raise ValueError(f"Keras 3 .weights.h5 files name layers only by class and position; minicnn knows the "
+    raise WeightFileError(f"Keras 3 .weights.h5 files name layers only by class and position; minicnn knows the "
                      f"Keras layer order of densenet121, vgg16, resnet50 and inception_v3, not of {arch!r}. "
                      "For another model load its .keras archive with minicnn.pretrained.keras_import.load_keras.")
 
@@ -362,18 +363,18 @@ def keras3_layers(model, tree: dict, source: str = "<keras 3 weights>") -> list[
     """
     call_inputs, name_of = _keras3_arch(model)
     if tree["vars"] or tree["children"]:
-        raise ValueError(f"{source}: the root holds variables or sub-objects {sorted(tree['children'])}: "
+        raise WeightFileError(f"{source}: the root holds variables or sub-objects {sorted(tree['children'])}: "
                          "not the weights of a Keras application model")
     nested = sorted(k for k, sub in tree["layers"].items() if sub["layers"])
     if nested:
-        raise ValueError(f"{source}: holds a model that wraps another one ({', '.join(f'layers/{k}/' for k in nested)}"
+        raise WeightFileError(f"{source}: holds a model that wraps another one ({', '.join(f'layers/{k}/' for k in nested)}"
                          f"); minicnn reads the weights of the plain keras.applications model. Save those with "
                          f"the inner model's save_weights (e.g. outer.get_layer('densenet121').save_weights(...)), "
                          f"or import the whole .keras archive with minicnn.pretrained.keras_import.load_keras.")
     weighted = {n.name for n in weighted_nodes(model)}
     order = [n for n in keras_layer_order(model, call_inputs) if n in weighted]
     if len(order) != len(weighted):                # pragma: no cover (a weighted node the output ignores)
-        raise ValueError(f"nodes {sorted(weighted - set(order))} do not lead to the model's output")
+        raise WeightFileError(f"nodes {sorted(weighted - set(order))} do not lead to the model's output")
     count, expected = {}, []                       # [(node, key)] in Keras order
     for name in order:
         cls = KERAS3_CLASS_KEYS[_kind(model.nodes[name].layer)]
@@ -459,7 +460,7 @@ def load_weights(model, path):
         return getattr(importlib.import_module(module, __package__), function)(model, path)
     built_for, file_source = model.meta.get("source"), source_of(path)
     if built_for and file_source and built_for != file_source:
-        raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
+        raise WeightFileError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
                          f"(batch-norm eps and padding differ); build it with source={file_source!r}")
     if fmt in KERAS_FORMATS or fmt == KERAS3_WEIGHTS:
         dropped = load_keras_h5(model, path)
@@ -477,6 +478,6 @@ def load_weights(model, path):
         hint = ("it is a whole Keras model (architecture + weights): import it with "
                 "minicnn.pretrained.load_keras(path) or `minicnn convert`" if fmt == "keras_archive"
                 else "see pretrained/README.md for the supported weight files")
-        raise ValueError(f"{path}: load_weights reads weight files into a built architecture, not {fmt} files; {hint}")
+        raise WeightFileError(f"{path}: load_weights reads weight files into a built architecture, not {fmt} files; {hint}")
     model.meta.update({"source": source, "weights": os.path.basename(path), "dropped": dropped})
     return model

@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from ..errors import UsageError
 from ..data.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer  # noqa: F401 (re-exported)
 
 MODES = ("torch", "caffe", "tf")
@@ -33,14 +34,14 @@ def resolve_mode(mode_or_weights) -> str:
     if isinstance(meta, dict):
         mode = meta.get("preprocessing")
         if mode not in MODES:
-            raise ValueError(f"the model's meta['preprocessing'] is {mode!r}; expected one of {MODES}")
+            raise UsageError(f"the model's meta['preprocessing'] is {mode!r}; expected one of {MODES}")
         return mode
     if mode_or_weights in MODES:
         return mode_or_weights
     from .registry import WEIGHTS
     if mode_or_weights in WEIGHTS:
         return WEIGHTS[mode_or_weights].preprocessing
-    raise ValueError(f"unknown preprocessing {mode_or_weights!r}: give a mode {MODES}, a weights name "
+    raise UsageError(f"unknown preprocessing {mode_or_weights!r}: give a mode {MODES}, a weights name "
                      f"({', '.join(sorted(WEIGHTS))}) or a model built by minicnn.pretrained")
 
 
@@ -54,11 +55,11 @@ def to_nhwc(images) -> np.ndarray:
     elif x.ndim == 3:
         x = x[None] if x.shape[-1] in (1, 3) else x[..., None]      # HWC, else NHW
     elif x.ndim != 4:
-        raise ValueError(f"images must be HW, NHW, HWC or NHWC, got shape {x.shape}")
+        raise UsageError(f"images must be HW, NHW, HWC or NHWC, got shape {x.shape}")
     if x.shape[-1] == 1:
         x = np.repeat(x, 3, axis=-1)
     if x.shape[-1] != 3:
-        raise ValueError(f"images must have 1 or 3 channels last (NHWC), got shape {x.shape}")
+        raise UsageError(f"images must have 1 or 3 channels last (NHWC), got shape {x.shape}")
     return x.astype(np.float32, copy=False)
 
 

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field
 import h5py
 import numpy as np
 
-from .torch_pickle import UnsafeCheckpointError, is_torch_legacy_file, load_torch_checkpoint
+from ..errors import WeightFileError, file_not_found
+from .torch_pickle import UnsafeFileError, is_torch_legacy_file, load_torch_checkpoint
 
 __all__ = [
-    "FORMATS", "KerasLayerWeights", "UnsafeCheckpointError", "detect_format", "read_keras_h5",
+    "FORMATS", "KerasLayerWeights", "UnsafeFileError", "detect_format", "read_keras_h5",
     "read_keras3_weights", "read_keras_archive", "read_torch_state_dict",
     "normalize_torch_keys", "num_batches_tracked_keys", "read_npz_weights",
 ]
@@ -47,9 +48,9 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 def _check_exists(path) -> str:
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"weight file not found: {path}")
+        raise file_not_found("weight file", path)
     if os.path.isdir(path):
-        raise ValueError(f"{path} is a directory, not a weight file")
+        raise WeightFileError(f"{path} is a directory, not a weight file")
     return path
 
 
@@ -57,7 +58,7 @@ def _open_h5(path: str) -> h5py.File:
     try:
         return h5py.File(path, "r")
     except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e}); supported formats: "
+        raise WeightFileError(f"{path}: not a readable HDF5 file ({e}); supported formats: "
                          f"{', '.join(FORMATS)}") from None
 
 
@@ -121,13 +122,13 @@ def read_keras_h5(path) -> list[KerasLayerWeights]:
         if root is None:
             hint = (" It looks like a Keras 3 '.weights.h5' file: use read_keras3_weights."
                     if ("layers" in f or "vars" in f) else "")
-            raise ValueError(f"{path}: not a legacy Keras HDF5 weight file (no 'layer_names' "
+            raise WeightFileError(f"{path}: not a legacy Keras HDF5 weight file (no 'layer_names' "
                              f"attribute at the root or under /model_weights).{hint}")
         out = []
         for lname in _string_list_attr(root, "layer_names"):
             g = root.get(lname)
             if not isinstance(g, h5py.Group):
-                raise ValueError(f"{path}: layer '{lname}' is listed in layer_names but has no group")
+                raise WeightFileError(f"{path}: layer '{lname}' is listed in layer_names but has no group")
             wnames = _string_list_attr(g, "weight_names") or []
             if not wnames:
                 continue
@@ -135,11 +136,11 @@ def read_keras_h5(path) -> list[KerasLayerWeights]:
             for wn in wnames:
                 ds = g.get(wn)
                 if not isinstance(ds, h5py.Dataset):
-                    raise ValueError(f"{path}: weight '{wn}' of layer '{lname}' is missing")
+                    raise WeightFileError(f"{path}: weight '{wn}' of layer '{lname}' is missing")
                 try:
                     arrays.append(np.array(ds[()]))
                 except OSError as e:
-                    raise ValueError(f"{path}: cannot read weight '{wn}' of layer '{lname}' ({e})") from None
+                    raise WeightFileError(f"{path}: cannot read weight '{wn}' of layer '{lname}' ({e})") from None
             out.append(KerasLayerWeights(lname, wnames, arrays))
         return out
 
@@ -149,11 +150,11 @@ def _vars_sorted(group, where: str) -> list[np.ndarray]:
     items = []
     for k in group.keys():
         if not k.isdigit():
-            raise ValueError(f"{where}: unexpected variable name '{k}' (expected 0, 1, 2, ...)")
+            raise WeightFileError(f"{where}: unexpected variable name '{k}' (expected 0, 1, 2, ...)")
         items.append((int(k), k))
     items.sort()                      # by integer: "10" after "9"
     if [i for i, _ in items] != list(range(len(items))):
-        raise ValueError(f"{where}: variable indices {[i for i, _ in items]} are not 0..n-1")
+        raise WeightFileError(f"{where}: variable indices {[i for i, _ in items]} are not 0..n-1")
     return [np.array(group[k][()]) for _, k in items]
 
 
@@ -192,20 +193,20 @@ def read_keras3_weights(path_or_h5file) -> dict:
     try:                                 # a binary file object, e.g. io.BytesIO
         f = h5py.File(path_or_h5file, "r")
     except OSError as e:
-        raise ValueError(f"{path_or_h5file!r}: not a readable HDF5 file ({e})") from None
+        raise WeightFileError(f"{path_or_h5file!r}: not a readable HDF5 file ({e})") from None
     with f:
         return _read_keras3_open(f, repr(path_or_h5file))
 
 
 def _read_keras3_open(f: h5py.File, where: str) -> dict:
     if _legacy_root(f) is not None:
-        raise ValueError(f"{where}: this is a legacy Keras HDF5 file; use read_keras_h5")
+        raise WeightFileError(f"{where}: this is a legacy Keras HDF5 file; use read_keras_h5")
     if "layers" not in f and "vars" not in f:
-        raise ValueError(f"{where}: not a Keras 3 weights file (no 'layers' or 'vars' group)")
+        raise WeightFileError(f"{where}: not a Keras 3 weights file (no 'layers' or 'vars' group)")
     try:
         return _keras3_node(f, where, skip=("optimizer",))
     except OSError as e:
-        raise ValueError(f"{where}: corrupt Keras 3 weights file ({e})") from None
+        raise WeightFileError(f"{where}: corrupt Keras 3 weights file ({e})") from None
 
 
 def read_keras_archive(path) -> tuple[dict, dict]:
@@ -220,15 +221,15 @@ def read_keras_archive(path) -> tuple[dict, dict]:
             names = set(zf.namelist())
             missing = [m for m in ("config.json", "model.weights.h5") if m not in names]
             if missing:
-                raise ValueError(f"{path}: not a Keras archive (missing {', '.join(missing)})")
+                raise WeightFileError(f"{path}: not a Keras archive (missing {', '.join(missing)})")
             config = json.loads(zf.read("config.json").decode("utf8"))
             h5bytes = zf.read("model.weights.h5")
     except (zipfile.BadZipFile, OSError, EOFError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: corrupt Keras archive ({type(e).__name__}: {e})") from None
+        raise WeightFileError(f"{path}: corrupt Keras archive ({type(e).__name__}: {e})") from None
     try:
         f = h5py.File(io.BytesIO(h5bytes), "r")
     except OSError as e:
-        raise ValueError(f"{path}: model.weights.h5 in the archive is not readable HDF5 ({e})") from None
+        raise WeightFileError(f"{path}: model.weights.h5 in the archive is not readable HDF5 ({e})") from None
     with f:
         return config, _read_keras3_open(f, f"{path}!model.weights.h5")
 
@@ -261,7 +262,7 @@ def normalize_torch_keys(state_dict: dict, source: str = "<state_dict>") -> dict
         if m:
             new = f"{m.group(1)}{m.group(2)}.{m.group(3)}"
         if new in out:
-            raise ValueError(f"{source}: keys collide after normalisation: '{key}' -> '{new}'")
+            raise WeightFileError(f"{source}: keys collide after normalisation: '{key}' -> '{new}'")
         out[new] = value
     return out
 
@@ -287,10 +288,10 @@ def _unwrap_checkpoint(obj, path: str) -> dict:
             if _is_tensor_dict(obj.get(key)):
                 return obj[key]
         keys = ", ".join(repr(k) for k in list(obj)[:12])
-        raise ValueError(f"{path}: no state_dict found: the checkpoint is a dict with keys {keys} "
+        raise WeightFileError(f"{path}: no state_dict found: the checkpoint is a dict with keys {keys} "
                          "that is neither a name -> tensor mapping nor holds one under "
                          "'state_dict' / 'model_state_dict' / 'model'")
-    raise ValueError(f"{path}: the checkpoint holds a {type(obj).__name__}, not a state_dict")
+    raise WeightFileError(f"{path}: the checkpoint holds a {type(obj).__name__}, not a state_dict")
 
 
 _ST_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
@@ -310,7 +311,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
         with safe_open(path, framework="numpy"):
             pass
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path}: corrupt or unsupported safetensors file ({e})") from None
+        raise WeightFileError(f"{path}: corrupt or unsupported safetensors file ({e})") from None
     with open(path, "rb") as f:
         n = struct.unpack("<Q", f.read(8))[0]
         header = json.loads(f.read(n))
@@ -321,7 +322,7 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     for name, info in entries:
         dt = info["dtype"]
         if dt not in _ST_DTYPES:
-            raise ValueError(f"{path}: tensor '{name}' has unsupported dtype {dt}")
+            raise WeightFileError(f"{path}: tensor '{name}' has unsupported dtype {dt}")
         begin, end = info["data_offsets"]
         arr = np.frombuffer(data[begin:end], dtype=np.dtype(_ST_DTYPES[dt]))
         arr = arr.reshape(info["shape"]).astype(np.dtype(_ST_DTYPES[dt]).newbyteorder("="), copy=True)
@@ -335,7 +336,7 @@ def read_torch_state_dict(path, *, normalize_keys: bool = True) -> dict[str, np.
     """Read a torch state_dict from ``.safetensors`` or ``.pth``/``.pt``/``.pth.tar`` -- without torch.
 
     Torch checkpoints (zip or legacy format) are parsed by :mod:`minicnn.pretrained.torch_pickle`,
-    which refuses any pickle global outside a small allow-list (:class:`UnsafeCheckpointError`)
+    which refuses any pickle global outside a small allow-list (:class:`UnsafeFileError`)
     and so never executes code. A checkpoint dict holding the weights under ``state_dict`` (e.g.
     CheXNet's ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``), ``model_state_dict``
     or ``model`` is unwrapped. With ``normalize_keys`` the keys go through
@@ -353,7 +354,7 @@ def read_torch_state_dict(path, *, normalize_keys: bool = True) -> dict[str, np.
     elif fmt in ("torch_zip", "torch_legacy"):
         sd = _unwrap_checkpoint(load_torch_checkpoint(path), path)
     else:
-        raise ValueError(f"{path}: is a {fmt} file, not a torch state_dict "
+        raise WeightFileError(f"{path}: is a {fmt} file, not a torch state_dict "
                          "(.pth/.pt/.pth.tar or .safetensors)")
     sd = dict(sd)
     return normalize_torch_keys(sd, path) if normalize_keys else sd
@@ -366,9 +367,9 @@ def read_npz_weights(path) -> dict[str, np.ndarray]:
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"{path}: not a readable .npz file ({e})") from None
+        raise WeightFileError(f"{path}: not a readable .npz file ({e})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: is a single .npy array, not an .npz weight archive")
+        raise WeightFileError(f"{path}: is a single .npy array, not an .npz weight archive")
     out = {}
     with npz:
         for key in npz.files:
@@ -376,11 +377,11 @@ def read_npz_weights(path) -> dict[str, np.ndarray]:
                 out[key] = npz[key]
             except ValueError as e:
                 if "allow_pickle" in str(e) or "Object arrays" in str(e):
-                    raise ValueError(f"{path}: array '{key}' holds pickled Python objects; minicnn "
+                    raise WeightFileError(f"{path}: array '{key}' holds pickled Python objects; minicnn "
                                      "never unpickles weight files. Save plain numeric arrays.") from None
-                raise ValueError(f"{path}: cannot read array '{key}' ({e})") from None
+                raise WeightFileError(f"{path}: cannot read array '{key}' ({e})") from None
             except (OSError, EOFError, zipfile.BadZipFile) as e:
-                raise ValueError(f"{path}: corrupt array '{key}' ({e})") from None
+                raise WeightFileError(f"{path}: corrupt array '{key}' ({e})") from None
     return out
 
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ..errors import FetchError, UnknownNameError
+
 
 @dataclass(frozen=True)
 class WeightsEntry:
@@ -86,17 +88,13 @@ WEIGHTS: dict[str, WeightsEntry] = {e.name: e for e in (
 )}
 
 
-class FetchError(RuntimeError):
-    """A download failed or a file did not match its published digest."""
-
-
 def names() -> list[str]:
     return sorted(WEIGHTS)
 
 
 def get(name: str) -> WeightsEntry:
     if name not in WEIGHTS:
-        raise KeyError(f"unknown weights {name!r}; known: {', '.join(names())}")
+        raise UnknownNameError(f"unknown weights {name!r}; known: {', '.join(names())}")
     return WEIGHTS[name]
 
 

@@ -4,7 +4,7 @@ A checkpoint written by ``torch.save`` is a pickle, and unpickling runs whatever
 file names. This module never calls ``pickle.load``: it uses :class:`SafeTorchUnpickler`, whose
 ``find_class`` answers only a short allow-list of names, each mapped to a harmless stand-in
 defined here (``torch`` is never imported). Every other global -- ``os.system``, ``builtins.eval``,
-``posix.system``, a model class -- raises :class:`UnsafeCheckpointError` naming it.
+``posix.system``, a model class -- raises :class:`UnsafeFileError` naming it.
 
 Allowed globals
     ``collections.OrderedDict``; ``torch._utils._rebuild_tensor``, ``_rebuild_tensor_v2``,
@@ -43,16 +43,14 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UnsafeCheckpointError", "SafeTorchUnpickler", "TensorRef", "load_torch_checkpoint",
+from ..errors import UnsafeFileError, WeightFileError, file_not_found
+
+__all__ = ["UnsafeFileError", "SafeTorchUnpickler", "TensorRef", "load_torch_checkpoint",
            "is_torch_legacy_file", "LEGACY_MAGIC_NUMBER"]
 
 #: First pickle of a legacy torch checkpoint.
 LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL_VERSION = 1001
-
-
-class UnsafeCheckpointError(ValueError):
-    """The checkpoint's pickle names a global outside the allow-list; nothing was executed."""
 
 
 # --------------------------------------------------------------------------------- stand-ins
@@ -185,7 +183,7 @@ class SafeTorchUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED[(module, name)]
         except KeyError:
-            raise UnsafeCheckpointError(
+            raise UnsafeFileError(
                 f"{self.source}: refusing to load the global '{module}.{name}' named by the "
                 "checkpoint's pickle; minicnn reads only tensors, dicts and plain values and never "
                 "executes code from a weight file. Re-save a plain state_dict "
@@ -213,10 +211,10 @@ def _np_dtype(dtype: _TorchDtype, byteorder: str) -> np.dtype:
 
 def _storage_array(ref: _StorageRef, dtype: _TorchDtype, byteorder: str, source: str) -> np.ndarray:
     if ref.data is None:
-        raise ValueError(f"{source}: the bytes of storage '{ref.key}' are missing (truncated file?)")
+        raise WeightFileError(f"{source}: the bytes of storage '{ref.key}' are missing (truncated file?)")
     dt = _np_dtype(dtype, byteorder)
     if len(ref.data) % dt.itemsize:
-        raise ValueError(f"{source}: storage '{ref.key}' has {len(ref.data)} bytes, not a "
+        raise WeightFileError(f"{source}: storage '{ref.key}' has {len(ref.data)} bytes, not a "
                          f"multiple of {dt.itemsize} ({dtype})")
     return np.frombuffer(ref.data, dtype=dt)
 
@@ -227,13 +225,13 @@ def _resolve_tensor(t: TensorRef, byteorder: str, source: str) -> np.ndarray:
     ok = (isinstance(offset, int) and offset >= 0 and len(size) == len(stride)
           and all(isinstance(v, int) and v >= 0 for v in size + stride))
     if not ok:
-        raise ValueError(f"{source}: malformed tensor (offset {offset!r}, size {size!r}, stride {stride!r})")
+        raise WeightFileError(f"{source}: malformed tensor (offset {offset!r}, size {size!r}, stride {stride!r})")
     if any(s == 0 for s in size):
         arr = np.zeros(size, dtype=store.dtype)
     else:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= store.size:
-            raise ValueError(f"{source}: tensor of size {size} reads element {last} of storage "
+            raise WeightFileError(f"{source}: tensor of size {size} reads element {last} of storage "
                              f"'{t.storage.key}' which has only {store.size} (corrupt file)")
         base = store[offset:]
         arr = np.lib.stride_tricks.as_strided(
@@ -247,11 +245,11 @@ def _resolve_tensor(t: TensorRef, byteorder: str, source: str) -> np.ndarray:
 def _resolve(obj, byteorder: str, source: str, depth: int = 0):
     """Replace every TensorRef in nested dicts/lists/tuples by a NumPy array."""
     if depth > 200:
-        raise ValueError(f"{source}: object nesting too deep")
+        raise WeightFileError(f"{source}: object nesting too deep")
     if isinstance(obj, TensorRef):
         return _resolve_tensor(obj, byteorder, source)
     if isinstance(obj, _StorageRef):
-        raise ValueError(f"{source}: a bare storage (not a tensor) is not supported")
+        raise WeightFileError(f"{source}: a bare storage (not a tensor) is not supported")
     if isinstance(obj, dict):
         out = type(obj)() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
@@ -270,12 +268,12 @@ def _unpickle(data_or_file, source: str) -> tuple[Any, SafeTorchUnpickler]:
     up = SafeTorchUnpickler(f, source)
     try:
         return up.load(), up
-    except UnsafeCheckpointError:
+    except UnsafeFileError:
         raise
     except RecursionError:
-        raise ValueError(f"{source}: pickle nested too deeply") from None
+        raise WeightFileError(f"{source}: pickle nested too deeply") from None
     except Exception as e:   # UnpicklingError, EOFError, TypeError from a bad REDUCE, ...
-        raise ValueError(f"{source}: corrupt or unsupported torch checkpoint pickle "
+        raise WeightFileError(f"{source}: corrupt or unsupported torch checkpoint pickle "
                          f"({type(e).__name__}: {e})") from None
 
 
@@ -283,37 +281,37 @@ def _load_zip(path: str) -> Any:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path}: not a readable zip archive ({e})") from None
+        raise WeightFileError(f"{path}: not a readable zip archive ({e})") from None
     with zf:
         names = zf.namelist()
         pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
-            raise ValueError(f"{path}: not a torch zip checkpoint (expected one '<root>/data.pkl', "
+            raise WeightFileError(f"{path}: not a torch zip checkpoint (expected one '<root>/data.pkl', "
                              f"found {len(pkls)})")
         root = pkls[0][: -len("data.pkl")]
         if root + "constants.pkl" in names or any(n.startswith(root + "code/") for n in names):
-            raise ValueError(f"{path}: this is a TorchScript archive (torch.jit.save); save the "
+            raise WeightFileError(f"{path}: this is a TorchScript archive (torch.jit.save); save the "
                              "model's state_dict with torch.save instead")
         try:
             byteorder = zf.read(root + "byteorder").decode().strip() if root + "byteorder" in names else "little"
             if byteorder not in ("little", "big"):
-                raise ValueError(f"{path}: unknown byteorder {byteorder!r}")
+                raise WeightFileError(f"{path}: unknown byteorder {byteorder!r}")
             obj, up = _unpickle(zf.read(pkls[0]), path)
             for key, ref in up.storages.items():
                 member = root + "data/" + key
                 if member not in names:
-                    raise ValueError(f"{path}: storage member '{member}' is missing")
+                    raise WeightFileError(f"{path}: storage member '{member}' is missing")
                 ref.data = zf.read(member)
                 _check_storage_size(ref, path)
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-            raise ValueError(f"{path}: corrupt torch zip checkpoint ({e})") from None
+            raise WeightFileError(f"{path}: corrupt torch zip checkpoint ({e})") from None
     return _resolve(obj, byteorder, path)
 
 
 def _check_storage_size(ref: _StorageRef, source: str) -> None:
     itemsize = 1 if ref.stype.dtype is None else _np_dtype(ref.stype.dtype, "little").itemsize
     if len(ref.data) < ref.numel * itemsize:
-        raise ValueError(f"{source}: storage '{ref.key}' holds {len(ref.data)} bytes, "
+        raise WeightFileError(f"{source}: storage '{ref.key}' holds {len(ref.data)} bytes, "
                          f"expected {ref.numel * itemsize} (truncated file?)")
 
 
@@ -327,34 +325,34 @@ def is_torch_legacy_file(head: bytes) -> bool:
 def _load_legacy(path: str) -> Any:
     with open(path, "rb") as f:
         if not is_torch_legacy_file(f.read(16)):
-            raise ValueError(f"{path}: not a legacy torch checkpoint (magic number missing)")
+            raise WeightFileError(f"{path}: not a legacy torch checkpoint (magic number missing)")
         f.seek(0)
         magic, _ = _unpickle(f, path)
         protocol, _ = _unpickle(f, path)
         sys_info, _ = _unpickle(f, path)
         if magic != LEGACY_MAGIC_NUMBER or protocol != _LEGACY_PROTOCOL_VERSION or not isinstance(sys_info, dict):
-            raise ValueError(f"{path}: unsupported legacy torch checkpoint header "
+            raise WeightFileError(f"{path}: unsupported legacy torch checkpoint header "
                              f"(protocol {protocol!r})")
         byteorder = "little" if sys_info.get("little_endian", True) else "big"
         obj, up = _unpickle(f, path)
         keys, _ = _unpickle(f, path)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise ValueError(f"{path}: malformed storage key list")
+            raise WeightFileError(f"{path}: malformed storage key list")
         roots = {}
         for key in keys:
             ref = up.storages.get(key)
             if ref is None:
-                raise ValueError(f"{path}: storage '{key}' listed but never used")
+                raise WeightFileError(f"{path}: storage '{key}' listed but never used")
             head = f.read(8)
             if len(head) != 8:
-                raise ValueError(f"{path}: truncated before the data of storage '{key}'")
+                raise WeightFileError(f"{path}: truncated before the data of storage '{key}'")
             count = struct.unpack("<q" if byteorder == "little" else ">q", head)[0]
             itemsize = 1 if ref.stype.dtype is None else _np_dtype(ref.stype.dtype, byteorder).itemsize
             if count < 0 or count * itemsize > os.fstat(f.fileno()).st_size:
-                raise ValueError(f"{path}: impossible element count {count} for storage '{key}'")
+                raise WeightFileError(f"{path}: impossible element count {count} for storage '{key}'")
             ref.data = f.read(count * itemsize)
             if len(ref.data) != count * itemsize:
-                raise ValueError(f"{path}: truncated data of storage '{key}'")
+                raise WeightFileError(f"{path}: truncated data of storage '{key}'")
             roots[key] = ref
     # Very old files: a storage can be a view (view_key, offset, size) into a root storage.
     for ref in up.storages.values():
@@ -365,9 +363,9 @@ def _load_legacy(path: str) -> Any:
                 isz = 1 if root.stype.dtype is None else _np_dtype(root.stype.dtype, byteorder).itemsize
                 ref.data = root.data[v_off * isz:(v_off + v_size) * isz]
             except (KeyError, TypeError, ValueError):
-                raise ValueError(f"{path}: malformed storage view {ref.view!r}") from None
+                raise WeightFileError(f"{path}: malformed storage view {ref.view!r}") from None
         elif ref.data is None:
-            raise ValueError(f"{path}: storage '{ref.key}' has no data")
+            raise WeightFileError(f"{path}: storage '{ref.key}' has no data")
         _check_storage_size(ref, path)
     return _resolve(obj, byteorder, path)
 
@@ -377,17 +375,17 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
 
     Returns whatever object was saved (usually an ``OrderedDict`` state_dict, or a dict holding
     one), with every tensor replaced by a contiguous ``np.ndarray``. Raises
-    :class:`UnsafeCheckpointError` if the pickle names a global outside the allow-list and
+    :class:`UnsafeFileError` if the pickle names a global outside the allow-list and
     ``ValueError`` naming the file if it is corrupt or not a torch checkpoint.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no such checkpoint file: {path}")
+        raise file_not_found("checkpoint file", path)
     if zipfile.is_zipfile(path):
         return _load_zip(path)
     with open(path, "rb") as f:
         head = f.read(16)
     if is_torch_legacy_file(head):
         return _load_legacy(path)
-    raise ValueError(f"{path}: not a torch checkpoint (neither a torch zip archive nor the legacy "
+    raise WeightFileError(f"{path}: not a torch checkpoint (neither a torch zip archive nor the legacy "
                      "pickle format)")

@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from ..errors import UsageError
 from .. import metrics
 from ..model import Graph
 
@@ -27,20 +28,20 @@ def _backbone(name: str, weights, image_size: int | None, seed: int = 0) -> tupl
     from .. import pretrained
     builder = getattr(pretrained, name, None)
     if builder is None or not callable(builder):
-        raise ValueError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
+        raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
     size = image_size or DEFAULT_SIZES.get(name, 224)
     model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
     model.freeze()
     mode = model.meta.get("preprocessing")
     if not isinstance(mode, str):
-        raise ValueError(f"backbone {name!r} does not say which preprocessing its weights need")
+        raise UsageError(f"backbone {name!r} does not say which preprocessing its weights need")
     return model, mode, size
 
 
 def _features(backbone, dataset, mode, size, cache, batch_size):
     from .features import extract_features
     if dataset.paths is None:
-        raise ValueError("transfer learning reads image files (a folder or CSV dataset)")
+        raise UsageError("transfer learning reads image files (a folder or CSV dataset)")
     return extract_features(backbone, dataset.paths, cache=cache, batch_size=batch_size, preprocessing=mode,
                             size=(size, size), color="rgb", progress=True)
 

@@ -39,6 +39,7 @@ import re
 
 import numpy as np
 
+from ..errors import UsageError
 from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
 from ..layers.conv import Conv2D
@@ -59,15 +60,15 @@ PREPROCESSING = {"torchvision": "torch", "keras": "caffe"}
 def check_builder_args(source, pooling, include_top, input_shape, min_size: int) -> tuple:
     """Validate the builder arguments every architecture shares; returns ``input_shape`` as ints."""
     if source not in SOURCES:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+        raise UsageError(f"source must be one of {SOURCES}, got {source!r}")
     if pooling not in (None, "avg", "max"):
-        raise ValueError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
+        raise UsageError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
     if include_top and pooling == "max":
-        raise ValueError("include_top=True ends in global *average* pooling (or Flatten) and the classifier; "
+        raise UsageError("include_top=True ends in global *average* pooling (or Flatten) and the classifier; "
                          "pooling='max' is only for include_top=False")
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) != 3 or min(input_shape[1:]) < min_size:
-        raise ValueError(f"input_shape must be (C, H, W) with H, W >= {min_size}, got {input_shape}")
+        raise UsageError(f"input_shape must be (C, H, W) with H, W >= {min_size}, got {input_shape}")
     return input_shape
 
 
@@ -81,7 +82,7 @@ def source_from_weights(weights, source):
     path = _resolve_weights(weights)
     file_source = source_of(path)
     if source is not None and file_source is not None and source != file_source:
-        raise ValueError(f"source={source!r} but {path} holds {file_source} weights; "
+        raise UsageError(f"source={source!r} but {path} holds {file_source} weights; "
                          f"leave source=None to take it from the file")
     return path, file_source or source or "torchvision"
 
@@ -133,7 +134,7 @@ def load_arch_weights(model, path, *, keras_names=(), keras_order=None, keras_fi
         return load_weights(model, path)
     built_for, file_source = model.meta.get("source"), source_of(path)
     if built_for and file_source and built_for != file_source:
-        raise ValueError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
+        raise UsageError(f"{path} holds {file_source} weights but the model was built with source={built_for!r} "
                          f"(batch-norm eps, padding and pooling differ); build it with source={file_source!r}")
     if keras:
         layers = read_keras_layers(model, path)    # a Keras 3 .weights.h5: the same list, in Keras' layer order

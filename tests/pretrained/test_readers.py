@@ -19,7 +19,7 @@ from minicnn.pretrained.readers import (
     read_keras3_weights, read_keras_archive, read_keras_h5, read_npz_weights,
     read_torch_state_dict)
 from minicnn.pretrained.torch_pickle import (
-    LEGACY_MAGIC_NUMBER, UnsafeCheckpointError, load_torch_checkpoint)
+    LEGACY_MAGIC_NUMBER, UnsafeFileError, load_torch_checkpoint)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REF_H5 = SHARED / "ref" / "keras_densenet121_random_notop.h5"
@@ -436,7 +436,7 @@ def test_malicious_checkpoint_refused(tmp_path, container, nested):
     p = tmp_path / f"evil_{container}.pth"
     (_evil_zip if container == "zip" else _evil_legacy)(p, payload)
     assert detect_format(p) == ("torch_zip" if container == "zip" else "torch_legacy")
-    with pytest.raises(UnsafeCheckpointError, match=r"(posix|os)\.system") as ei:
+    with pytest.raises(UnsafeFileError, match=r"(posix|os)\.system") as ei:
         read_torch_state_dict(p)
     assert str(p) in str(ei.value)
     assert isinstance(ei.value, ValueError)
@@ -446,7 +446,7 @@ def test_malicious_checkpoint_refused(tmp_path, container, nested):
 def test_malicious_eval_refused(tmp_path):
     p = tmp_path / "eval.pth"
     _evil_zip(p, pickle.dumps({"x": _EvalEvil()}, protocol=4))   # STACK_GLOBAL opcode
-    with pytest.raises(UnsafeCheckpointError, match=r"builtins\.eval"):
+    with pytest.raises(UnsafeFileError, match=r"builtins\.eval"):
         read_torch_state_dict(p)
 
 
