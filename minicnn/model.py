@@ -142,7 +142,11 @@ class Graph:
         return sd
 
     def load_state_dict(self, sd: dict, strict: bool = True) -> None:
-        """Copy arrays in by name; strict: names and shapes must match exactly (all problems listed)."""
+        """Copy arrays in by name, into the model's existing arrays (so an optimizer built before
+        still updates the model's real parameters), cast to their dtype.
+
+        strict: names and shapes must match exactly (all problems listed); nothing is copied then.
+        """
         own = self.state_dict()
         missing = sorted(set(own) - set(sd))
         unexpected = sorted(set(sd) - set(own))
@@ -159,7 +163,7 @@ class Graph:
                 for k in d:
                     key = f"{n.name}.{k}"
                     if key in sd:
-                        d[k] = np.array(sd[key], dtype=d[k].dtype)
+                        np.copyto(d[k], np.asarray(sd[key]), casting="unsafe")
 
     def num_params(self, trainable_only: bool = False) -> int:
         return int(sum(l.num_params for l in self.layers if l.trainable or not trainable_only))
@@ -202,10 +206,12 @@ class Graph:
         uses[self.output_name] += 1
         return uses
 
-    def forward(self, x, training: bool = False, keep=(), _cache: bool = True):
+    def forward(self, x, training: bool = False, keep=(), rngs: dict | None = None, _cache: bool = True):
         """Run every node; returns the output node's value (before ``output_activation``).
 
         ``keep``: node names whose outputs are stored in ``self.activations`` (Grad-CAM, traces).
+        ``rngs``: ``{node name: np.random.Generator}`` for the layers that draw random numbers in
+        training (``layer.uses_rng``, e.g. Dropout); a layer not named uses its own seeded generator.
         ``_cache=False`` with ``training=False`` is the inference path ``predict`` takes: each layer's
         ``infer`` runs (no caches, so no ``backward`` after it), intermediate arrays nobody else
         reads may be overwritten (never the inputs or kept activations), and BLAS is held at one
@@ -221,12 +227,12 @@ class Graph:
         keep = set(keep)
         self.activations = {}
         if training or _cache:
-            return self._run_nodes(values, uses, keep, training, _cache, xs)
+            return self._run_nodes(values, uses, keep, training, _cache, xs, rngs or {})
         # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.kernels.threads)
         with blas_single_thread_or_null():
-            return self._run_nodes(values, uses, keep, training, _cache, xs)
+            return self._run_nodes(values, uses, keep, training, _cache, xs, {})
 
-    def _run_nodes(self, values, uses, keep, training, _cache, inputs):
+    def _run_nodes(self, values, uses, keep, training, _cache, inputs, rngs):
         infer = not (training or _cache)                   # inference: Layer.infer, no caches
         for node in self.nodes.values():
             args = [values[i] for i in node.inputs]
@@ -235,6 +241,8 @@ class Graph:
                 if infer:
                     y = node.layer.infer(x, overwrite=not node.layer.multi_input
                                          and self._may_overwrite(node, x, values, uses, inputs))
+                elif node.layer.uses_rng and node.name in rngs:
+                    y = node.layer.forward(x, training=training, rng=rngs[node.name])
                 else:
                     y = node.layer.forward(x, training=training)
             except ValueError as e:
@@ -297,11 +305,7 @@ class Graph:
             if g is None or not reach[node.name]:
                 node.layer.clear_cache()
                 continue
-            node.layer.need_input_grad = need_dx[node.name]
-            try:
-                dx = node.layer.backward(g)
-            finally:
-                node.layer.need_input_grad = True
+            dx = node.layer.backward(g, need_dx=need_dx[node.name])
             if not need_dx[node.name]:
                 continue
             dxs = dx if node.layer.multi_input else [dx]

@@ -35,8 +35,11 @@ class Optimizer:
             g = grads.get(name)
             if g is None:
                 raise UsageError(f"no gradient for param {name!r}: call model.backward(...) before step()")
-            if g.shape != p.shape:
-                raise UsageError(f"gradient for {name!r} has shape {g.shape}, param has {p.shape}")
+            if g.shape != p.shape or g.dtype != p.dtype:
+                raise UsageError(
+                    f"gradient for {name!r} is {g.dtype}{list(g.shape)} but this optimizer holds a {p.dtype}"
+                    f"{list(p.shape)} parameter: the model's arrays were replaced after the optimizer was built "
+                    f"(model.astype?); build the optimizer again from model.params()")
             yield name, p, g
 
     def step(self, grads: dict) -> None:

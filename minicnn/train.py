@@ -65,10 +65,11 @@ def set_threads(n: int | None) -> None:
     threadpool_limits(int(n))
 
 
-def _reseed_dropout(model: Graph, seed: int, epoch: int, batch: int) -> None:
-    for k, layer in enumerate(model.layers):
-        if hasattr(layer, "rng"):
-            layer.rng = np.random.default_rng(np.random.SeedSequence([seed, DROPOUT_STREAM, epoch, batch, k]))
+def batch_rngs(model: Graph, seed: int, epoch: int, batch: int) -> dict:
+    """One generator per random layer (Dropout) for this batch, from (seed, epoch, batch, layer
+    position) alone: a resumed run draws exactly the masks the uninterrupted run drew."""
+    return {name: np.random.default_rng(np.random.SeedSequence([seed, DROPOUT_STREAM, epoch, batch, k]))
+            for k, (name, node) in enumerate(model.nodes.items()) if node.layer.uses_rng}
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -193,8 +194,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
             batches = train.epoch(epoch, training=True, start_batch=state.batch)
             try:
                 for x, y in batches:
-                    _reseed_dropout(model, seed, epoch, state.batch)
-                    z = model.forward(x, training=True)
+                    z = model.forward(x, training=True, rngs=batch_rngs(model, seed, epoch, state.batch))
                     value = loss.forward(z, y)
                     if not np.isfinite(value):
                         kept = f"; the last good checkpoint {last_path} is kept" if last_path and os.path.exists(last_path) else ""

@@ -34,9 +34,9 @@ class ReLU(Layer):
         x = _any_rank(self, x)
         return K.relu_forward(x, out=x if overwrite else None)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x = self._pop_cache()
-        return K.relu_backward(dy, x) if self.need_input_grad else None
+        return K.relu_backward(dy, x) if need_dx else None
 
 
 class Sigmoid(Layer):
@@ -48,9 +48,9 @@ class Sigmoid(Layer):
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         y = self._pop_cache()
-        return K.sigmoid_backward(dy, y) if self.need_input_grad else None
+        return K.sigmoid_backward(dy, y) if need_dx else None
 
 
 class Softmax(Layer):
@@ -68,21 +68,24 @@ class Softmax(Layer):
         self._cache = y
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         y = self._pop_cache()
-        return K.softmax_backward(dy, y, self.axis) if self.need_input_grad else None
+        return K.softmax_backward(dy, y, self.axis) if need_dx else None
 
     def get_config(self):
         return {"axis": self.axis}
 
 
 class Dropout(Layer):
-    """``Dropout(p=0.5, seed=None)``: inverted dropout with its own ``np.random.Generator``.
+    """``Dropout(p=0.5, seed=None)``: inverted dropout.
 
     In training each value is zeroed with probability ``p`` and the survivors are scaled by
-    ``1 / (1 - p)``; otherwise (``training=False``) the layer is the identity. The generator is
-    created from ``seed`` once, so a deep copy of the layer draws the same next mask.
+    ``1 / (1 - p)``; otherwise (``training=False``) the layer is the identity. The mask is drawn
+    from the generator passed as ``forward(..., rng=)`` (the training loop passes one per batch,
+    derived from its seed, so a resumed run draws the same masks); without one, from the layer's
+    own generator, created once from ``seed``.
     """
+    uses_rng = True
 
     def __init__(self, p: float = 0.5, seed=None):
         super().__init__()
@@ -93,18 +96,18 @@ class Dropout(Layer):
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
-    def forward(self, x, training: bool = False):
+    def forward(self, x, training: bool = False, rng: np.random.Generator | None = None):
         x = _any_rank(self, x)
         if not training or self.p == 0.0:
             self._cache = (None,)
             return x
-        y, mask = K.dropout_forward(x, self.p, self.rng)
+        y, mask = K.dropout_forward(x, self.p, self.rng if rng is None else rng)
         self._cache = (mask,)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         (mask,) = self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         if mask is None:  # identity in the forward
             return np.array(dy, copy=True)

@@ -9,9 +9,13 @@ A layer owns three dicts:
     buffers  non-trainable state saved with the model (``running_mean``, ``running_var``).
 
 ``forward(x, training=False) -> y`` validates the input, keeps in ``self._cache`` what backward
-needs (references, not copies) and returns ``y``. ``backward(dy) -> dx`` reads the cache, frees it,
-never mutates ``dy``, fills ``grads`` when the layer is trainable and returns ``dx`` (``None`` when
-``need_input_grad`` is off: the model turns it off where nobody needs ``dx``).
+needs (references, not copies) and returns ``y``. ``backward(dy, need_dx=True) -> dx`` reads the
+cache, frees it, never mutates ``dy``, fills ``grads`` when the layer is trainable and returns
+``dx`` (``None`` when ``need_dx=False``: the model asks for no ``dx`` where nobody needs it, e.g.
+below the lowest trainable layer, and the layer then skips that work).
+Layers that draw random numbers (Dropout) take ``forward(x, training, rng=None)``: the generator
+for this pass is passed in (``Graph.forward(..., rngs={node: Generator})``); a layer used alone
+falls back to its own generator, created once from its explicit ``seed``.
 Multi-input layers (Concat, Add) take a list and return a list from ``backward``.
 ``infer(x, overwrite=False) -> y`` is the inference forward ``Graph.predict`` runs: the same
 values as ``forward(x, training=False)``, no cache; by default it is exactly that, and a few layers
@@ -30,15 +34,16 @@ class Layer:
         self.grads: dict[str, np.ndarray] = {}
         self.buffers: dict[str, np.ndarray] = {}
         self.trainable = True
-        self.need_input_grad = True
         self._cache = None
 
     # -- the two methods every layer implements ---------------------------------------------
     def forward(self, x, training: bool = False):
         raise NotImplementedError
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         raise NotImplementedError
+
+    uses_rng = False  # True for layers whose training forward draws random numbers (forward takes rng=)
 
     def infer(self, x, overwrite: bool = False):
         """Inference forward (``training=False``) keeping no cache: what ``Graph.predict`` runs.
@@ -85,10 +90,14 @@ class Layer:
         return int(sum(p.size for p in self.params.values()))
 
     def astype(self, dtype) -> "Layer":
-        """Cast params and buffers in place (float64 for gradient checks); returns self."""
+        """Cast params and buffers (float64 for gradient checks); returns self.
+
+        A change of dtype needs new arrays: an optimizer built on the old ones refuses its next
+        step (build it again). Casting to the dtype the arrays already have changes nothing.
+        """
         for d in (self.params, self.buffers):
             for k in d:
-                d[k] = d[k].astype(dtype)
+                d[k] = d[k].astype(dtype, copy=False)
         self.grads = {}
         return self
 

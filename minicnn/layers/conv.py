@@ -79,10 +79,10 @@ class Conv2D(Layer):
         self._cache = (x, pads)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, pads = self._pop_cache()
         dx, dW, db = conv2d_backward(dy, x, self.params["W"], self.stride, pads, self.dilation, self.groups,
-                                     need_dx=self.need_input_grad, need_dW=self.trainable)
+                                     need_dx=need_dx, need_dW=self.trainable)
         if self.trainable:
             self.grads["W"] = dW.astype(self.params["W"].dtype, copy=False)
             if self.bias:
@@ -185,11 +185,11 @@ class SeparableConv2D(Conv2D):
         self._cache = (x, z, pads)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x, z, pads = self._pop_cache()
         dz, dpw, db = conv2d_backward(dy, z, self.params["pointwise_W"], need_dW=self.trainable)
         dx, ddw, _ = conv2d_backward(dz, x, self.params["depthwise_W"], self.stride, pads, self.dilation,
-                                     self.in_channels, need_dx=self.need_input_grad, need_dW=self.trainable)
+                                     self.in_channels, need_dx=need_dx, need_dW=self.trainable)
         if self.trainable:
             self.grads["depthwise_W"] = ddw.astype(self.params["depthwise_W"].dtype, copy=False)
             self.grads["pointwise_W"] = dpw.astype(self.params["pointwise_W"].dtype, copy=False)

@@ -35,14 +35,14 @@ class Dense(Layer):
             y += self.params["b"].astype(x.dtype, copy=False)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x = self._pop_cache()
         W = self.params["W"]
         if self.trainable:
             self.grads["W"] = (x.T @ dy).astype(W.dtype, copy=False)   # (D, N) @ (N, M) -> (D, M)
             if self.bias:
                 self.grads["b"] = dy.sum(axis=0).astype(W.dtype, copy=False)
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         return dy @ W.T.astype(dy.dtype, copy=False)                  # (N, M) @ (M, D) -> (N, D)
 

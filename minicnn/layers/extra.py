@@ -113,9 +113,9 @@ class Activation(Layer):
         f, _ = _FUNCTIONS[self.name]
         return np.asarray(f(x, self.alpha), dtype=x.dtype)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x = self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         _, df = _FUNCTIONS[self.name]
         return (dy * df(x, self.alpha)).astype(dy.dtype, copy=False)
@@ -155,9 +155,9 @@ class Rescaling(Layer):
         self._cache = x.shape
         return x * self._broadcast(self.scale, x) + self._broadcast(self.offset, x)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         return (dy * self._broadcast(self.scale, dy)).astype(dy.dtype, copy=False)
 
@@ -173,9 +173,9 @@ class Identity(Layer):
         self._cache = True
         return x
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         self._pop_cache()
-        return np.array(dy, copy=True) if self.need_input_grad else None
+        return np.array(dy, copy=True) if need_dx else None
 
 
 EXTRA_LAYERS = {"Activation": Activation, "Rescaling": Rescaling, "Identity": Identity}

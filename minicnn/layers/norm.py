@@ -75,9 +75,9 @@ class BatchNorm2D(Layer):
                                           self.buffers["running_mean"], self.buffers["running_var"], self.eps,
                                           out=x if overwrite else None)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         mode, x, a, b = self._pop_cache()
-        if not self.need_input_grad and not self.trainable:
+        if not need_dx and not self.trainable:
             return None
         gamma = self.params.get("gamma")
         if mode == "train":
@@ -88,7 +88,7 @@ class BatchNorm2D(Layer):
             for name, g in (("gamma", dgamma), ("beta", dbeta)):
                 if name in self.params:
                     self.grads[name] = g.astype(self.params[name].dtype, copy=False)
-        return dx if self.need_input_grad else None
+        return dx if need_dx else None
 
     def get_config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,

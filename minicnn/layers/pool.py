@@ -65,9 +65,9 @@ class MaxPool2D(_WindowPool):
         self._cache = (argmax, x.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         argmax, x_shape = self._pop_cache()
-        return K.max_pool2d_backward(dy, argmax, x_shape) if self.need_input_grad else None
+        return K.max_pool2d_backward(dy, argmax, x_shape) if need_dx else None
 
     def infer(self, x, overwrite: bool = False):
         if not self._own_infer(MaxPool2D):
@@ -94,9 +94,9 @@ class AvgPool2D(_WindowPool):
         self._cache = (x.shape, pad)
         return K.avg_pool2d_forward(x, self.kernel_size, self.stride, pad, self.count_include_pad)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x_shape, pad = self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         return K.avg_pool2d_backward(dy, x_shape, self.kernel_size, self.stride, pad, self.count_include_pad)
 
@@ -112,9 +112,9 @@ class GlobalAvgPool2D(Layer):
         self._cache = x.shape
         return K.global_avg_pool2d_forward(x)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x_shape = self._pop_cache()
-        return K.global_avg_pool2d_backward(dy, x_shape) if self.need_input_grad else None
+        return K.global_avg_pool2d_backward(dy, x_shape) if need_dx else None
 
     def output_shape(self, input_shape):
         return tuple(input_shape[:2])
@@ -129,9 +129,9 @@ class GlobalMaxPool2D(Layer):
         self._cache = (argmax, x.shape)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         argmax, x_shape = self._pop_cache()
-        return K.global_max_pool2d_backward(dy, argmax, x_shape) if self.need_input_grad else None
+        return K.global_max_pool2d_backward(dy, argmax, x_shape) if need_dx else None
 
     def output_shape(self, input_shape):
         return tuple(input_shape[:2])
@@ -152,9 +152,9 @@ class AdaptiveAvgPool2D(Layer):
         self._cache = x.shape
         return K.adaptive_avg_pool2d_forward(x, self.output_size)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         x_shape = self._pop_cache()
-        return K.adaptive_avg_pool2d_backward(dy, x_shape) if self.need_input_grad else None
+        return K.adaptive_avg_pool2d_backward(dy, x_shape) if need_dx else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], *self.output_size)

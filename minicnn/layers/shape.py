@@ -26,9 +26,9 @@ class Flatten(Layer):
         self._cache = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         shape = self._pop_cache()
-        return dy.reshape(shape) if self.need_input_grad else None
+        return dy.reshape(shape) if need_dx else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], int(np.prod(input_shape[1:])))
@@ -47,9 +47,9 @@ class ZeroPad2D(Layer):
         self._cache = x.shape
         return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)))
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         N, C, H, W = self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         t, _, l, _ = self.padding
         return dy[:, :, t:t + H, l:l + W].copy()
@@ -83,9 +83,9 @@ class Concat(Layer):
         self._cache = [x.shape[self.axis] for x in xs]
         return np.concatenate(xs, axis=self.axis)
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         sizes = self._pop_cache()
-        if not self.need_input_grad:
+        if not need_dx:
             return None
         cuts = np.cumsum(sizes)[:-1]
         return np.split(dy, cuts, axis=self.axis)
@@ -115,9 +115,9 @@ class Add(Layer):
             y += x
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, need_dx: bool = True):
         n = self._pop_cache()
-        return [dy] * n if self.need_input_grad else None
+        return [dy] * n if need_dx else None
 
     def output_shape(self, input_shape):
         return tuple(input_shape[0])

@@ -74,9 +74,8 @@ def test_dense_frozen_and_no_input_grad_and_dy_untouched():
     assert dx.shape == x.shape and layer.grads == {}
     np.testing.assert_array_equal(dy, dy0)
     layer.unfreeze()
-    layer.need_input_grad = False
     layer.forward(x)
-    assert layer.backward(dy) is None and set(layer.grads) == {"W", "b"}
+    assert layer.backward(dy, need_dx=False) is None and set(layer.grads) == {"W", "b"}
 
 
 def test_float32_stays_float32():
