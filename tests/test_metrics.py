@@ -8,6 +8,7 @@ from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from minicnn import metrics as M
+from minicnn.metrics import ranking
 
 sk = pytest.importorskip("sklearn.metrics")
 sk_cal = pytest.importorskip("sklearn.calibration")
@@ -166,11 +167,11 @@ def test_bootstrap_weighted_auc_equals_auc_of_resampled_data():
     y, p = _sample(80, seed=5)
     p = np.round(p, 1)  # ties
     rng = np.random.default_rng(11)
-    distinct, group = M._score_groups(p)
+    distinct, group = ranking._score_groups(p)
     for _ in range(20):
         idx = rng.integers(0, len(y), len(y))
         counts = np.bincount(idx, minlength=len(y)).astype(float)
-        weighted = M._auc_from_groups(*M._group_counts(y, group, distinct.size, counts))
+        weighted = ranking._auc_from_groups(*ranking._group_counts(y, group, distinct.size, counts))
         assert weighted == pytest.approx(sk.roc_auc_score(y[idx], p[idx]), abs=1e-12)
 
 
@@ -262,3 +263,41 @@ def test_to_jsonable():
     obj = {"a": np.float32(1.5), "b": [np.nan, np.inf, np.int64(3)], "c": np.array([[1, 2]]), "d": np.bool_(True)}
     assert M.to_jsonable(obj) == {"a": 1.5, "b": [None, None, 3], "c": [[1, 2]], "d": True}
     json.dumps(M.to_jsonable(obj), allow_nan=False)
+
+
+# -- the scikit-learn names -----------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(5))
+def test_sklearn_named_metrics_equal_sklearn(seed):
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 60)
+    y[:2] = [0, 1]
+    s = np.round(rng.random(60), 2)
+    d = (s >= 0.4).astype(int)
+    assert M.roc_auc_score(y, s) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+    np.testing.assert_array_equal(M.confusion_matrix(y, d), sk.confusion_matrix(y, d, labels=[0, 1]))
+    names = ["NORMAL", "PNEUMONIA"]
+    ours = M.classification_report(y, d, target_names=names, output_dict=True)
+    theirs = sk.classification_report(y, d, labels=[0, 1], target_names=names, output_dict=True, zero_division=0)
+    for key, row in theirs.items():
+        if key == "accuracy":
+            assert ours[key] == pytest.approx(row, abs=1e-12)
+        else:
+            for k, v in row.items():
+                assert ours[key][k] == pytest.approx(v, abs=1e-12), (key, k)
+    assert M.classification_report(y, d, target_names=names, digits=3) == \
+        sk.classification_report(y, d, labels=[0, 1], target_names=names, digits=3, zero_division=0)
+    Y = rng.integers(0, 2, (60, 3))
+    Y[:2] = [[0, 0, 0], [1, 1, 1]]
+    S = rng.random((60, 3))
+    assert M.roc_auc_score(Y, S) == pytest.approx(sk.roc_auc_score(Y, S, average="macro"), abs=1e-12)
+    np.testing.assert_allclose(M.roc_auc_score(Y, S, average=None), sk.roc_auc_score(Y, S, average=None), atol=1e-12)
+
+
+def test_sklearn_named_metrics_refuse_what_sklearn_refuses():
+    with pytest.raises(ValueError, match="one class"):
+        M.roc_auc_score([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(ValueError, match="column"):
+        M.roc_auc_score(np.array([[0, 1], [1, 1]]), np.array([[0.1, 0.2], [0.3, 0.4]]))
+    with pytest.raises(ValueError, match="0/1"):
+        M.confusion_matrix([0, 2], [0, 1])
