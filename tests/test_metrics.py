@@ -183,9 +183,11 @@ def test_bootstrap_skips_single_class_resamples():
 
 
 KEYS = {"n", "classes", "positive_class", "threshold", "roc_auc", "roc_auc_ci95", "pr_auc", "accuracy",
-        "sensitivity", "specificity", "ppv", "npv", "f1", "confusion", "per_class"}
+        "sensitivity", "specificity", "ppv", "npv", "f1", "confusion", "per_class",
+        "sensitivity_ci95", "specificity_ci95", "ppv_ci95", "npv_ci95"}
 CLASS_KEYS = {"roc_auc", "roc_auc_ci95", "pr_auc", "accuracy", "sensitivity", "specificity", "ppv", "npv",
-              "f1", "confusion", "threshold", "n_pos", "n_neg"}
+              "f1", "confusion", "threshold", "n_pos", "n_neg",
+              "sensitivity_ci95", "specificity_ci95", "ppv_ci95", "npv_ci95"}
 
 
 def test_evaluate_predictions_binary_structure():
@@ -301,3 +303,27 @@ def test_sklearn_named_metrics_refuse_what_sklearn_refuses():
         M.roc_auc_score(np.array([[0, 1], [1, 1]]), np.array([[0.1, 0.2], [0.3, 0.4]]))
     with pytest.raises(ValueError, match="0/1"):
         M.confusion_matrix([0, 2], [0, 1])
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (10, 10), (3, 7), (45, 50), (1, 1), (120, 390)])
+def test_wilson_interval_equals_scipy(k, n):
+    stats = pytest.importorskip("scipy.stats")
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = M.wilson_interval(k, n)
+    assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
+    assert 0.0 <= lo <= k / n <= hi <= 1.0
+
+
+def test_rate_intervals_are_reported_and_contain_the_rates():
+    y, p = _sample()
+    res = M.evaluate_predictions(y[:, None], p[:, None], ["NORMAL", "PNEUMONIA"], threshold=0.4,
+                                 positive_class="PNEUMONIA", n_boot=50)
+    (tn, fp), (fn, tp) = res["confusion"]
+    for key, (num, den) in {"sensitivity": (tp, tp + fn), "specificity": (tn, tn + fp),
+                            "ppv": (tp, tp + fp), "npv": (tn, tn + fn)}.items():
+        lo, hi = res[f"{key}_ci95"]
+        assert lo <= res[key] <= hi and (lo, hi) == pytest.approx(M.wilson_interval(num, den))
+    table = M.format_metrics_table(res)
+    sens_line = next(l for l in table.splitlines() if l.startswith("sensitivity"))
+    assert f"[{res['sensitivity_ci95'][0]:.3f}, {res['sensitivity_ci95'][1]:.3f}]" in sens_line
+    assert all(math.isnan(v) for v in M.wilson_interval(0, 0))

@@ -10,19 +10,21 @@ import numpy as np
 
 from ..errors import DataError
 from .ranking import average_precision, bootstrap_auc_ci, check_binary, roc_auc
-from .threshold import confusion_at, rates_from_confusion
+from .threshold import confusion_at, rate_intervals, rates_from_confusion
 
 
 def binary_report(y, p, threshold: float = 0.5) -> dict:
     """Every metric of one binary problem at ``threshold``; values are Python floats (may be ``nan``).
 
     Keys: ``roc_auc, pr_auc, accuracy, sensitivity, specificity, ppv, npv, f1, confusion`` (nested
-    list ``[[tn, fp], [fn, tp]]``), ``threshold, n_pos, n_neg``.
+    list ``[[tn, fp], [fn, tp]]``), ``threshold, n_pos, n_neg``, and Wilson 95% intervals
+    ``sensitivity_ci95, specificity_ci95, ppv_ci95, npv_ci95``.
     """
     y, p = check_binary(y, p)
     cm = confusion_at(y, p, threshold)
     out = {"roc_auc": roc_auc(y, p), "pr_auc": average_precision(y, p)}
     out.update(rates_from_confusion(cm))
+    out.update(rate_intervals(cm))
     out.update({"confusion": cm.tolist(), "threshold": float(threshold),
                 "n_pos": int(y.sum()), "n_neg": int(y.size - y.sum())})
     return out
@@ -46,9 +48,10 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
 
         {"n", "classes", "positive_class", "threshold", "roc_auc", "roc_auc_ci95": [lo, hi], "pr_auc",
          "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "confusion": [[tn, fp], [fn, tp]],
+         "sensitivity_ci95", "specificity_ci95", "ppv_ci95", "npv_ci95": [lo, hi] (Wilson),
          "per_class": {name: {"roc_auc", "roc_auc_ci95", "pr_auc", "accuracy", "sensitivity",
                               "specificity", "ppv", "npv", "f1", "confusion", "threshold",
-                              "n_pos", "n_neg"}}}
+                              "n_pos", "n_neg", and the four Wilson intervals}}}
 
     K == 1: the overall entries are those of the single output. K > 1 (multi-label): ``roc_auc`` and
     ``pr_auc`` are macro means over the classes (classes whose AUC is undefined are left out),
@@ -97,7 +100,8 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
     if k == 1:
         only = per_class[names[0]]
         overall = {key: only[key] for key in ("roc_auc", "roc_auc_ci95", "pr_auc", "accuracy", "sensitivity",
-                                             "specificity", "ppv", "npv", "f1", "confusion")}
+                                             "specificity", "ppv", "npv", "f1", "confusion", "sensitivity_ci95",
+                                             "specificity_ci95", "ppv_ci95", "npv_ci95")}
         threshold_out = float(thresholds[0])
     else:
         cm = sum(np.asarray(per_class[name]["confusion"]) for name in names)  # micro: pooled decisions
@@ -105,6 +109,7 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
                    "roc_auc_ci95": list(bootstrap_auc_ci(y, p, n_boot, alpha, seed)),
                    "pr_auc": _nanmean(per_class[name]["pr_auc"] for name in names)}
         overall.update(rates_from_confusion(cm))
+        overall.update(rate_intervals(cm))
         overall["confusion"] = cm.tolist()
         threshold_out = float(thresholds[0]) if np.all(thresholds == thresholds[0]) else thresholds.tolist()
 
@@ -176,7 +181,7 @@ def format_metrics_table(metrics: dict) -> str:
         lines.append("overall: ROC-AUC/PR-AUC macro-averaged over classes, threshold metrics micro (pooled)")
         header = f"{'metric':<{label_w}}{'overall':>{col_w}}" + "".join(f"{str(c):>{col_w}}" for c in per_class)
     else:
-        header = f"{'metric':<{label_w}}{'value':>{col_w}}   95% CI"
+        header = f"{'metric':<{label_w}}{'value':>{col_w}}   95% CI (AUC: bootstrap; rates: Wilson)"
     lines.append(header)
     lines.append("-" * len(header))
     for key, label in _TABLE_ROWS:
@@ -185,8 +190,8 @@ def format_metrics_table(metrics: dict) -> str:
             row += "".join(f"{_fmt(per_class[c].get(key)):>{col_w}}" for c in per_class)
         else:
             row = f"{label:<{label_w}}{_fmt(metrics.get(key)):>{col_w}}"
-            if key == "roc_auc":
-                row += "   " + _fmt_ci(metrics.get("roc_auc_ci95"))
+            if metrics.get(f"{key}_ci95"):
+                row += "   " + _fmt_ci(metrics.get(f"{key}_ci95"))
         lines.append(row.rstrip())
     if multi:
         row = f"{'AUC 95% CI':<{label_w}}{_fmt_ci(metrics.get('roc_auc_ci95')):>{col_w}}"

@@ -125,3 +125,45 @@ def calibration_curve(y, p, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, n
     sum_y = np.bincount(bin_of, weights=y, minlength=n_bins)
     keep = count > 0
     return sum_p[keep] / count[keep], sum_y[keep] / count[keep], count[keep]
+
+
+def wilson_interval(successes, n, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``successes / n`` at level ``1 - alpha``.
+
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0 and n successes, which
+    matters for the small counts of a clinical test set (sensitivity on 20 positives, say).
+    ``(nan, nan)`` when ``n == 0``.
+    """
+    n = float(n)
+    if n <= 0:
+        return math.nan, math.nan
+    if not 0.0 < alpha < 1.0:
+        raise DataError(f"alpha must be in (0, 1), got {alpha}")
+    z = _normal_quantile(1 - alpha / 2)
+    phat = float(successes) / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    lo = 0.0 if successes <= 0 else max(0.0, centre - half)   # exact at the ends (no round-off above 0)
+    hi = 1.0 if successes >= n else min(1.0, centre + half)
+    return lo, hi
+
+
+def _normal_quantile(q: float) -> float:
+    """The standard normal quantile, by bisection on ``erf`` (exact to 1e-12; no SciPy needed)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < q:
+            lo = mid
+        else:
+            hi = mid
+    return (lo + hi) / 2
+
+
+def rate_intervals(cm, alpha: float = 0.05) -> dict:
+    """Wilson intervals of sensitivity, specificity, PPV and NPV of ``[[tn, fp], [fn, tp]]``."""
+    (tn, fp), (fn, tp) = np.asarray(cm)
+    return {"sensitivity_ci95": list(wilson_interval(tp, tp + fn, alpha)),
+            "specificity_ci95": list(wilson_interval(tn, tn + fp, alpha)),
+            "ppv_ci95": list(wilson_interval(tp, tp + fp, alpha)),
+            "npv_ci95": list(wilson_interval(tn, tn + fn, alpha))}
