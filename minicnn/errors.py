@@ -5,6 +5,7 @@ traceback, and exits non-zero; anything else is a bug in minicnn and keeps its t
 
     MinicnnError
     ├── DataError            a dataset, image, label table or array the user gave     (ValueError)
+    │   ├── ImageLoadError   an image file that is missing, unreadable or corrupt
     │   └── LoaderError      the batch loader could not load an item     (ValueError, RuntimeError)
     ├── WeightFileError      a model or weight file that cannot be used                (ValueError)
     │   ├── UnsafeFileError  a file that asks to run code or reach outside itself
@@ -36,6 +37,10 @@ class MinicnnError(Exception):
 
 class DataError(MinicnnError, ValueError):
     """A dataset, image, label table or input array that cannot be used as given."""
+
+
+class ImageLoadError(DataError):
+    """An image file is missing, unreadable or corrupt; the message names the file."""
 
 
 class LoaderError(DataError, RuntimeError):
@@ -75,5 +80,5 @@ def file_not_found(what: str, path) -> FileNotFoundError:
     return FileNotFoundError(errno.ENOENT, f"{what} not found", os.fspath(path))
 
 
-__all__ = ["file_not_found", "MinicnnError", "DataError", "LoaderError", "WeightFileError", "UnsafeFileError", "KerasImportError",
+__all__ = ["file_not_found", "MinicnnError", "DataError", "ImageLoadError", "LoaderError", "WeightFileError", "UnsafeFileError", "KerasImportError",
            "TrainingError", "FetchError", "UsageError", "UnknownNameError"]

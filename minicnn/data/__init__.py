@@ -3,8 +3,9 @@ normalisation and a prefetching batch loader. Imports only NumPy, SciPy, Pillow 
 """
 from .augment import Augmenter
 from .datasets import (Dataset, available_splits, class_counts, class_frequencies, default_positive_class,
-                       find_images, load_csv, load_dataset, load_folder, load_npz)
-from .images import (IMAGE_EXTENSIONS, ImageLoadError, dicom_to_gray, is_image_file, load_dicom, load_image,
+                       find_images, load_csv, load_dataset, load_folder, load_npz, load_rsna)
+from .dicom import DicomImage, read_dicom
+from .images import (IMAGE_EXTENSIONS, ImageLoadError, is_image_file, load_dicom, load_image,
                      prepare_array)
 from .loader import BatchLoader, LoaderError, batch_rng, epoch_rng, fit_normalizer
 from .normalize import Normalizer
@@ -13,7 +14,7 @@ from .patients import LeakageReport, check_leakage, parse_patient_id, patient_id
 __all__ = [
     "Augmenter", "BatchLoader", "Dataset", "IMAGE_EXTENSIONS", "ImageLoadError", "LeakageReport", "LoaderError",
     "Normalizer", "available_splits", "batch_rng", "check_leakage", "class_counts", "class_frequencies",
-    "default_positive_class", "dicom_to_gray", "epoch_rng", "find_images", "fit_normalizer", "is_image_file", "load_csv",
-    "load_dataset", "load_dicom", "load_folder", "load_image", "load_npz", "parse_patient_id",
+    "default_positive_class", "DicomImage", "read_dicom", "epoch_rng", "find_images", "fit_normalizer", "is_image_file", "load_csv",
+    "load_dataset", "load_dicom", "load_folder", "load_image", "load_npz", "load_rsna", "parse_patient_id",
     "patient_ids_from_paths", "prepare_array", "split_by_patient",
 ]

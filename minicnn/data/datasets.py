@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, file_not_found
+from . import rsna
 from .images import is_image_file, load_image, prepare_array
 from .patients import patient_ids_from_paths
 
@@ -424,10 +425,23 @@ def _npz_splits(keys):
 # --------------------------------------------------------------------------------------------
 # dispatch
 
+def load_rsna(labels_csv, image_root=None, split=None, check_files: bool = True,
+              patient_ids_from_dicom: bool = True) -> Dataset:
+    """The RSNA Pneumonia Detection Challenge layout -> one NORMAL/PNEUMONIA label per patient
+    (see ``minicnn.data.rsna``); patient ids from the DICOM PatientID when present."""
+    paths, labels, ids = rsna.read_rsna(labels_csv, image_root, split, check_files, patient_ids_from_dicom)
+    return Dataset(labels=labels, classes=list(rsna.CLASSES), paths=paths, patient_ids=ids,
+                   positive_class="PNEUMONIA", split=split, source=str(labels_csv))
+
+
 def _kind(source: Path) -> str:
     if source.is_dir():
         return "folder"
     if source.suffix.lower() == ".csv":
+        if source.is_file():
+            with open(source, newline="", encoding="utf-8-sig") as fh:
+                if rsna.is_rsna_header(next(csv.reader(fh), None)):
+                    return "rsna"
         return "csv"
     if source.suffix.lower() == ".npz":
         return "npz"
@@ -445,6 +459,8 @@ def available_splits(source) -> list:
     if kind == "npz":
         with np.load(source, allow_pickle=False) as z:
             return _npz_splits(z.files)
+    if kind == "rsna":
+        return []
     header, rows = _read_csv(source)
     col = _find_column(header, SPLIT_COLUMN_NAMES)
     return sorted({r[col].strip() for r in rows}) if col else []
@@ -462,4 +478,6 @@ def load_dataset(source, split=None, **options) -> Dataset:
         return load_folder(source, split=split, **options)
     if kind == "csv":
         return load_csv(source, split=split, **options)
+    if kind == "rsna":
+        return load_rsna(source, split=split, **options)
     return load_npz(source, split=split or "train", **options)

@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, ImageLoadError
+from .dicom import read_dicom
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -36,10 +37,6 @@ INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic
 FITS = ("stretch", "pad", "crop")
 COLORS = ("grayscale", "rgb")
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-
-
-class ImageLoadError(DataError):
-    """An image file is missing, unreadable or corrupt; the message names the file."""
 
 
 def is_image_file(path) -> bool:
@@ -189,37 +186,6 @@ def load_image(path, size=None, color="grayscale", interpolation="bilinear", fit
         return prepare_pil(img, size, color, interpolation, fit)
 
 
-def dicom_to_gray(pixels: np.ndarray, slope=1.0, intercept=0.0, photometric="MONOCHROME2") -> np.ndarray:
-    """DICOM pixel data -> float32 (H, W) in [0, 255].
-
-    Applies ``value * RescaleSlope + RescaleIntercept``, inverts ``MONOCHROME1`` images (where the
-    largest value is black) and stretches the result's min..max onto 0..255 (no windowing).
-    """
-    x = np.asarray(pixels, dtype=np.float64) * float(slope) + float(intercept)
-    if x.ndim != 2:
-        raise DataError(f"expected a single-frame grayscale DICOM image, got pixel array shape {x.shape}")
-    if str(photometric).upper() == "MONOCHROME1":
-        x = x.max() - x
-    lo, hi = float(x.min()), float(x.max())
-    x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
-    return x.astype(np.float32)
-
-
 def load_dicom(path) -> np.ndarray:
-    """Read a DICOM file with ``pydicom`` (optional extra ``minicnn[dicom]``) -> float32 (H, W) in [0, 255]."""
-    try:
-        import pydicom
-    except ImportError as exc:
-        raise ImportError(
-            f"reading DICOM file {path} needs pydicom, which is not installed: "
-            "pip install 'minicnn[dicom]' (or pip install pydicom)") from exc
-    path = Path(path)
-    if not path.is_file():
-        raise ImageLoadError(f"image file not found: {path}")
-    try:
-        ds = pydicom.dcmread(str(path))
-        pixels = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for bad files
-        raise ImageLoadError(f"cannot read DICOM file {path}: {exc}") from exc
-    return dicom_to_gray(pixels, getattr(ds, "RescaleSlope", 1.0), getattr(ds, "RescaleIntercept", 0.0),
-                         getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
+    """A DICOM X-ray as a viewer shows it -> float32 (H, W) in [0, 255] (see ``minicnn.data.dicom``)."""
+    return read_dicom(path).pixels

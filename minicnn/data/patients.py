@@ -10,6 +10,7 @@ A name that matches neither pattern gets ``None`` and is reported; it is never g
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from .dicom import read_patient_id
 
 _PATTERNS = (
     re.compile(r"^(person\d+)_.+$", re.IGNORECASE),                     # person1946_bacteria_4874
@@ -36,10 +38,18 @@ def parse_patient_id(name) -> str | None:
 
 
 def patient_ids_from_paths(paths):
-    """``(ids, unparsed)``: the id of each path (None where it does not parse), and those paths."""
-    ids = [parse_patient_id(p) for p in paths]
+    """``(ids, unparsed)``: the id of each path (None where it does not parse), and those paths.
+
+    A DICOM file's own PatientID (read from its header) comes first; else the id in the file name."""
+    ids = [_dicom_patient_id(p) or parse_patient_id(p) for p in paths]
     unparsed = [str(p) for p, i in zip(paths, ids) if i is None]
     return ids, unparsed
+
+
+def _dicom_patient_id(path):
+    if str(path).lower().endswith((".dcm", ".dicom")) and os.path.isfile(path):
+        return read_patient_id(path)
+    return None
 
 
 class LeakageReport(frozenset):

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicnn.data import ImageLoadError, dicom_to_gray, load_image, prepare_array
+from minicnn.data import ImageLoadError, load_image, prepare_array
 
 
 def _gradient(h=30, w=40):
@@ -109,14 +109,6 @@ def test_truncated_png_is_an_error(tmp_path):
         load_image(tmp_path / "t.png")
 
 
-def test_dicom_pixel_transform():
-    pixels = np.array([[0, 100], [200, 400]], dtype=np.int16)
-    g = dicom_to_gray(pixels, slope=2.0, intercept=-1024, photometric="MONOCHROME2")
-    np.testing.assert_allclose(g, pixels / 400 * 255, atol=1e-4)
-    inv = dicom_to_gray(pixels, slope=2.0, intercept=-1024, photometric="MONOCHROME1")
-    np.testing.assert_allclose(inv, 255 - g, atol=1e-4)
-
-
 def test_dicom_without_pydicom_gives_clean_message(tmp_path, monkeypatch):
     import builtins
     real_import = builtins.__import__
@@ -127,7 +119,8 @@ def test_dicom_without_pydicom_gives_clean_message(tmp_path, monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match=r"pip install .*pydicom"):
+    (tmp_path / "scan.dcm").write_bytes(b"\0" * 200)
+    with pytest.raises(ImageLoadError, match=r"pip install 'minicnn\[dicom\]'"):
         load_image(tmp_path / "scan.dcm")
 
 

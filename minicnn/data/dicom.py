@@ -1,0 +1,146 @@
+"""DICOM X-rays read the way a viewer shows them (optional extra ``minicnn[dicom]``).
+
+The grayscale display pipeline, in DICOM's order, each step by pydicom's own function:
+
+1. stored values (``ds.pixel_array``; compressed transfer syntaxes through the decoder plugins),
+2. modality LUT: the Modality LUT Sequence, else RescaleSlope/RescaleIntercept
+   (``pydicom.pixels.apply_modality_lut``),
+3. VOI LUT: the VOI LUT Sequence, else WindowCenter/WindowWidth; the first of several
+   (``pydicom.pixels.apply_voi_lut(..., index=0)``),
+4. MONOCHROME1 inversion (its minimum is shown white),
+5. the result's min..max stretched onto 0..255 (float32).
+
+Before any pixel data is decoded, Rows x Columns x frames is checked against ``max_pixels``
+(default ``limits.MAX_PIXELS``); multi-frame and colour images are refused with a clear message.
+A compressed file whose decoder plugin is missing names its transfer syntax and what to install.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ImageLoadError
+from .limits import MAX_PIXELS
+
+# pip package(s) that decode each family of transfer syntaxes (all in the `dicom` extra, none GPL)
+_PLUGIN_HINTS = {
+    "JPEG Lossless": "python-gdcm",
+    "JPEG-LS": "pyjpegls",
+    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg",
+    "RLE": "pylibjpeg pylibjpeg-rle",
+    "JPEG": "python-gdcm (or pillow)",
+}
+
+
+class DicomError(ImageLoadError):
+    """A DICOM file minicnn cannot turn into a grayscale X-ray (names the file and why)."""
+
+
+@dataclass(frozen=True)
+class DicomImage:
+    """One decoded X-ray: ``pixels`` float32 (H, W) in [0, 255] and the header fields minicnn uses."""
+    pixels: np.ndarray
+    patient_id: str | None = None
+    photometric: str = "MONOCHROME2"
+    bits_stored: int | None = None
+    transfer_syntax: str | None = None
+    header: dict = field(default_factory=dict)
+
+
+def _pydicom():
+    try:
+        import pydicom
+        import pydicom.pixels  # noqa: F401
+    except ImportError as exc:
+        raise DicomError("reading DICOM files needs pydicom and its decoder plugins, which are not installed: "
+                         "pip install 'minicnn[dicom]'") from exc
+    return pydicom
+
+
+def _plugin_hint(syntax_name: str) -> str:
+    for key, package in _PLUGIN_HINTS.items():
+        if key in syntax_name:
+            return package
+    return "the decoder plugins of the dicom extra"
+
+
+def _check_geometry(ds, path, max_pixels: int) -> None:
+    """Refuse multi-frame, colour and over-large images from the header alone (nothing decoded yet)."""
+    rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if rows <= 0 or cols <= 0:
+        raise DicomError(f"{path}: no image (Rows x Columns = {rows} x {cols})", path=path, field="Rows")
+    if rows * cols * frames > max_pixels:
+        raise DicomError(f"{path}: {rows} x {cols} x {frames} frame(s) = {rows * cols * frames:,} pixels is over "
+                         f"minicnn's limit of {max_pixels:,}; raise max_pixels if the file is trusted",
+                         path=path, field="Rows")
+    if frames > 1:
+        raise DicomError(f"{path} holds {frames} frames; minicnn reads single-frame X-rays only "
+                         "(export the frame you want)", path=path, field="NumberOfFrames")
+    photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper()
+    if samples != 1 or photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(f"{path} is a colour image ({photometric}, {samples} samples per pixel); "
+                         "X-rays are MONOCHROME1/MONOCHROME2", path=path, field="PhotometricInterpretation")
+
+
+def _stored_values(ds, path) -> np.ndarray:
+    syntax = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError for these
+        name = syntax.name if syntax is not None else "unknown transfer syntax"
+        text = str(exc)
+        if syntax is not None and syntax.is_compressed and ("plugin" in text or "missing" in text
+                                                            or "dependenc" in text):
+            raise DicomError(f"{path} is compressed as {name}, and no installed plugin decodes it: "
+                             f"pip install {_plugin_hint(name)}", path=path, field="TransferSyntaxUID") from exc
+        raise DicomError(f"cannot decode the pixel data of {path} ({name}): {text}", path=path,
+                         field="PixelData") from exc
+
+
+def display_values(ds, pixels: np.ndarray) -> np.ndarray:
+    """Stored values -> what a viewer shows: modality LUT, VOI LUT, MONOCHROME1 inversion, 0..255."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    x = apply_modality_lut(pixels, ds)
+    x = apply_voi_lut(np.asarray(x), ds, index=0)
+    x = np.asarray(x, dtype=np.float64)
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        x = x.max() + x.min() - x          # the minimum is shown white: mirror within the range
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    return x.astype(np.float32)
+
+
+def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
+    """Read one DICOM X-ray as displayed (see the module docstring) with its PatientID."""
+    pydicom = _pydicom()
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"DICOM file not found: {path}", path=path)
+    try:
+        ds = pydicom.dcmread(str(path))
+    except Exception as exc:  # InvalidDicomError, EOFError, struct errors for damaged headers
+        raise DicomError(f"{path} is not a readable DICOM file: {exc}", path=path) from exc
+    _check_geometry(ds, path, MAX_PIXELS if max_pixels is None else int(max_pixels))
+    pixels = _stored_values(ds, path)
+    if pixels.ndim != 2:
+        raise DicomError(f"{path}: expected a single grayscale frame, got pixel array shape {pixels.shape}", path=path)
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    pid = str(ds.get("PatientID", "") or "").strip() or None
+    return DicomImage(display_values(ds, pixels), patient_id=pid,
+                      photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+                      bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
+                      transfer_syntax=str(syntax.name) if syntax is not None else None)
+
+
+def read_patient_id(path) -> str | None:
+    """The PatientID of a DICOM file, reading the header only (no pixel data)."""
+    pydicom = _pydicom()
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True, specific_tags=["PatientID"])
+    except Exception as exc:
+        raise DicomError(f"{path} is not a readable DICOM file: {exc}", path=path) from exc
+    return str(ds.get("PatientID", "") or "").strip() or None
