@@ -86,15 +86,25 @@ def _check_geometry(ds, path, max_pixels: int) -> None:
                          "X-rays are MONOCHROME1/MONOCHROME2", path=path, field="PhotometricInterpretation")
 
 
+def _syntax(ds):
+    """``(uid, name, is_compressed)`` of the file's transfer syntax; a damaged UID gives ``(None, ...)``."""
+    uid = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        return uid, uid.name, bool(uid.is_compressed)
+    except Exception:  # noqa: BLE001 - a UID that is not a transfer syntax
+        return None, f"unknown transfer syntax {str(uid)!r}", False
+
+
 def _stored_values(ds, path) -> np.ndarray:
-    syntax = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
+    uid, name, compressed = _syntax(ds)
+    if uid is None:
+        raise DicomError(f"{path}: the transfer syntax UID {name[len('unknown transfer syntax '):]} is not one",
+                         path=path, field="TransferSyntaxUID")
     try:
         return ds.pixel_array
     except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError for these
-        name = syntax.name if syntax is not None else "unknown transfer syntax"
         text = str(exc)
-        if syntax is not None and syntax.is_compressed and ("plugin" in text or "missing" in text
-                                                            or "dependenc" in text):
+        if compressed and ("plugin" in text or "missing" in text or "dependenc" in text):
             raise DicomError(f"{path} is compressed as {name}, and no installed plugin decodes it: "
                              f"pip install {_plugin_hint(name)}", path=path, field="TransferSyntaxUID") from exc
         raise DicomError(f"cannot decode the pixel data of {path} ({name}): {text}", path=path,
@@ -124,16 +134,25 @@ def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
         ds = pydicom.dcmread(str(path))
     except Exception as exc:  # InvalidDicomError, EOFError, struct errors for damaged headers
         raise DicomError(f"{path} is not a readable DICOM file: {exc}", path=path) from exc
-    _check_geometry(ds, path, MAX_PIXELS if max_pixels is None else int(max_pixels))
+    try:
+        _check_geometry(ds, path, MAX_PIXELS if max_pixels is None else int(max_pixels))
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pydicom parses elements lazily: a damaged one fails here
+        raise DicomError(f"{path}: its image header (Rows, Columns, frames, photometric) is damaged: {exc}",
+                         path=path) from exc
     pixels = _stored_values(ds, path)
     if pixels.ndim != 2:
         raise DicomError(f"{path}: expected a single grayscale frame, got pixel array shape {pixels.shape}", path=path)
-    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-    pid = str(ds.get("PatientID", "") or "").strip() or None
-    return DicomImage(display_values(ds, pixels), patient_id=pid,
-                      photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
-                      bits_stored=int(ds.BitsStored) if "BitsStored" in ds else None,
-                      transfer_syntax=str(syntax.name) if syntax is not None else None)
+    try:
+        shown = display_values(ds, pixels)
+        pid = str(ds.get("PatientID", "") or "").strip() or None
+        bits = int(ds.BitsStored) if "BitsStored" in ds else None
+    except Exception as exc:  # noqa: BLE001 - damaged LUT/window/rescale fields
+        raise DicomError(f"{path}: its display fields (rescale, VOI LUT, window) cannot be applied: {exc}",
+                         path=path) from exc
+    return DicomImage(shown, patient_id=pid, photometric=str(ds.get("PhotometricInterpretation", "MONOCHROME2")),
+                      bits_stored=bits, transfer_syntax=_syntax(ds)[1])
 
 
 def read_patient_id(path) -> str | None:
