@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError, ImageLoadError
 from .dicom import read_dicom
+from .limits import MAX_PIXELS
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".dcm", ".dicom")
 INTERPOLATIONS = {"nearest": Image.NEAREST, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
@@ -162,22 +163,32 @@ def prepare_array(image: np.ndarray, size=None, color="grayscale", interpolation
     return np.clip(arr, 0.0, 255.0).astype(np.float32, copy=False)
 
 
-def load_image(path, size=None, color="grayscale", interpolation="bilinear", fit="stretch") -> np.ndarray:
+def load_image(path, size=None, color="grayscale", interpolation="bilinear", fit="stretch",
+               max_pixels: int | None = None) -> np.ndarray:
     """Read ``path`` (JPEG, PNG, ... or DICOM) and return float32 in [0, 255]: (H, W) or (H, W, 3).
 
     ``size`` is ``None`` (keep), an int or ``(height, width)``. A missing, unreadable or corrupt file
-    raises ``ImageLoadError`` naming the file.
+    raises ``ImageLoadError`` naming the file; so does an image of more than ``max_pixels``
+    (default ``limits.MAX_PIXELS``, 50 million), checked on its header before it is decoded.
     """
     path = Path(path)
     _check_options(color, interpolation, fit)
+    limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
     if path.suffix.lower() in (".dcm", ".dicom"):
-        return prepare_array(load_dicom(path), size, color, interpolation, fit)
+        return prepare_array(read_dicom(path, max_pixels=limit).pixels, size, color, interpolation, fit)
     if not path.is_file():
         raise ImageLoadError(f"image file not found: {path}")
     img = None
     try:
         img = Image.open(path)
+        w, h = img.size
+        if w * h * max(getattr(img, "n_frames", 1), 1) > limit:
+            raise ImageLoadError(f"{path} is {w} x {h} pixels, over minicnn's limit of {limit:,} "
+                                 "(pass max_pixels= to allow it for a file you trust)", path=path)
         img.load()
+    except ImageLoadError:
+        img.close()
+        raise
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as exc:
         if img is not None:
             img.close()

@@ -132,3 +132,19 @@ def test_bad_options_are_rejected(tmp_path):
         load_image(tmp_path / "o.png", size=4, fit="squash")
     with pytest.raises(ValueError, match="color"):
         load_image(tmp_path / "o.png", color="cmyk")
+
+
+def test_pixel_limit_is_checked_before_decoding(tmp_path, monkeypatch):
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.png").shape == (300, 400)
+    with pytest.raises(ImageLoadError, match="400 x 300 pixels, over minicnn's limit of 100,000"):
+        load_image(tmp_path / "big.png", max_pixels=100_000)
+    # nothing was decoded: the header alone decided
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("the image was decoded"))
+    with pytest.raises(ImageLoadError, match="over minicnn's limit"):
+        load_image(tmp_path / "big.png", max_pixels=100_000)
+
+
+def test_default_pixel_limit_is_fifty_million():
+    from minicnn.data.limits import MAX_PIXELS
+    assert MAX_PIXELS == 50_000_000
