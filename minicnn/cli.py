@@ -10,16 +10,16 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-
 from .errors import MinicnnError, UsageError
+
 
 def _is_user_error(e: BaseException) -> bool:
     """minicnn's own error types, and OSErrors about a named path (not found, permission, disk full).
@@ -67,195 +67,55 @@ def cmd_synth(a):
 
 
 # -- train ------------------------------------------------------------------------------------------
-def _datasets(a):
-    from .data.splits import training_splits, warn_to_stderr
-    return training_splits(a.data, train_split=a.train_split, val_split=a.val_split, val_from_train=a.val_from_train,
-                           test_split=a.test_split, positive_class=a.positive_class, seed=a.seed, warn=warn_to_stderr)
-
-
 def cmd_train(a):
-    from . import losses, nets, optim
-    from .data.augment import Augmenter
-    from .data.loader import BatchLoader, fit_normalizer
-    from .data.normalize import Normalizer
-    from .train import fit, load_checkpoint, resume_state_from, set_threads
+    from .experiment import resume_config, train_run
+    from .train import TrainConfig, set_threads
 
     set_threads(a.threads)
     if a.resume:
-        run = Path(a.resume)
-        _, info, _ = load_checkpoint(run / "last.npz")
-        saved = info["extra"].get("args")
-        if not saved:
-            raise UsageError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
-                            f"with --resume (start a new run)")
-        for k, v in saved.items():
-            if k not in ("resume", "epochs", "threads", "func"):
-                setattr(a, k, v)
-        a.out = str(run)
-    if a.backbone:
-        return _train_head(a)
-    a.image_size = a.image_size or 64
-    train_ds, val_ds = _datasets(a)
-    norm = Normalizer(a.normalize)
-    fit_normalizer(norm, train_ds, image_size=a.image_size, channels=a.channels, sample=a.norm_sample, seed=a.seed)
-    common = dict(batch_size=a.batch_size, image_size=a.image_size, channels=a.channels, normalizer=norm,
-                  seed=a.seed, cache_bytes=a.cache_mb * 2**20)
-    train = BatchLoader(train_ds, training=True, augment=Augmenter() if a.augment else None, **common)
-    val = BatchLoader(val_ds, training=False, **common) if val_ds is not None else None
-    print(f"train: {len(train_ds)} images, val: {len(val_ds) if val_ds is not None else 0}; "
-          f"outputs {train_ds.output_names}; normalisation {norm!r}")
-
-    w_pos, w_neg = losses.class_weights(train_ds.labels, train_ds.output_names) if a.class_weights else (1.0, 1.0)
-    loss = losses.WeightedBCE(w_pos, w_neg)
-    if a.resume:
-        model, info, opt_sd = load_checkpoint(Path(a.resume) / "last.npz")
+        config = resume_config(a.resume, epochs=a.epochs)
     else:
-        model = nets.conv_net(a.arch, in_channels=a.channels, outputs=train_ds.labels.shape[1],
-                              image_size=a.image_size, seed=a.seed)
-        model.meta.update({"classes": list(train_ds.classes), "outputs": list(train_ds.output_names),
-                           "positive_class": train_ds.positive_class, "preprocessing": train.config(),
-                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5"})
-    opt = optim.Adam(model.params(), lr=a.lr, weight_decay=a.weight_decay)
-    sched = optim.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
-    state = None
-    if a.resume:
-        opt.load_state_dict(opt_sd)
-        if info.get("scheduler"):
-            sched.load_state_dict(info["scheduler"])
-        state = resume_state_from(info)
-        print(f"resuming {a.out} at epoch {state.epoch + 1}, batch {state.batch}")
-    args = {k: v for k, v in vars(a).items() if k != "func"}
-    state = fit(model, loss, opt, train, val, epochs=a.epochs, out_dir=a.out, scheduler=sched,
-                patience=a.patience, seed=a.seed, resume_state=state, progress=not a.quiet,
-                checkpoint_extra={"args": args})
-    _plots_after_training(a.out, state.history, val if val is not None else train)
+        config = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
+    if config.backbone and config.weights is None:
+        print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
+    result = train_run(config, resume=bool(a.resume) and not config.backbone, log=print)
+    if config.backbone:
+        auc = f"; validation ROC-AUC {result.val_roc_auc:.4f}" if result.val_roc_auc is not None else ""
+        print(f"head trained on {result.images} images ({result.features} features){auc}; "
+              f"backbone + head saved to {result.model_path}")
+        return
+    state = result.state
     best = f"{state.best_score:.4f} (epoch {state.best_epoch})" if state.best_score is not None else "n/a"
-    print(f"done: best validation ROC-AUC {best}; model saved to {os.path.join(a.out, 'model.npz')}")
-
-
-def _plots_after_training(out, history, loader):
-    """Training curves, the best model's first-layer filters and its feature maps for one image."""
-    from .model import load
-    from .viz import plot_feature_maps, plot_filters, plot_history
-    plots = os.path.join(out, "plots")
-    os.makedirs(plots, exist_ok=True)
-    if history:
-        plot_history(history, os.path.join(plots, "history.png"))
-    best = os.path.join(out, "model.npz")
-    if not os.path.exists(best):
-        return
-    model = load(best)
-    first = next((n for n in model.nodes.values() if type(n.layer).__name__ == "Conv2D"), None)
-    if first is None:
-        return
-    plot_filters(first.layer.params["W"], os.path.join(plots, "filters_first_conv.png"))
-    x, _ = loader.batch(0, 0, training=False)
-    model.forward(x[:1], training=False, keep=[first.name], _cache=False)
-    plot_feature_maps(model.activations[first.name], os.path.join(plots, "feature_maps_first_conv.png"))
-
-
-def _train_head(a):
-    from .pretrained.transfer import train_head_cli
-    return train_head_cli(a)
+    print(f"done: best validation ROC-AUC {best}; model saved to {result.model_path}")
 
 
 # -- evaluate ---------------------------------------------------------------------------------------
 def cmd_evaluate(a):
     from . import metrics
-    from .data.datasets import available_splits, load_dataset
-    from .data.loader import BatchLoader
-    from .data.normalize import Normalizer
-    from .model import binary_class_names
-    from .train import predict_loader, set_threads
-    from .viz import plot_calibration, plot_confusion, plot_roc
+    from .experiment import evaluate_run
+    from .train import set_threads
 
     set_threads(a.threads)
-    model = _load_model(a.model)
-    pre = model.meta.get("preprocessing") or {}
-    if not pre:
-        raise UsageError("the model carries no preprocessing; convert it with `minicnn convert` first")
-    splits = available_splits(a.data)
-    split = a.split if a.split in splits else (None if splits in ([], [None]) else a.split)
-    if split is not None and split not in splits:
-        raise UsageError(f"{a.data} has no split {a.split!r}; it has {splits}")
-    positive = model.meta.get("positive_class")
-    ds = load_dataset(a.data, split=split, positive_class=positive, classes=model.meta.get("classes"))
-    outputs = model.meta.get("outputs") or ds.output_names
-    softmax_over_classes = model.output_activation == "softmax" and list(outputs) == list(ds.classes)
-    if list(ds.output_names) != list(outputs) and not softmax_over_classes:
-        raise UsageError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
-    norm = Normalizer.from_dict(pre["normalizer"]) if pre.get("normalizer") else None
-    loader = BatchLoader(ds, batch_size=a.batch_size, image_size=tuple(pre["image_size"]), channels=pre["channels"],
-                         training=False, normalizer=norm, interpolation=pre.get("interpolation", "bilinear"),
-                         fit=pre.get("fit", "stretch"))
-    y, p, _ = predict_loader(model, loader)
-    if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
-        p = p[:, 1:2]  # P(positive class) from a two-class softmax
-    thr = model.meta.get("threshold", 0.5) if a.threshold is None else a.threshold
-    out_names = list(ds.output_names)
-    m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=ds.positive_class,
-                                     n_boot=a.n_boot)
-    m = {"split": a.split, **m, "threshold_rule": model.meta.get("threshold_rule", "given") if a.threshold is None else "command-line"}
-    print(metrics.format_metrics_table(m))
+    path = _model_path(a.model)
     out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent)
-    out.mkdir(parents=True, exist_ok=True)
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    plot_roc(y, p, out_names, plots / f"roc_{a.split}.png")
-    if y.shape[1] == 1:
-        neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
-        plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{a.split}.png")
-        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{a.split}.png")
-        _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
-                       plots / f"examples_{a.split}.png")
-    tmp = out / ".metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics.to_jsonable(m), indent=2, allow_nan=False))
-    os.replace(tmp, out / "metrics.json")
-    print(f"wrote {out / 'metrics.json'} and plots in {plots}")
-    if a.report:
-        from .explain import write_evaluation_report
-        path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=a.report_errors,
-                                       threshold=float(np.atleast_1d(thr)[0]))
-        print(f"wrote the HTML report {path}")
-
-
-def _plot_examples(loader, ds, y, p, thr, names, path, n=16):
-    """A grid of evaluated images (a seeded sample) with true label, prediction and P(positive)."""
-    from .viz import plot_image_grid
-    idx = np.sort(np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False))
-    images = np.stack([ds.image(i, size=loader.image_size, color="grayscale") for i in idx])
-    titles = [{"true": names[int(y[i, 0])], "pred": names[int(p[i, 0] >= thr)], "prob": p[i, 0]} for i in idx]
-    plot_image_grid(images, titles, path, title=f"P({names[1]}) at threshold {thr:.3f}")
+    ev = evaluate_run(path, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
+                      batch_size=a.batch_size, report=a.report, report_errors=a.report_errors)
+    print(metrics.format_metrics_table(ev.metrics))
+    print(f"wrote {ev.metrics_path} and plots in {ev.plots}")
+    if ev.report_path:
+        print(f"wrote the HTML report {ev.report_path}")
 
 
 # -- predict ----------------------------------------------------------------------------------------
 def cmd_predict(a):
-    from .predict import predict_files
+    from .predict import format_records, predict_files, write_records
     from .train import set_threads
     set_threads(a.threads)
     model = _load_model(a.model)
     records = predict_files(model, a.images, batch_size=a.batch_size)
-    names = list(records[0]["probabilities"]) if records else []
-    width = max([len(os.path.basename(r["file"])) for r in records] + [4])
-    print(f"{'file':<{width}}  " + "  ".join(f"P({n})" for n in names) + "  prediction")
-    for r in records:
-        print(f"{os.path.basename(r['file']):<{width}}  "
-              + "  ".join(f"{r['probabilities'][n]:>{len(n) + 3}.4f}" for n in names) + f"  {r['prediction']}")
+    print(format_records(records))
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        if out.suffix.lower() == ".json":
-            tmp.write_text(json.dumps(records, indent=2))
-        else:
-            import csv
-            with open(tmp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction"])
-                for r in records:
-                    w.writerow([r["file"]] + [r["probabilities"][n] for n in names] + [r["prediction"]])
-        os.replace(tmp, out)
-        print(f"wrote {out}")
+        print(f"wrote {write_records(records, a.out)}")
 
 
 # -- summary, gradcheck -------------------------------------------------------------------------
@@ -329,7 +189,7 @@ def cmd_convert(a):
 
 
 def cmd_explain(a):
-    from .explain import explain_file
+    from .gradcam import explain_file
     from .train import set_threads
     set_threads(a.threads)
     model = _load_model(a.model)
@@ -339,8 +199,17 @@ def cmd_explain(a):
 
 
 def cmd_features(a):
-    from .pretrained.transfer import features_cli
-    return features_cli(a)
+    from .fileio import savez
+    from .train import set_threads
+    from .transfer import dataset_features
+    set_threads(a.threads)
+    feats, ds = dataset_features(a.data, a.backbone, a.weights, split=a.split, image_size=a.image_size,
+                                 batch_size=a.batch_size, seed=a.seed)
+    print(f"{len(ds)} images -> features {feats.shape} (cached)")
+    if a.out:
+        savez(a.out, {"features": feats, "labels": ds.labels, "paths": np.array(ds.paths),
+                      "classes": np.array(ds.classes)})
+        print(f"wrote {a.out}")
 
 
 def cmd_demo(a):
@@ -380,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--weight-decay", type=float, default=0.0)
     s.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
     s.add_argument("--normalize", default="dataset",
-                   help="dataset (default), sample, seed, imagenet-torch, imagenet-caffe, tf")
+                   help="dataset (default), sample, seed, imagenet-torch, imagenet-caffe, tf, none")
     s.add_argument("--norm-sample", type=int, default=1000, help="training images used to fit the statistics")
     s.add_argument("--no-augment", dest="augment", action="store_false")
     s.add_argument("--no-class-weights", dest="class_weights", action="store_false")

@@ -13,9 +13,6 @@ No deep-learning framework is used or needed.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -23,7 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from . import fileio, metrics
 from .errors import FetchError
+from .gradcam import display_image, explain_file
+from .pretrained.convert import attach_preprocessing
+from .pretrained.keras_import import load_keras
+from .pretrained.registry import cache_dir
+from .report import write_html_report
+from .train import set_threads
 
 PACKAGE = "pneumonia-model-package==0.3.0"
 WHEEL_NAME = "pneumonia_model_package-0.3.0-py3-none-any.whl"
@@ -34,7 +38,6 @@ CLASSES = ["NORMAL", "PNEUMONIA"]
 
 
 def minicnn_home() -> Path:
-    from .pretrained.registry import cache_dir
     return Path(cache_dir()).parent
 
 
@@ -84,9 +87,8 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
             raise FetchError(f"{wheel} does not contain {MODEL_MEMBER}")
         if not model_path.exists():
             dest.mkdir(parents=True, exist_ok=True)
-            with z.open(MODEL_MEMBER) as src, open(str(model_path) + ".part", "wb") as out:
-                shutil.copyfileobj(src, out)
-            os.replace(str(model_path) + ".part", model_path)
+            with z.open(MODEL_MEMBER) as src:
+                fileio.copy_stream(model_path, src)
         for member in sorted(n for n in names if n.startswith(IMAGES_PREFIX) and n.lower().endswith((".jpeg", ".jpg", ".png"))):
             name = Path(member).name
             label = "NORMAL" if name.upper().startswith("NORMAL") else "PNEUMONIA" if name.startswith("person") else None
@@ -94,10 +96,7 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
                 continue
             target = dest / "val" / label / name
             if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                part = target.with_name(target.name + ".part")
-                part.write_bytes(z.read(member))
-                os.replace(part, target)
+                fileio.write_bytes(target, z.read(member))
             images.append((target, label))
     if len(images) != 16:
         raise FetchError(f"expected 16 validation X-rays in {wheel}, found {len(images)}")
@@ -105,13 +104,6 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
 
 
 def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
-    from . import metrics
-    from .explain import explain_file
-    from .pretrained.convert import attach_preprocessing
-    from .pretrained.keras_import import load_keras
-    from .report import write_html_report
-    from .train import set_threads
-
     set_threads(threads)
     out = Path(out)
     wheel_path = get_wheel(wheel)
@@ -139,13 +131,10 @@ def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
                "specificity": metrics.specificity(cm)}
     print(f"\naccuracy {summary['accuracy']:.3f}  sensitivity {summary['sensitivity']:.3f}  "
           f"specificity {summary['specificity']:.3f}  ({int(np.trace(cm))}/16 correct)")
-    tmp = out / ".demo.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "demo.json")
+    fileio.write_json(out / "demo.json", summary, indent=2)
     m = metrics.evaluate_predictions(y, p, ["PNEUMONIA"], threshold=0.5, positive_class="PNEUMONIA", n_boot=500)
-    from .explain import _display_image
     for c in cases:
-        c["image"] = _display_image(model, c.pop("path"))
+        c["image"] = display_image(model, c.pop("path"))
     report = write_html_report(out, m, y, p, ["PNEUMONIA"], images=cases,
                                title="minicnn demo: a Keras Xception pneumonia model on 16 real X-rays",
                                images_heading="The 16 X-rays with Grad-CAM (high = more evidence for the predicted class)")

@@ -25,8 +25,9 @@ from .errors import UsageError, WeightFileError, file_not_found
 from .kernels.activation import sigmoid_forward, softmax_forward
 from .kernels.threads import blas_single_thread_or_null
 from .layers.base import Layer
+from .legacy import upgrade_meta
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2   # 2: meta['preprocessing'] is always Preprocessing.to_dict() (1 is upgraded on read)
 OUTPUT_ACTIVATIONS = (None, "sigmoid", "softmax")
 
 
@@ -317,15 +318,19 @@ class Graph:
         out = [grads.get(i) for i in self.input_names]
         return out[0] if len(out) == 1 else out
 
-    def predict(self, x, batch_size: int = 32) -> np.ndarray:
-        """Inference in batches (no caches kept), then ``output_activation``; returns a NumPy array."""
+    def predict(self, x, batch_size: int = 32, *, logits: bool = False, keep=()) -> np.ndarray:
+        """Inference in batches (no caches kept), then ``output_activation``; returns a NumPy array.
+
+        ``logits=True`` returns the output node's values before ``output_activation`` (for a loss).
+        ``keep``: node names whose outputs (of the last batch) are left in ``self.activations``.
+        """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
         outs = []
         for start in range(0, len(x), batch_size):
-            z = self.forward(x[start:start + batch_size], training=False, _cache=False)
-            outs.append(apply_activation(z, self.output_activation))
+            z = self.forward(x[start:start + batch_size], training=False, keep=keep, _cache=False)
+            outs.append(z if logits else apply_activation(z, self.output_activation))
         if not outs:
             raise UsageError("predict got an empty batch")
         return np.concatenate(outs, axis=0)
@@ -538,7 +543,8 @@ def model_from_config(config: dict) -> Graph:
             model.add(spec["name"], layer, spec["inputs"])
     model.output_name = config["output"]
     model.output_activation = config.get("output_activation")
-    model.meta = config.get("meta") or {}
+    meta = config.get("meta") or {}
+    model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else meta
     return model
 
 

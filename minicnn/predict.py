@@ -1,4 +1,4 @@
-"""Inference on image files with the preprocessing saved in the model.
+"""Inference: the one loop over batches, and image files with the preprocessing saved in the model.
 
 A model trained or converted by minicnn carries in ``model.meta``:
 
@@ -6,37 +6,50 @@ A model trained or converted by minicnn carries in ``model.meta``:
     outputs          the name of each output column: ["PNEUMONIA"] for a binary model with one
                      sigmoid output, the classes for multi-label or softmax models
     positive_class   the class a binary model's single output is the probability of
-    preprocessing    {"image_size": [H, W], "channels": 1|3, "interpolation", "fit", "normalizer": {...}}
+    preprocessing    ``Preprocessing.to_dict()``: image size, channels, resize, normalisation
     threshold        one decision threshold per output (p >= threshold is positive)
 
-``predict_files(model, paths)`` applies exactly that preprocessing (the same code path the
-training loader used for validation and test images) and returns one record per file.
+``predict_batches(model, loader)`` is the loop every evaluation runs (validation in ``train.fit``,
+``evaluate``, feature extraction, ``predict_files``): one ``Graph.predict`` per loader batch.
+``predict_files(model, paths)`` applies exactly the saved preprocessing (the same loader the
+training used for validation and test images) and returns one record per file.
 """
 from __future__ import annotations
 
+import csv
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, UsageError, file_not_found
-from .data.images import is_image_file, load_image
-from .data.normalize import Normalizer
-from .model import Graph, binary_class_names
+from .data.datasets import Dataset
+from .data.images import is_image_file
+from .data.loader import BatchLoader
+from .data.preprocessing import Preprocessing
+from . import fileio
+from .errors import DataError, file_not_found
+from .model import Graph, apply_activation, binary_class_names, load
 
 
-def preprocessing_of(model: Graph) -> dict:
-    """The model's preprocessing as a dict. A pretrained backbone names only its mode (e.g. 'torch'):
-    its input size and channels then come from ``model.input_shape``, resized bilinearly."""
-    pre = model.meta.get("preprocessing")
-    if isinstance(pre, str) and model.input_shape is not None:
-        c, h, w = model.input_shape
-        pre = {"image_size": [h, w], "channels": c, "interpolation": "bilinear", "fit": "stretch",
-               "normalizer": {"mode": pre}}
-    if not isinstance(pre, dict):
-        raise UsageError("this model carries no preprocessing (it was not trained or converted by minicnn); "
-                         "convert it with `minicnn convert MODEL OUT.npz --preprocess ... --image-size ...`")
-    return pre
+def predict_batches(model: Graph, loader, progress=None):
+    """Yield ``(y, z)`` per batch of ``loader``'s evaluation epoch: its labels and the model's logits
+    (the output node's values before ``output_activation``). ``progress``: called once per batch."""
+    for x, y, *_ in loader.epoch(0, training=False):
+        yield y, model.predict(x, batch_size=len(x), logits=True)
+        if progress is not None:
+            progress()
+
+
+def predict_loader(model: Graph, loader, loss=None):
+    """Run ``model`` over an evaluation loader: ``(y_true (N, K), y_prob (N, K), mean loss or None)``."""
+    ys, ps, total, n = [], [], 0.0, 0
+    for y, z in predict_batches(model, loader):
+        if loss is not None:
+            total += loss.forward(z, y) * len(z)
+            n += len(z)
+        ys.append(y)
+        ps.append(apply_activation(z, model.output_activation))
+    return np.concatenate(ys), np.concatenate(ps), (total / n if n else None)
 
 
 def expand_paths(inputs) -> list[str]:
@@ -57,15 +70,9 @@ def expand_paths(inputs) -> list[str]:
     return out
 
 
-def load_for_model(model: Graph, paths) -> np.ndarray:
-    """Read, resize and normalise images exactly as the model expects: (N, C, H, W) float32."""
-    pre = preprocessing_of(model)
-    color = "rgb" if int(pre["channels"]) == 3 else "grayscale"
-    images = [load_image(p, size=tuple(pre["image_size"]), color=color, interpolation=pre.get("interpolation", "bilinear"),
-                         fit=pre.get("fit", "stretch")) for p in paths]
-    x = np.stack([im[None] if im.ndim == 2 else im.transpose(2, 0, 1) for im in images]).astype(np.float32)
-    norm = pre.get("normalizer")
-    return Normalizer.from_dict(norm)(x, training=False) if norm else x
+def file_loader(paths, preprocessing: Preprocessing, batch_size: int = 16) -> BatchLoader:
+    """An evaluation loader over image files (unlabelled: the labels are zeros)."""
+    return BatchLoader(Dataset.from_paths(paths), preprocessing, batch_size=batch_size, training=False)
 
 
 def output_names(model: Graph) -> list[str]:
@@ -98,13 +105,34 @@ def probabilities_by_class(model: Graph, probs: np.ndarray) -> list[dict]:
 def predict_files(model, paths, batch_size: int = 16) -> list[dict]:
     """``[{"file", "probabilities": {class: p}, "prediction"}]`` for image files or folders."""
     if isinstance(model, (str, os.PathLike)):
-        from .model import load
         model = load(model)
     files = expand_paths(paths)
-    records = []
-    for start in range(0, len(files), batch_size):
-        chunk = files[start:start + batch_size]
-        probs = model.predict(load_for_model(model, chunk), batch_size=batch_size)
-        for f, pr, label in zip(chunk, probabilities_by_class(model, probs), decide(model, probs)):
-            records.append({"file": f, "probabilities": pr, "prediction": label})
-    return records
+    _, probs, _ = predict_loader(model, file_loader(files, Preprocessing.of(model), batch_size))
+    return [{"file": f, "probabilities": pr, "prediction": label}
+            for f, pr, label in zip(files, probabilities_by_class(model, probs), decide(model, probs))]
+
+
+def format_records(records) -> str:
+    """The table ``minicnn predict`` prints: file, P(class) per class, prediction."""
+    names = list(records[0]["probabilities"]) if records else []
+    width = max([len(os.path.basename(r["file"])) for r in records] + [4])
+    lines = [f"{'file':<{width}}  " + "  ".join(f"P({n})" for n in names) + "  prediction"]
+    for r in records:
+        lines.append(f"{os.path.basename(r['file']):<{width}}  "
+                     + "  ".join(f"{r['probabilities'][n]:>{len(n) + 3}.4f}" for n in names) + f"  {r['prediction']}")
+    return "\n".join(lines)
+
+
+def write_records(records, path) -> str:
+    """Write prediction records to a ``.json`` file, or a ``.csv`` (any other suffix), atomically."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        fileio.write_json(path, records, indent=2)
+        return str(path)
+    names = list(records[0]["probabilities"]) if records else []
+    with fileio.atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction"])
+        for r in records:
+            w.writerow([r["file"]] + [r["probabilities"][n] for n in names] + [r["prediction"]])
+    return str(path)

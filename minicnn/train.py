@@ -23,13 +23,16 @@ import os
 import signal
 import threading
 import time
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from . import metrics
+from . import fileio, metrics
 from .errors import TrainingError
-from .model import Graph, apply_activation, atomic_savez, model_from_arrays, read_npz
+from .model import Graph, model_from_arrays, read_npz
+from .predict import predict_loader
 
 DROPOUT_STREAM = 4
 CHECKPOINT_VERSION = 1
@@ -53,6 +56,43 @@ class TrainState:
     best_epoch: int | None = None
     bad_epochs: int = 0
     history: list = field(default_factory=list)
+
+
+@dataclass
+class TrainConfig:
+    """Everything ``minicnn train`` is given (saved in ``last.npz`` so ``--resume`` continues the run)."""
+    data: str | None = None
+    out: str = "runs/run"
+    arch: str = "small"
+    backbone: str | None = None        # transfer learning on a pretrained backbone (minicnn.transfer)
+    weights: str | None = None
+    fine_tune: int = 0
+    fine_tune_from: str | None = None
+    image_size: int | None = None      # default 64; a backbone's own size with --backbone
+    channels: int = 1
+    epochs: int = 8
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    patience: int | None = None
+    normalize: str = "dataset"
+    norm_sample: int = 1000
+    augment: bool = True
+    class_weights: bool = True
+    positive_class: str | None = None
+    train_split: str = "train"
+    val_split: str | None = None
+    test_split: str = "test"
+    val_from_train: float = 0.1
+    cache_mb: int = 512
+    seed: int = 0
+    quiet: bool = False
+
+    @classmethod
+    def from_saved(cls, saved: dict, **override) -> "TrainConfig":
+        """The config a checkpoint recorded (older ones stored every CLI argument), with ``override``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in saved.items() if k in names}, **override})
 
 
 def set_threads(n: int | None) -> None:
@@ -84,7 +124,7 @@ def save_checkpoint(path, model: Graph, optimizer, state: TrainState, scheduler=
             "optimizer": {"class": type(optimizer).__name__, "lr": osd["lr"], "t": osd["t"]},
             "scheduler": scheduler.state_dict() if scheduler is not None else None, "extra": extra or {}}
     arrays["train_state"] = np.array(json.dumps(info))
-    atomic_savez(os.fspath(path), arrays)
+    fileio.savez(path, arrays)
     return os.fspath(path)
 
 
@@ -106,34 +146,14 @@ def load_checkpoint(path):
     return model, info, opt_sd
 
 
-# -- evaluation helpers ---------------------------------------------------------------------------
-def predict_loader(model: Graph, loader, loss=None):
-    """Run ``model`` over an evaluation loader: ``(y_true (N, K), y_prob (N, K), mean loss or None)``."""
-    ys, ps, total, n = [], [], 0.0, 0
-    for x, y in loader.epoch(0, training=False):
-        z = model.forward(x, training=False, _cache=False)
-        if loss is not None:
-            total += loss.forward(z, y) * len(x)
-            n += len(x)
-        ys.append(y)
-        ps.append(apply_activation(z, model.output_activation))
-    return np.concatenate(ys), np.concatenate(ps), (total / n if n else None)
-
-
 def _write_history(out_dir, history) -> None:
     if not history:
         return
-    keys = list(history[0])
-    tmp = os.path.join(out_dir, ".history.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
+    with fileio.atomic_write(os.path.join(out_dir, "history.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
         w.writeheader()
         w.writerows(history)
-    os.replace(tmp, os.path.join(out_dir, "history.csv"))
-    tmp = os.path.join(out_dir, ".history.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(metrics.to_jsonable(history), f, indent=1)
-    os.replace(tmp, os.path.join(out_dir, "history.json"))
+    fileio.write_json(os.path.join(out_dir, "history.json"), metrics.to_jsonable(history), indent=1)
 
 
 class _StopFlag:
@@ -161,22 +181,23 @@ class _StopFlag:
 def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out_dir=None, scheduler=None,
         patience: int | None = None, seed: int = 0, resume_state: TrainState | None = None,
         progress: bool = True, log=print, stop_after_batches: int | None = None,
-        checkpoint_extra: dict | None = None) -> TrainState:
+        checkpoint_extra: dict | None = None, export=None) -> TrainState:
     """Train ``model`` in place; returns the final ``TrainState`` (history, best epoch and score).
 
-    train / val: ``minicnn.data.BatchLoader`` objects (val optional; without it the last epoch is "best").
+    train / val: ``minicnn.data.BatchLoader`` or ``ArrayLoader`` objects (val optional; without it the
+        last epoch is "best").
     out_dir: run directory for ``model.npz`` (best), ``last.npz``, ``history.csv/json`` (None: write nothing).
+    export: ``export(model) -> Graph``, the model saved as ``model.npz`` when the epoch is the best
+        (default ``model`` itself; a head trained on cached features exports backbone + head).
     scheduler: an ``optim`` schedule, stepped once per epoch with the validation AUC.
     patience: early stopping after this many epochs without a better validation AUC.
     resume_state: the ``TrainState`` from ``load_checkpoint`` to continue a run.
     stop_after_batches: stop (as Ctrl-C would) after this many batches — for tests of resuming.
     checkpoint_extra: JSON-able facts stored in every ``last.npz`` (the CLI keeps its arguments there).
     """
-    from tqdm.auto import tqdm
-
     state = resume_state or TrainState()
     if val is not None:
-        yv = np.asarray(val.dataset.labels)
+        yv = np.asarray(val.labels)
         if not any(0 < yv[:, k].sum() < len(yv) for k in range(yv.shape[1])):
             raise TrainingError(f"the validation set ({len(yv)} images) holds only one class in every output, so "
                                 f"its ROC-AUC is undefined and no best model can be chosen; give a larger "
@@ -239,7 +260,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                         model.meta["threshold"] = metrics.youden_thresholds(y_val, p_val)
                         model.meta["threshold_rule"] = "youden-validation"
                     model.meta["best_epoch"] = epoch + 1
-                    model.save(os.path.join(out_dir, "model.npz"))
+                    (model if export is None else export(model)).save(os.path.join(out_dir, "model.npz"))
             else:
                 state.bad_epochs += 1
             state.epoch, state.batch, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0

@@ -6,19 +6,22 @@ PKG = Path(__file__).resolve().parents[1] / "minicnn"
 
 # module (or package) -> the minicnn modules it may import (itself and its own package always allowed)
 ALLOWED = {
-    "errors": set(), "fileio": set(), "_validate": set(), "init": set(), "metrics": set(), "losses": {"kernels"}, "optim": set(), "gradient_check": set(),
+    "errors": set(), "fileio": set(), "legacy": set(), "_validate": set(), "init": set(), "metrics": set(), "losses": {"kernels"}, "optim": set(), "gradient_check": set(),
     "kernels": {"_validate"},
     "layers": {"kernels", "init", "_validate"},
-    "model": {"layers", "losses", "kernels"},
-    "data": {"_validate"},
+    "model": {"layers", "losses", "kernels", "legacy"},
+    "data": {"_validate", "legacy"},
     "nets": {"layers", "model"},
     "viz": {"metrics", "model"},
-    "report": {"metrics", "viz"},
-    "train": {"model", "losses", "optim", "metrics", "data"},
+    "report": {"metrics", "viz", "gradcam", "data", "model", "predict"},
+    "train": {"model", "losses", "optim", "metrics", "data", "predict"},
     "predict": {"model", "data"},
-    "explain": {"data", "predict", "viz", "report", "model"},
-    "pretrained": {"layers", "model", "init", "data", "metrics", "losses", "optim", "train", "_validate", "viz"},
-    "demo": {"metrics", "explain", "pretrained", "report", "train", "model", "viz", "data", "predict"},
+    "gradcam": {"data", "predict", "viz", "model"},
+    "pretrained": {"layers", "model", "init", "data", "_validate", "legacy"},
+    "transfer": {"pretrained", "data", "losses", "model", "optim", "predict", "train"},
+    "experiment": {"data", "losses", "metrics", "model", "nets", "optim", "predict", "report", "train",
+                   "transfer", "viz"},
+    "demo": {"metrics", "gradcam", "pretrained", "report", "train", "model", "viz", "data", "predict"},
 }
 
 

@@ -68,14 +68,14 @@ def test_predict_files_from_python_applies_saved_preprocessing(run):
     import minicnn
     from minicnn.data.loader import BatchLoader
     from minicnn.data.datasets import load_dataset
-    from minicnn.data.normalize import Normalizer
+    from minicnn.data.preprocessing import Preprocessing
     data, out = run
     model = minicnn.load(out / "model.npz")
     recs = minicnn.predict_files(model, data / "test")
     ds = load_dataset(data, split="test")
-    pre = model.meta["preprocessing"]
-    loader = BatchLoader(ds, batch_size=64, image_size=tuple(pre["image_size"]), channels=1, training=False,
-                         normalizer=Normalizer.from_dict(pre["normalizer"]))
+    pre = Preprocessing.from_dict(model.meta["preprocessing"])
+    assert pre.channels == 1 and pre.mode == "dataset" and pre.count > 0
+    loader = BatchLoader(ds, pre, batch_size=64, training=False)
     x = np.concatenate([b[0] for b in loader.epoch(0)])
     p = model.predict(x)[:, 0]
     by_file = {r["file"]: r["probabilities"]["PNEUMONIA"] for r in recs}
@@ -142,7 +142,8 @@ def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path
     assert list((tmp_path / "home" / "features").rglob("*")) == cached
     from minicnn.model import load
     model = load(out / "model.npz")
-    assert model.meta["preprocessing"]["normalizer"]["mode"] == "torch"
+    assert model.meta["preprocessing"]["normalization"]["mode"] == "imagenet-torch"
+    assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 20      # the head's 10 x 2 epochs
     assert not model["features.conv0"].trainable and model["head.logits"].trainable
     assert main(["predict", str(out), str(data / "test" / "NORMAL")]) == 0
     assert main(["evaluate", str(out), str(data), "--split", "test", "--n-boot", "50"]) == 0
@@ -156,10 +157,15 @@ def test_fine_tune_the_last_block_with_real_backward_passes(run, tmp_path, monke
     out = tmp_path / "ft"
     assert main(["train", str(data), "--backbone", "densenet121", "--image-size", "32", "--epochs", "1",
                  "--fine-tune", "1", "--out", str(out), "--quiet"]) == 0
-    tuned = load(out / "model.npz")
+    from minicnn.train import load_checkpoint
+    # last.npz holds the fine-tuned model (model.npz keeps the head-only one unless fine-tuning beat
+    # its best validation AUC)
+    tuned, info, _ = load_checkpoint(out / "last.npz")
+    assert info["extra"]["args"]["fine_tune"] == 1
     start = densenet121(include_top=False, pooling="avg", input_shape=(3, 32, 32), seed=0)  # --seed 0
     sd0 = start.state_dict()
     np.testing.assert_array_equal(tuned.state_dict()["features.conv0.W"], sd0["features.conv0.W"])
+    np.testing.assert_array_equal(load(out / "model.npz").state_dict()["features.conv0.W"], sd0["features.conv0.W"])
     moved = "features.denseblock4.denselayer16.conv2.W"
     assert not np.array_equal(tuned.state_dict()[moved], sd0[moved])
     assert tuned["features.denseblock4.denselayer1.conv1"].trainable and not tuned["features.conv0"].trainable

@@ -92,7 +92,7 @@ def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, 
     model = load(converted_xception)
     assert model.meta["classes"] == ["NORMAL", "PNEUMONIA"] and model.output_activation == "softmax"
     image = home / "pneumonia-model-package-0.3.0" / "val" / "PNEUMONIA" / "person1946_bacteria_4874.jpeg"
-    from minicnn.explain import explain_file
+    from minicnn.gradcam import explain_file
     a = explain_file(model, image, tmp_path / "a.png")
     b = explain_file(model, image, tmp_path / "b.png")
     assert a["node"] == "xception/block14_sepconv2_act" and a["heatmap"].shape == (5, 5)
@@ -117,7 +117,7 @@ def test_convert_small_keras_model_and_predict(tmp_path, capsys):
     assert main(["convert", str(src), str(out), "--preprocess", "tf", "--image-size", "12"]) == 0
     model = load(out)
     pre = model.meta["preprocessing"]
-    assert pre["image_size"] == [12, 12] and pre["normalizer"]["mode"] == "tf" and pre["channels"] == 3
+    assert pre["image_size"] == [12, 12] and pre["normalization"]["mode"] == "tf" and pre["channels"] == 3
     assert main(["convert", str(src), str(tmp_path / "x.npz"), "--preprocess", "dataset", "--image-size", "12"]) == 1
     assert "needs statistics" in capsys.readouterr().err
 

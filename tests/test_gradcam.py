@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minicnn import Graph, layers
-from minicnn.viz import default_gradcam_node, gradcam
+from minicnn.gradcam import default_gradcam_node, gradcam
 
 
 W_CONV = np.array([[1.0, 0.5], [-2.0, 1.5]])      # (out=2, in=2): the two feature maps are independent

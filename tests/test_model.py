@@ -126,7 +126,7 @@ def test_save_load_roundtrip(tmp_path):
         np.testing.assert_array_equal(h.state_dict()[k], v, err_msg=k)
     np.testing.assert_array_equal(h.predict(x), g.predict(x))
     with np.load(path, allow_pickle=False) as z:
-        assert int(z["format_version"]) == 1
+        assert int(z["format_version"]) == 2
         assert json.loads(str(z["architecture"]))["nodes"][0]["class"] == "Conv2D"
     s = small_cnn()
     s2 = load(s.save(tmp_path / "s.npz"))

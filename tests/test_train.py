@@ -8,8 +8,8 @@ import pytest
 from minicnn import losses, nets, optim
 from minicnn.data.augment import Augmenter
 from minicnn.data.datasets import load_dataset
-from minicnn.data.loader import BatchLoader, fit_normalizer
-from minicnn.data.normalize import Normalizer
+from minicnn.data.loader import BatchLoader, fit_preprocessing
+from minicnn.data.preprocessing import Preprocessing
 from minicnn.data.synthetic import make_synthetic
 from minicnn.train import (TrainingError, TrainingInterrupted, fit, load_checkpoint, resume_state_from)
 
@@ -24,9 +24,9 @@ def synth(tmp_path_factory):
 def _setup(synth, seed=0, dropout=0.2):
     train_ds = load_dataset(synth, split="train")
     val_ds = load_dataset(synth, split="val")
-    norm = fit_normalizer(Normalizer("dataset"), train_ds, image_size=24, channels=1)
-    train = BatchLoader(train_ds, batch_size=16, image_size=24, normalizer=norm, augment=Augmenter(), seed=seed)
-    val = BatchLoader(val_ds, batch_size=16, image_size=24, normalizer=norm, training=False)
+    pre = fit_preprocessing(Preprocessing(24, channels=1, mode="dataset"), train_ds)
+    train = BatchLoader(train_ds, pre, batch_size=16, augment=Augmenter(), seed=seed)
+    val = BatchLoader(val_ds, pre, batch_size=16, training=False)
     model = nets.conv_net("tiny", in_channels=1, outputs=1, image_size=24, seed=seed, dropout=dropout)
     loss = losses.WeightedBCE(*losses.class_weights(train_ds.labels))
     opt = optim.Adam(model.params(), lr=3e-3)

@@ -1,7 +1,7 @@
 """Batches for training and evaluation, prepared in a background thread.
 
-    loader = BatchLoader(train_set, batch_size=32, image_size=128, channels=1,
-                         augment=Augmenter(), normalizer=norm, seed=0)
+    pre = fit_preprocessing(Preprocessing(image_size=128, channels=1), train_set)
+    loader = BatchLoader(train_set, pre, batch_size=32, augment=Augmenter(), seed=0)
     for epoch in range(start_epoch, epochs):
         for x, y in loader.epoch(epoch):          # x (B, C, H, W) float32, y (B, K) float32
             ...
@@ -18,16 +18,21 @@ the consumer. At most ``prefetch`` finished batches wait in a bounded queue. An 
 thread is raised in the consumer (an unreadable image raises ``ImageLoadError`` naming the file).
 When the consumer stops early (``break``, an exception, ``close()``) the thread is told to stop
 and joined: no thread is left running.
+
+``ArrayLoader`` serves in-memory arrays (e.g. cached backbone features) with the same epoch
+shuffle, so ``train.fit`` trains a head on them exactly as it trains a CNN on images.
 """
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 
 import numpy as np
 
 from ..errors import DataError, LoaderError
-from .images import ImageLoadError, normalize_size
+from .images import ImageLoadError
+from .preprocessing import Preprocessing
 
 SHUFFLE, AUGMENT = 1, 2      # stream tags, so the two kinds of generator never share a seed
 _END = object()
@@ -48,80 +53,130 @@ class _Failure:
         self.exc = exc
 
 
-class BatchLoader:
+class _Epochs:
+    """What every loader shares: batch size, shuffling by epoch, and the batch count."""
+
+    def __init__(self, n, batch_size, training, shuffle, seed, drop_last):
+        if batch_size < 1:
+            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+        self._n = int(n)
+        self.batch_size = int(batch_size)
+        self.training = bool(training)
+        self.shuffle = self.training if shuffle is None else bool(shuffle)
+        self.seed = int(seed)
+        self.drop_last = bool(drop_last)
+        self._epochs_iterated = 0
+
+    def __len__(self) -> int:
+        n = self._n
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def order(self, epoch: int, training: bool | None = None) -> np.ndarray:
+        """Item indices of epoch ``epoch`` in the order they are served."""
+        training = self.training if training is None else training
+        if training and self.shuffle:
+            return epoch_rng(self.seed, epoch).permutation(self._n)
+        return np.arange(self._n)
+
+    def _indices(self, epoch, batch_index, training, order):
+        order = self.order(epoch, training) if order is None else order
+        idx = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
+        if len(idx) == 0:
+            raise IndexError(f"batch {batch_index} is past the end of the epoch ({len(self)} batches)")
+        return idx
+
+    def __iter__(self):
+        """Each ``iter(loader)`` runs the next epoch (0, 1, 2, ...); prefer ``epoch(e)`` when resuming."""
+        e = self._epochs_iterated
+        self._epochs_iterated += 1
+        return iter(self.epoch(e))
+
+
+class ArrayLoader(_Epochs):
+    """Iterate in-memory ``(x, y)`` arrays as batches, shuffled per epoch as ``BatchLoader`` shuffles.
+
+    ``x`` (N, ...) float32 (cached features, or preprocessed images); ``y`` (N, K) labels (a 1-D
+    ``y`` becomes one column). No augmentation, no thread: slicing an array is all there is.
+    """
+
+    def __init__(self, x, y, batch_size=32, training=True, shuffle=None, seed=0, drop_last=False):
+        self.x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.asarray(y, dtype=np.float32)
+        self.labels = y[:, None] if y.ndim == 1 else y
+        if len(self.x) == 0:
+            raise DataError("ArrayLoader got no items")
+        if len(self.labels) != len(self.x):
+            raise DataError(f"{len(self.x)} items but {len(self.labels)} label rows")
+        super().__init__(len(self.x), batch_size, training, shuffle, seed, drop_last)
+
+    def __repr__(self) -> str:
+        return f"ArrayLoader({len(self.x)} items of shape {self.x.shape[1:]}, batch_size={self.batch_size})"
+
+    def batch(self, epoch: int, batch_index: int, training: bool | None = None, order=None):
+        idx = self._indices(epoch, batch_index, self.training if training is None else training, order)
+        return self.x[idx], self.labels[idx]
+
+    def epoch(self, epoch: int, training: bool | None = None, start_batch: int = 0):
+        training = self.training if training is None else training
+        order = self.order(epoch, training)
+        return (self.batch(epoch, b, training, order) for b in range(start_batch, len(self)))
+
+
+class BatchLoader(_Epochs):
     """Iterate a ``Dataset`` as ``(x, y)`` or ``(x, y, indices)`` NCHW float32 batches.
 
-    channels: 1 keeps grayscale; 3 loads RGB (a grayscale image is repeated into 3 channels).
+    preprocessing: the ``Preprocessing`` (size, channels, resize, normalisation) applied to every image;
+        channels 3 repeats a grayscale image into 3 channels.
     training: the default for ``epoch()``; training epochs shuffle (unless ``shuffle=False``) and
-        augment (when ``augment`` is given); evaluation epochs do neither, in dataset order.
-    normalizer: a ``Normalizer`` called as ``normalizer(x, training)``; None leaves [0, 255].
+        augment (when ``augment`` is given, before normalisation); evaluation epochs do neither, in
+        dataset order.
     prefetch: batches prepared ahead in a background thread (0 = prepare in the caller's thread).
     cache_bytes: keep decoded + resized images (before augmentation) in memory up to this many
         bytes; later images are decoded every time. 0 disables the cache.
     """
 
-    def __init__(self, dataset, batch_size=32, image_size=128, channels=1, training=True, shuffle=None,
-                 augment=None, normalizer=None, seed=0, prefetch=2, drop_last=False,
-                 return_indices=False, cache_bytes=0, interpolation="bilinear", fit="stretch"):
-        if channels not in (1, 3):
-            raise DataError(f"channels must be 1 or 3, got {channels}")
-        if batch_size < 1:
-            raise DataError(f"batch_size must be >= 1, got {batch_size}")
+    def __init__(self, dataset, preprocessing: Preprocessing, batch_size=32, training=True, shuffle=None,
+                 augment=None, seed=0, prefetch=2, drop_last=False, return_indices=False, cache_bytes=0):
+        if not isinstance(preprocessing, Preprocessing):
+            raise DataError(f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}")
+        if not preprocessing.is_fitted:
+            raise DataError(f"{preprocessing!r} is not fitted: fit_preprocessing(pre, training_set) first")
         if len(dataset) == 0:
             raise DataError(f"{dataset!r} is empty")
+        super().__init__(len(dataset), batch_size, training, shuffle, seed, drop_last)
         self.dataset = dataset
-        self.batch_size = int(batch_size)
-        self.image_size = normalize_size(image_size)
-        self.channels = channels
-        self.training = bool(training)
-        self.shuffle = self.training if shuffle is None else bool(shuffle)
+        self.preprocessing = preprocessing
         self.augment = augment
-        self.normalizer = normalizer
-        self.seed = int(seed)
         self.prefetch = int(prefetch)
-        self.drop_last = bool(drop_last)
         self.return_indices = bool(return_indices)
-        self.interpolation = interpolation
-        self.fit = fit
         self.cache_bytes = int(cache_bytes)
         self._cache: dict[int, np.ndarray] = {}
         self._cached_bytes = 0
         self._lock = threading.Lock()
-        self._epochs_iterated = 0
         self._open: set = set()
 
     def __repr__(self) -> str:
         return (f"BatchLoader({len(self.dataset)} images, batch_size={self.batch_size}, "
-                f"image_size={self.image_size}, channels={self.channels}, training={self.training})")
+                f"{self.preprocessing!r}, training={self.training})")
 
-    def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels
 
-    def config(self) -> dict:
-        """The preprocessing to save with a model (JSON-able)."""
-        return {"image_size": list(self.image_size), "channels": self.channels,
-                "interpolation": self.interpolation, "fit": self.fit,
-                "normalizer": self.normalizer.to_dict() if self.normalizer is not None else None}
+    @property
+    def image_size(self) -> tuple:
+        return self.preprocessing.image_size
 
     # ---- one batch, computed from (epoch, batch index) alone -----------------------------------
-
-    def order(self, epoch: int, training: bool | None = None) -> np.ndarray:
-        """Image indices of epoch ``epoch`` in the order they are served."""
-        training = self.training if training is None else training
-        n = len(self.dataset)
-        if training and self.shuffle:
-            return epoch_rng(self.seed, epoch).permutation(n)
-        return np.arange(n)
 
     def _image(self, i: int) -> np.ndarray:
         with self._lock:
             cached = self._cache.get(i)
         if cached is not None:
             return cached
-        color = "grayscale" if self.channels == 1 else "rgb"
+        pre = self.preprocessing
         try:
-            img = self.dataset.image(i, self.image_size, color, self.interpolation, self.fit)
+            img = self.dataset.image(i, pre.image_size, pre.color, pre.interpolation, pre.fit)
         except ImageLoadError:
             raise
         except (ValueError, OSError) as exc:
@@ -135,23 +190,17 @@ class BatchLoader:
 
     def images(self, indices) -> np.ndarray:
         """Decoded, resized images ``indices`` as (B, C, H, W) float32 in [0, 255] (no augmentation)."""
-        imgs = [self._image(int(i)) for i in indices]
-        x = np.stack(imgs).astype(np.float32, copy=False)
-        return x[:, None] if x.ndim == 3 else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+        return Preprocessing.stack(self._image(int(i)) for i in indices)
 
     def batch(self, epoch: int, batch_index: int, training: bool | None = None, order=None):
         """Batch ``batch_index`` of epoch ``epoch``: ``(x, y)`` or ``(x, y, indices)``."""
         training = self.training if training is None else training
-        order = self.order(epoch, training) if order is None else order
-        idx = order[batch_index * self.batch_size:(batch_index + 1) * self.batch_size]
-        if len(idx) == 0:
-            raise IndexError(f"batch {batch_index} is past the end of the epoch ({len(self)} batches)")
+        idx = self._indices(epoch, batch_index, training, order)
         x = self.images(idx)
         try:
             if training and self.augment is not None:
                 x = self.augment(x, batch_rng(self.seed, epoch, batch_index))
-            if self.normalizer is not None:
-                x = self.normalizer(x, training=training)
+            x = self.preprocessing.normalize(x, training=training)
         except Exception as exc:
             names = ", ".join(self.dataset.name(int(i)) for i in idx[:3])
             raise LoaderError(f"epoch {epoch} batch {batch_index} (images {names}, ...): {exc}") from exc
@@ -169,12 +218,6 @@ class BatchLoader:
         if self.prefetch <= 0:
             return (self.batch(epoch, b, training, order) for b in range(start_batch, stop))
         return self._prefetched(epoch, training, order, start_batch, stop)
-
-    def __iter__(self):
-        """Each ``iter(loader)`` runs the next epoch (0, 1, 2, ...); prefer ``epoch(e)`` when resuming."""
-        e = self._epochs_iterated
-        self._epochs_iterated += 1
-        return iter(self.epoch(e))
 
     def _prefetched(self, epoch, training, order, start, stop):
         q: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
@@ -233,17 +276,17 @@ class BatchLoader:
         self.close()
 
 
-def fit_normalizer(normalizer, dataset, image_size=128, channels=1, sample=None, seed=0, batch_size=64,
-                   interpolation="bilinear", fit="stretch"):
-    """Fit ``normalizer`` on TRAINING images, resized as the model sees them, before augmentation.
+def fit_preprocessing(preprocessing: Preprocessing, dataset, sample=None, seed=0, batch_size=64) -> Preprocessing:
+    """``preprocessing`` with statistics of TRAINING images, resized as the model sees them, before augmentation.
 
-    ``sample``: use a seeded random subset of that many images (None = all). Returns the normalizer.
+    ``sample``: use a seeded random subset of that many images (None = all). Modes without
+    statistics are returned as they are.
     """
-    if not normalizer.needs_fit:
-        return normalizer
+    if not preprocessing.needs_fit:
+        return preprocessing
     if sample is not None and sample < len(dataset):
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
         dataset = dataset.subset(np.sort(rng.choice(len(dataset), size=int(sample), replace=False)))
-    loader = BatchLoader(dataset, batch_size=batch_size, image_size=image_size, channels=channels,
-                         training=False, prefetch=2, interpolation=interpolation, fit=fit)
-    return normalizer.fit(x for x, _ in loader.epoch(0))
+    raw = dataclasses.replace(preprocessing, mode="none", mean=None, std=None, count=0)
+    loader = BatchLoader(dataset, raw, batch_size=batch_size, training=False, prefetch=2)
+    return preprocessing.fitted(x for x, _ in loader.epoch(0))

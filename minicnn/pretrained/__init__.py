@@ -6,7 +6,7 @@
     load_weights(model, path)          any supported weight file -> model (strict, all mismatches listed)
     preprocess(images, mode_or_name)   NHWC pixels in [0, 255] -> NCHW float32 for the weights
     fetch(name)                        download a known weight file into $MINICNN_HOME (digest checked)
-    extract_features / build_head / combine     transfer learning on a frozen backbone
+    build_head / combine / unfreeze_last     transfer learning on a frozen backbone (see minicnn.transfer)
     fold_batchnorm / fast_densenet     inference speed-ups that keep outputs equal (float32 tolerance)
 """
 from .densenet import densenet121
@@ -14,12 +14,12 @@ from .inception import inception_v3
 from .keras_import import KerasImportError, load_keras
 from .resnet import resnet50
 from .vgg import vgg16
-from .features import build_head, combine, extract_features, unfreeze_last
+from .features import build_head, combine, unfreeze_last
 from .fold import fast_densenet, fold_batchnorm, use_concat_buffers
 from .mapping import load_weights
 from .preprocess import check_input_range, preprocess
 from .registry import FetchError, fetch
 
 __all__ = ["densenet121", "vgg16", "resnet50", "inception_v3", "load_keras", "KerasImportError", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
-           "extract_features", "build_head", "combine", "unfreeze_last", "fold_batchnorm",
+           "build_head", "combine", "unfreeze_last", "fold_batchnorm",
            "use_concat_buffers", "fast_densenet"]

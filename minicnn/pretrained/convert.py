@@ -13,7 +13,7 @@ import os
 
 from ..errors import UsageError, file_not_found
 from ..data.datasets import default_positive_class
-from ..data.normalize import Normalizer
+from ..data.preprocessing import Preprocessing
 from ..model import Graph
 from .readers import detect_format, read_torch_state_dict
 
@@ -60,17 +60,16 @@ def attach_preprocessing(model: Graph, preprocess: str, image_size, resize: str 
     output_activation 'auto': a model that ends at K >= 2 logits gets 'softmax' (its predictions are
     then probabilities; Grad-CAM still explains the logit), one logit gets 'sigmoid'.
     """
-    norm = Normalizer(preprocess)
-    if norm.needs_fit:
+    pre = Preprocessing(image_size=image_size, channels=int(channels), interpolation=resize, mode=preprocess)
+    if pre.needs_fit:
         raise UsageError(f"--preprocess {preprocess!r} needs statistics of a training set; use tf, "
                          f"imagenet-torch or imagenet-caffe (the preprocessing the weights were trained with)")
-    size = [int(image_size), int(image_size)] if isinstance(image_size, int) else [int(s) for s in image_size]
+    size = list(pre.image_size)
     k = model.output_shapes((channels, *size))[model.output_name][-1]
     if output_activation == "auto":
         output_activation = model.output_activation or ("softmax" if k >= 2 else "sigmoid")
     model.output_activation = output_activation
-    meta = {"preprocessing": {"image_size": size, "channels": int(channels), "interpolation": resize,
-                              "fit": "stretch", "normalizer": norm.to_dict()}}
+    meta = {"preprocessing": pre.to_dict()}
     if classes:
         classes = list(classes)
         if k == 1 and len(classes) == 2:

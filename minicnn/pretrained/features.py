@@ -1,21 +1,17 @@
-"""Transfer learning on a frozen backbone: cached features, a new head, one saved model.
+"""The model side of transfer learning: a new head, backbone + head as one model, identities.
 
-    feats = extract_features(backbone, paths, cache="features/", preprocessing="torch")   # (N, F)
-    head = build_head(feats.shape[1], classes=2, hidden=256, dropout=0.2)
-    fit_head(head, feats, labels, epochs=30)
+    head = build_head(features.shape[1], classes=2, hidden=256, dropout=0.2)
     model = combine(backbone, head); model.save("xray.npz")      # minicnn.model.load -> predict
 
-The feature cache is one ``.npy`` per image in a folder named by the *model* (a hash of its
-architecture and every weight) and the *preprocessing*; each file is named by the image's content
-hash (SHA-256 of the file's bytes, or of the array's bytes and shape). A second run over the same
-images with the same model and preprocessing runs no forward pass at all.
+``model_fingerprint`` (a hash of a model's architecture and every weight) and ``image_key`` (of an
+image file's bytes) name the feature cache of ``minicnn.transfer.extract_features``, which also
+trains heads (through ``minicnn.train.fit``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
@@ -24,9 +20,6 @@ from ..layers.activation import Dropout, ReLU
 from ..layers.dense import Dense
 from ..layers.pool import GlobalAvgPool2D
 from ..model import Graph, Sequential
-from .preprocess import preprocess as _preprocess
-
-CACHE_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------------------
@@ -61,102 +54,11 @@ def image_key(item) -> str:
     return h.hexdigest()
 
 
-def _atomic_save_npy(path: str, a: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, a, allow_pickle=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-# ------------------------------------------------------------------------------------------------
-# features
-# ------------------------------------------------------------------------------------------------
-def _pooled(y: np.ndarray) -> np.ndarray:
-    return y.mean(axis=(2, 3)) if y.ndim == 4 else y.reshape(len(y), -1)      # (N, C, H, W) -> (N, C)
-
-
-def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, preprocessing=None,
-                     size=None, color: str = "rgb", progress: bool = False) -> np.ndarray:
-    """Pooled features ``(N, F)`` of a frozen backbone, computed in batches and cached on disk.
-
-    images         a list of image file paths, or an array: NCHW float already preprocessed when
-                   ``preprocessing`` is None, else NHWC / HWC pixels in [0, 255].
-    cache          a folder (created if needed) or None (no cache).
-    preprocessing  a mode / weights name for :func:`minicnn.pretrained.preprocess` (default for
-                   paths: ``backbone.meta['preprocessing']``).
-    size           ``(H, W)`` files are resized to (default: the backbone's input size); color 'rgb'
-                   or 'grayscale' (grayscale is repeated to 3 channels by ``preprocess``).
-
-    A 4-D backbone output is globally average-pooled. Inference only (no caches, ``training=False``).
-    """
-    is_paths = not isinstance(images, np.ndarray)
-    items = list(images) if is_paths else images
-    if is_paths and preprocessing is None:
-        preprocessing = backbone.meta.get("preprocessing")
-        if preprocessing is None:
-            raise UsageError("give preprocessing=... for image files (the backbone's meta names none)")
-    if size is None and is_paths and backbone.input_shape is not None:
-        size = tuple(backbone.input_shape[1:])
-    prep = {"mode": preprocessing, "size": list(size) if size is not None else None,
-            "color": color if is_paths else None, "version": CACHE_VERSION}
-    folder = None
-    if cache is not None:
-        tag = hashlib.sha256((model_fingerprint(backbone) + json.dumps(prep, sort_keys=True)).encode()).hexdigest()
-        folder = os.path.join(os.fspath(cache), tag[:24])
-        os.makedirs(folder, exist_ok=True)
-        info = os.path.join(folder, "info.json")
-        if not os.path.exists(info):
-            with open(info, "w") as f:
-                json.dump({"model": backbone.name, "meta": backbone.meta, "preprocessing": prep}, f,
-                          default=str, indent=1)
-
-    n = len(items)
-    keys = [image_key(it) for it in items] if folder is not None else [None] * n
-    out: list = [None] * n
-    todo = []
-    for i, k in enumerate(keys):
-        f = os.path.join(folder, k + ".npy") if folder is not None else None
-        if f is not None and os.path.exists(f):
-            out[i] = np.load(f, allow_pickle=False)
-        else:
-            todo.append(i)
-    from tqdm.auto import tqdm
-    for start in tqdm(range(0, len(todo), batch_size), disable=not progress, desc="features"):
-        idx = todo[start:start + batch_size]
-        x = _load_batch(items, idx, is_paths, preprocessing, size, color)
-        feats = _pooled(backbone.predict(x, batch_size=len(idx))).astype(np.float32)
-        for i, v in zip(idx, feats):
-            out[i] = v
-            if folder is not None:
-                _atomic_save_npy(os.path.join(folder, keys[i] + ".npy"), v)
-    if n == 0:
-        raise UsageError("extract_features got no images")
-    return np.stack(out)
-
-
-def _load_batch(items, idx, is_paths, preprocessing, size, color) -> np.ndarray:
-    if is_paths:
-        from ..data.images import load_image
-        pixels = np.stack([load_image(items[i], size=size, color=color) for i in idx])
-        return _preprocess(pixels, preprocessing)
-    x = np.asarray(items[idx])
-    if preprocessing is not None:
-        return _preprocess(x, preprocessing)
-    if x.ndim != 4:
-        raise UsageError(f"without preprocessing, images must be NCHW float arrays, got shape {x.shape}")
-    return x.astype(np.float32, copy=False)
-
-
 # ------------------------------------------------------------------------------------------------
 # head
 # ------------------------------------------------------------------------------------------------
 def build_head(in_features: int, classes: int, hidden=None, dropout: float = 0.0, seed=0) -> Sequential:
-    """Dense layer(s) to logits, ``output_activation='sigmoid'`` (multi-label; train with WeightedBCE).
+    """Dense layer(s) to logits, ``output_activation='sigmoid'`` (multi-label; ``minicnn.transfer.train_head``).
 
     ``hidden``: None (one Dense), an int or a list of ints (Dense + ReLU each). ``dropout`` before
     every Dense. Nodes are named ``head.*`` so the head can join a backbone (``combine``).
@@ -176,33 +78,6 @@ def build_head(in_features: int, classes: int, hidden=None, dropout: float = 0.0
     head.add("head.logits", Dense(width, int(classes), seed=rng))
     head.meta["classes"] = int(classes)
     return head
-
-
-def fit_head(head: Graph, features, labels, epochs: int = 50, lr: float = 1e-3, batch_size: int = 64,
-             class_weighted: bool = True, seed=0) -> list[float]:
-    """Train ``head`` on cached features with Adam and weighted BCE from logits; returns epoch losses."""
-    from ..losses import WeightedBCE, class_weights
-    from ..optim import Adam
-    x = np.asarray(features, np.float32)
-    y = np.asarray(labels, np.float32)
-    y = y[:, None] if y.ndim == 1 else y
-    loss = WeightedBCE(*class_weights(y)) if class_weighted else WeightedBCE()
-    opt = Adam(head.params(), lr=lr)
-    rng = np.random.default_rng(seed)
-    history = []
-    for _ in range(epochs):
-        order = rng.permutation(len(x))
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            b = order[s:s + batch_size]
-            z = head.forward(x[b], training=True)
-            total += loss.forward(z, y[b]) * len(b)
-            head.backward(loss.backward(), input_grad=False)
-            opt.step(head.grads())
-        history.append(total / len(x))
-        if not np.isfinite(history[-1]):
-            raise FloatingPointError(f"head training diverged (loss {history[-1]}); lower lr={lr}")
-    return history
 
 
 # ------------------------------------------------------------------------------------------------

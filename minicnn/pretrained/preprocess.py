@@ -1,14 +1,15 @@
 """Input preprocessing that goes with pretrained weights (the mode follows the weights, not the architecture).
 
-The arithmetic of each mode lives in ``minicnn.data.normalize.Normalizer`` (the data pipeline
-uses the same code); this module resolves the mode from a weights name and checks input ranges.
+The arithmetic of each mode lives in ``minicnn.data.normalize`` and is applied through
+``minicnn.data.Preprocessing`` (the data pipeline uses the same code); this module resolves the
+mode from a weights name or a model and checks input ranges.
 
-Modes (as in ``keras.applications.imagenet_utils.preprocess_input`` and torchvision's transforms),
-for pixels ``x`` in [0, 255], RGB:
+Modes (as in ``keras.applications.imagenet_utils.preprocess_input`` — there spelled 'torch',
+'caffe', 'tf' — and torchvision's transforms), for pixels ``x`` in [0, 255], RGB:
 
-    'torch'  (x / 255 - mean) / std,  mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225)
-    'caffe'  RGB -> BGR, then minus (103.939, 116.779, 123.68) (B, G, R means); no scaling
-    'tf'     x / 127.5 - 1
+    'imagenet-torch'  (x / 255 - mean) / std,  mean = (0.485, 0.456, 0.406), std = (0.229, 0.224, 0.225)
+    'imagenet-caffe'  RGB -> BGR, then minus (103.939, 116.779, 123.68) (B, G, R means); no scaling
+    'tf'              x / 127.5 - 1
 
 ``preprocess(images, mode_or_weights_name)`` takes uint8 or float images NHWC or HWC (1 or 3
 channels; grayscale is repeated to 3) or HW / NHW grayscale, and returns NCHW float32.
@@ -20,27 +21,29 @@ import warnings
 
 import numpy as np
 
+from ..data.normalize import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
+from ..data.preprocessing import Preprocessing
 from ..errors import UsageError
-from ..data.normalize import IMAGENET_MEAN, IMAGENET_STD, Normalizer  # noqa: F401 (re-exported)
+from ..legacy import upgrade_mode
+from .registry import WEIGHTS
 
-MODES = ("torch", "caffe", "tf")
+MODES = ("imagenet-torch", "imagenet-caffe", "tf")
 #: What a correctly preprocessed batch spans, per mode (from pixels 0 and 255).
-EXPECTED_RANGE = {"torch": (-2.12, 2.64), "caffe": (-123.68, 151.061), "tf": (-1.0, 1.0)}
+EXPECTED_RANGE = {"imagenet-torch": (-2.12, 2.64), "imagenet-caffe": (-123.68, 151.061), "tf": (-1.0, 1.0)}
 
 
 def resolve_mode(mode_or_weights) -> str:
     """A mode name, a registry weights name, or a model whose ``meta['preprocessing']`` names one."""
     meta = getattr(mode_or_weights, "meta", None)
     if isinstance(meta, dict):
-        mode = meta.get("preprocessing")
+        mode = Preprocessing.of(mode_or_weights).mode
         if mode not in MODES:
-            raise UsageError(f"the model's meta['preprocessing'] is {mode!r}; expected one of {MODES}")
+            raise UsageError(f"the model's preprocessing mode is {mode!r}; expected one of {MODES}")
         return mode
     if mode_or_weights in MODES:
         return mode_or_weights
-    from .registry import WEIGHTS
     if mode_or_weights in WEIGHTS:
-        return WEIGHTS[mode_or_weights].preprocessing
+        return upgrade_mode(WEIGHTS[mode_or_weights].preprocessing)     # the registry still says 'torch'
     raise UsageError(f"unknown preprocessing {mode_or_weights!r}: give a mode {MODES}, a weights name "
                      f"({', '.join(sorted(WEIGHTS))}) or a model built by minicnn.pretrained")
 
@@ -71,14 +74,15 @@ def preprocess(images, mode_or_weights_name) -> np.ndarray:
         warnings.warn(f"preprocess({mode!r}) expects pixels in [0, 255], but the images' maximum is "
                       f"{float(x.max()):.3g}: are they already scaled to [0, 1]?", stacklevel=2)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))                            # NHWC -> NCHW
-    return Normalizer(mode)(x).astype(np.float32, copy=False)  # the one implementation of each mode
+    pre = Preprocessing(image_size=x.shape[2:], channels=3, mode=mode)          # the one implementation
+    return pre.normalize(x).astype(np.float32, copy=False)
 
 
 def check_input_range(x, mode_or_weights, slack: float = 0.5) -> bool:
     """Warn (and return False) when NCHW batch ``x`` does not look preprocessed with ``mode``.
 
-    Raw [0, 255] pixels fed to a 'torch' or 'tf' model, or [0, 1]-scaled pixels fed to a 'caffe'
-    model, are the usual mistakes; both give confident nonsense rather than an error.
+    Raw [0, 255] pixels fed to an 'imagenet-torch' or 'tf' model, or [0, 1]-scaled pixels fed to an
+    'imagenet-caffe' model, are the usual mistakes; both give confident nonsense rather than an error.
     """
     mode = resolve_mode(mode_or_weights)
     lo, hi = EXPECTED_RANGE[mode]
@@ -92,8 +96,8 @@ def check_input_range(x, mode_or_weights, slack: float = 0.5) -> bool:
                       f"[{lo:.3g}, {hi:.3g}]: were the images preprocessed (minicnn.pretrained.preprocess)?",
                       stacklevel=2)
         return False
-    if mode == "caffe" and xmax - xmin < 0.05 * width:
-        warnings.warn(f"inputs span only [{xmin:.3g}, {xmax:.3g}]; 'caffe' preprocessing keeps the 0..255 "
+    if mode == "imagenet-caffe" and xmax - xmin < 0.05 * width:
+        warnings.warn(f"inputs span only [{xmin:.3g}, {xmax:.3g}]; 'imagenet-caffe' preprocessing keeps the 0..255 "
                       f"scale (about [{lo:.3g}, {hi:.3g}]): were the images scaled to [0, 1] first?", stacklevel=2)
         return False
     return True

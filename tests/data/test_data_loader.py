@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minicnn.data import (Augmenter, BatchLoader, Dataset, ImageLoadError, LoaderError, Normalizer, batch_rng,
-                          fit_normalizer, load_dataset)
+from minicnn.data import (ArrayLoader, Augmenter, BatchLoader, Dataset, ImageLoadError, LoaderError, Preprocessing,
+                          batch_rng, epoch_rng, fit_preprocessing, load_dataset)
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +22,10 @@ def folder(tmp_path_factory):
     return root
 
 
-def _loader(ds, **kw):
-    base = dict(batch_size=5, image_size=16, channels=1, augment=Augmenter(), seed=7, return_indices=True)
+def _loader(ds, channels=1, pre=None, **kw):
+    base = dict(batch_size=5, augment=Augmenter(), seed=7, return_indices=True)
     base.update(kw)
-    return BatchLoader(ds, **base)
+    return BatchLoader(ds, pre or Preprocessing(16, channels, mode="none"), **base)
 
 
 def _alive_loader_threads():
@@ -67,10 +67,10 @@ def test_batches_shapes_and_channels(folder):
 
 def test_same_batches_with_and_without_prefetch_and_resume(folder):
     ds = load_dataset(folder)
-    norm = fit_normalizer(Normalizer("dataset"), ds, image_size=16)
+    norm = fit_preprocessing(Preprocessing(16, mode="dataset"), ds)
     runs = []
     for prefetch in (0, 1, 3):
-        loader = _loader(ds, prefetch=prefetch, normalizer=norm, cache_bytes=10_000 if prefetch == 3 else 0)
+        loader = _loader(ds, prefetch=prefetch, pre=norm, cache_bytes=10_000 if prefetch == 3 else 0)
         runs.append([[b for b in loader.epoch(e)] for e in (0, 1)])
     for other in runs[1:]:
         for ep_a, ep_b in zip(runs[0], other):
@@ -81,7 +81,7 @@ def test_same_batches_with_and_without_prefetch_and_resume(folder):
                 np.testing.assert_array_equal(ia, ib)
     # epochs differ in order; a resumed epoch equals the tail of the uninterrupted one
     assert not np.array_equal(np.concatenate([b[2] for b in runs[0][0]]), np.concatenate([b[2] for b in runs[0][1]]))
-    resumed = list(_loader(ds, normalizer=norm).epoch(1, start_batch=3))
+    resumed = list(_loader(ds, pre=norm).epoch(1, start_batch=3))
     for (xa, _, ia), (xb, _, ib) in zip(runs[0][1][3:], resumed):
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ia, ib)
@@ -118,11 +118,11 @@ def test_worker_exception_reaches_consumer_naming_the_file(folder, tmp_path):
     assert not _alive_loader_threads()
 
     class Exploding:
-        def __call__(self, x, training=False):
+        def __call__(self, x, rng):
             raise FloatingPointError("boom")
 
     with pytest.raises(LoaderError, match="boom") as info:
-        list(_loader(ds, normalizer=Exploding()).epoch(0))
+        list(_loader(ds, augment=Exploding()).epoch(0))
     assert "epoch 0 batch 0" in str(info.value) and isinstance(info.value.__cause__, FloatingPointError)
     assert not _alive_loader_threads()
 
@@ -152,13 +152,15 @@ def test_iter_runs_successive_epochs_and_cache_is_bounded(folder):
     assert len(loader._cache) == 3 and loader._cached_bytes <= loader.cache_bytes
 
 
-def test_fit_normalizer_on_a_seeded_sample(folder):
+def test_fit_preprocessing_on_a_seeded_sample(folder):
     ds = load_dataset(folder)
-    a = fit_normalizer(Normalizer("seed"), ds, image_size=16, sample=10, seed=1)
-    b = fit_normalizer(Normalizer("seed"), ds, image_size=16, sample=10, seed=1)
-    c = fit_normalizer(Normalizer("seed"), ds, image_size=16, sample=10, seed=2)
+    a = fit_preprocessing(Preprocessing(16, mode="seed"), ds, sample=10, seed=1)
+    b = fit_preprocessing(Preprocessing(16, mode="seed"), ds, sample=10, seed=1)
+    c = fit_preprocessing(Preprocessing(16, mode="seed"), ds, sample=10, seed=2)
     assert a.to_dict() == b.to_dict() and a.count == 10 and a.to_dict() != c.to_dict()
-    full = fit_normalizer(Normalizer("dataset"), ds, image_size=16)
+    with pytest.raises(ValueError, match="not fitted"):
+        BatchLoader(ds, Preprocessing(16, mode="dataset"))
+    full = fit_preprocessing(Preprocessing(16, mode="dataset"), ds)
     x = np.concatenate([ds.image(i, size=16)[None, None] for i in range(len(ds))])
     np.testing.assert_allclose(full.mean, [x.mean(dtype=np.float64)], rtol=1e-6)
 
@@ -167,6 +169,25 @@ def test_in_memory_dataset_batches():
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (7, 28, 28), dtype=np.uint8)
     ds = Dataset(labels=rng.integers(0, 2, (7, 1)), classes=["a", "b"], images=images, positive_class="b")
-    batches = list(BatchLoader(ds, batch_size=4, image_size=28, training=False).epoch(0))
+    batches = list(BatchLoader(ds, Preprocessing(28, mode="none"), batch_size=4, training=False).epoch(0))
     x = np.concatenate([b[0] for b in batches])
     np.testing.assert_array_equal(x[:, 0], images.astype(np.float32))
+
+
+def test_array_loader_shuffles_like_the_batch_loader_and_resumes():
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((23, 6)).astype(np.float32), rng.integers(0, 2, 23)
+    loader = ArrayLoader(x, y, batch_size=5, seed=4)
+    assert len(loader) == 5 and loader.labels.shape == (23, 1)
+    for epoch in (0, 3):
+        order = epoch_rng(4, epoch).permutation(23)
+        got = list(loader.epoch(epoch))
+        np.testing.assert_array_equal(np.concatenate([b[0] for b in got]), x[order])
+        np.testing.assert_array_equal(np.concatenate([b[1] for b in got])[:, 0], y[order])
+        tail = list(loader.epoch(epoch, start_batch=2))
+        for (xa, ya), (xb, yb) in zip(got[2:], tail):
+            np.testing.assert_array_equal(xa, xb)
+    evaluated = list(loader.epoch(0, training=False))
+    np.testing.assert_array_equal(np.concatenate([b[0] for b in evaluated]), x)
+    with pytest.raises(ValueError, match="label rows"):
+        ArrayLoader(x, y[:5])

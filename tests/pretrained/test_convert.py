@@ -21,7 +21,7 @@ def test_convert_torchvision_safetensors_recognises_densenet(tmp_path):
                  "--classes", "NORMAL,PNEUMONIA"]) == 0
     model = load(out)
     assert model.meta["architecture"] == "densenet121" and model.output_activation == "softmax"
-    assert model.meta["preprocessing"]["normalizer"]["mode"] == "imagenet-torch"
+    assert model.meta["preprocessing"]["normalization"]["mode"] == "imagenet-torch"
     x = np.random.default_rng(0).standard_normal((2, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         ref = torch.softmax(net(torch.from_numpy(x)), dim=1).numpy()

@@ -1,14 +1,19 @@
-"""Transfer learning end to end with a small random DenseNet: cached features, a head that learns,
-and one saved model (backbone + head) that predicts what the two did separately."""
+"""Transfer learning end to end with a small random DenseNet: cached features, a head that learns
+(through train.fit), and one saved model (backbone + head) that predicts what the two did separately."""
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import minicnn
+from minicnn.data.images import load_image
+from minicnn.errors import TrainingError
 from minicnn.metrics import roc_auc
-from minicnn.pretrained import build_head, combine, extract_features, unfreeze_last
+from minicnn.pretrained import build_head, combine, preprocess, unfreeze_last
 from minicnn.pretrained.densenet import densenet_graph
-from minicnn.pretrained.features import fit_head, model_fingerprint
+from minicnn.pretrained.features import model_fingerprint
+from minicnn.transfer import extract_features, train_head
 
 
 def small_backbone(seed=0):
@@ -103,8 +108,12 @@ def test_head_learns_and_combined_model_predicts_the_same(image_files, tmp_path)
     head = build_head(feats.shape[1], classes=1, hidden=16, dropout=0.1, seed=0)
     assert head.output_activation == "sigmoid"
     first = head["head.fc1"]
-    losses = fit_head(head, (feats[tr] - mu) / sd, labels[tr], epochs=60, lr=3e-3, batch_size=20)
-    assert losses[-1] < losses[0] * 0.5
+    state = train_head(head, (feats[tr] - mu) / sd, labels[tr], epochs=60, lr=3e-3, batch_size=20,
+                       out_dir=tmp_path / "head", log=lambda line: None)
+    losses = [row["loss"] for row in state.history]
+    assert len(losses) == 60 and losses[-1] < losses[0] * 0.5
+    assert json.loads((tmp_path / "head" / "history.json").read_text())[-1]["loss"] == pytest.approx(losses[-1])
+    assert (tmp_path / "head" / "last.npz").exists() and (tmp_path / "head" / "model.npz").exists()
     p_test = head.predict((feats[te] - mu) / sd)[:, 0]
     auc = roc_auc(labels[te], p_test)
     print(f"head test AUC {auc:.3f}")
@@ -117,9 +126,7 @@ def test_head_learns_and_combined_model_predicts_the_same(image_files, tmp_path)
     path = tmp_path / "xray.npz"
     model.save(path)
     loaded = minicnn.load(path)
-    from minicnn.pretrained import preprocess
-    from minicnn.data.images import load_image
-    x = preprocess(np.stack([load_image(p, size=(32, 32), color="rgb") for p in paths[70:]]), "torch")
+    x = preprocess(np.stack([load_image(p, size=(32, 32), color="rgb") for p in paths[70:]]), "imagenet-torch")
     np.testing.assert_allclose(loaded.predict(x)[:, 0], p_test, rtol=1e-4, atol=1e-6)
     assert loaded.output_activation == "sigmoid" and loaded.meta["backbone"] == "tiny-densenet"
 
@@ -136,3 +143,18 @@ def test_unfreeze_last_block():
     assert set(backbone.grads()) == set(backbone.params())
     with pytest.raises(ValueError, match="denseblock9"):
         unfreeze_last(backbone, "features.denseblock9")
+
+
+def test_head_training_has_the_training_loops_nan_guard_and_seeding():
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((40, 8)).astype(np.float32), (rng.random(40) < 0.5).astype(np.float32)
+    a, b = build_head(8, 1, seed=0), build_head(8, 1, seed=0)
+    sa = train_head(a, x, y, x, y, epochs=3, batch_size=8, seed=5, log=lambda line: None)
+    sb = train_head(b, x, y, x, y, epochs=3, batch_size=8, seed=5, log=lambda line: None)
+    assert [r["val_roc_auc"] for r in sa.history] == [r["val_roc_auc"] for r in sb.history]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(b.state_dict()[k], v)
+    bad = x.copy()
+    bad[3] = np.inf
+    with pytest.raises(TrainingError, match="loss became"), np.errstate(invalid="ignore", over="ignore"):
+        train_head(build_head(8, 1), bad, y, epochs=1, batch_size=40, log=lambda line: None)

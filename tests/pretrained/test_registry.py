@@ -105,16 +105,16 @@ def test_fetch_offline_says_where_to_put_the_file(server, tmp_path, monkeypatch)
 def test_preprocess_modes_by_hand():
     img = np.zeros((2, 3, 4, 3), np.uint8)                 # NHWC
     img[..., 0], img[..., 1], img[..., 2] = 255, 100, 0      # R, G, B
-    t = preprocess(img, "torch")
+    t = preprocess(img, "imagenet-torch")
     assert t.shape == (2, 3, 3, 4) and t.dtype == np.float32
     np.testing.assert_allclose(t[0, :, 0, 0], [(1 - 0.485) / 0.229, (100 / 255 - 0.456) / 0.224, -0.406 / 0.225],
                                rtol=1e-6)
-    c = preprocess(img, "caffe")                             # BGR order, minus BGR means
+    c = preprocess(img, "imagenet-caffe")                             # BGR order, minus BGR means
     np.testing.assert_allclose(c[0, :, 0, 0], [0 - 103.939, 100 - 116.779, 255 - 123.68], rtol=1e-6)
     np.testing.assert_allclose(preprocess(img, "tf")[0, :, 0, 0], [1.0, 100 / 127.5 - 1, -1.0], rtol=1e-6)
     # HWC and grayscale inputs; the weights name picks the mode
     np.testing.assert_array_equal(preprocess(img[0], "densenet121-keras-imagenet"), t[:1])
-    gray = preprocess(np.full((5, 6), 255, np.uint8), "torch")
+    gray = preprocess(np.full((5, 6), 255, np.uint8), "imagenet-torch")
     assert gray.shape == (1, 3, 5, 6)
     with pytest.raises(ValueError, match="unknown preprocessing"):
         preprocess(img, "imagenet")
@@ -123,12 +123,12 @@ def test_preprocess_modes_by_hand():
 def test_range_check_warns_on_unnormalised_inputs():
     raw = np.random.default_rng(0).uniform(0, 255, (2, 3, 8, 8)).astype(np.float32)
     with pytest.warns(UserWarning, match="preprocess"):
-        assert not check_input_range(raw, "torch")
+        assert not check_input_range(raw, "imagenet-torch")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert check_input_range(preprocess(raw.transpose(0, 2, 3, 1), "torch"), "torch")
-        assert check_input_range(preprocess(raw.transpose(0, 2, 3, 1), "caffe"), "caffe")
+        assert check_input_range(preprocess(raw.transpose(0, 2, 3, 1), "imagenet-torch"), "imagenet-torch")
+        assert check_input_range(preprocess(raw.transpose(0, 2, 3, 1), "imagenet-caffe"), "imagenet-caffe")
     with pytest.warns(UserWarning, match=r"\[0, 1\]"):
-        check_input_range(raw / 255.0, "caffe")
+        check_input_range(raw / 255.0, "imagenet-caffe")
     with pytest.warns(UserWarning, match=r"\[0, 1\]"):
         preprocess(raw.transpose(0, 2, 3, 1) / 255.0, "tf")

@@ -1,0 +1,202 @@
+"""A training run and an evaluation, from typed arguments: what ``minicnn train`` / ``evaluate`` do.
+
+    result = train_run(TrainConfig(data="chest_xray", out="runs/a", arch="small", epochs=8))
+    result = train_run(resume_config("runs/a", epochs=12), resume=True)
+    ev = evaluate_run("runs/a/model.npz", "chest_xray", split="test")       # ev.metrics, ev.paths
+
+A run directory holds ``model.npz`` (the best epoch), ``last.npz`` (resumable, with the config),
+``history.csv/json`` and ``plots/``. ``log`` receives the lines the command line prints
+(progress bars go to stderr); results are returned.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import fileio, losses, metrics, nets, optim
+from .data.augment import Augmenter
+from .data.datasets import available_splits, load_dataset
+from .data.loader import BatchLoader, fit_preprocessing
+from .data.preprocessing import Preprocessing
+from .data.splits import training_splits, warn_to_stderr
+from .errors import UsageError
+from .model import binary_class_names, load
+from .predict import predict_loader
+from .report import write_evaluation_report
+from .train import TrainConfig, TrainState, fit, load_checkpoint, resume_state_from
+from .transfer import TransferResult, transfer_learn
+from .viz import (plot_calibration, plot_confusion, plot_feature_maps, plot_filters, plot_history,
+                  plot_image_grid, plot_roc)
+
+
+# ------------------------------------------------------------------------------------------------
+# training
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    model_path: str
+    state: TrainState
+
+
+def resume_config(run, epochs: int | None = None) -> TrainConfig:
+    """The config ``run/last.npz`` recorded (``out`` = ``run``), to continue it for ``epochs`` in all."""
+    run = Path(run)
+    _, info, _ = load_checkpoint(run / "last.npz")
+    saved = info["extra"].get("args")
+    if not saved:
+        raise UsageError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
+                         f"with --resume (start a new run)")
+    override = {"out": str(run)}
+    if epochs is not None:
+        override["epochs"] = epochs
+    return TrainConfig.from_saved({k: v for k, v in saved.items() if k != "epochs"}, **override)
+
+
+def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResult | TransferResult:
+    """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone)."""
+    if config.backbone:
+        return transfer_learn(config, log=log)
+    c = dataclasses.replace(config, image_size=config.image_size or 64)
+    train_ds, val_ds = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
+                                       val_from_train=c.val_from_train, test_split=c.test_split,
+                                       positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
+                            sample=c.norm_sample, seed=c.seed)
+    common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20)
+    train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)
+    val = BatchLoader(val_ds, pre, training=False, **common) if val_ds is not None else None
+    log(f"train: {len(train_ds)} images, val: {len(val_ds) if val_ds is not None else 0}; "
+        f"outputs {train_ds.output_names}; normalisation {_normalisation_text(pre)}")
+
+    w_pos, w_neg = losses.class_weights(train_ds.labels, train_ds.output_names) if c.class_weights else (1.0, 1.0)
+    loss = losses.WeightedBCE(w_pos, w_neg)
+    if resume:
+        model, info, opt_sd = load_checkpoint(Path(c.out) / "last.npz")
+    else:
+        model = nets.conv_net(c.arch, in_channels=c.channels, outputs=train_ds.labels.shape[1],
+                              image_size=c.image_size, seed=c.seed)
+        model.meta.update({"classes": list(train_ds.classes), "outputs": list(train_ds.output_names),
+                           "positive_class": train_ds.positive_class, "preprocessing": pre.to_dict(),
+                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5"})
+    opt = optim.Adam(model.params(), lr=c.lr, weight_decay=c.weight_decay)
+    sched = optim.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
+    state = None
+    if resume:
+        opt.load_state_dict(opt_sd)
+        if info.get("scheduler"):
+            sched.load_state_dict(info["scheduler"])
+        state = resume_state_from(info)
+        log(f"resuming {c.out} at epoch {state.epoch + 1}, batch {state.batch}")
+    state = fit(model, loss, opt, train, val, epochs=c.epochs, out_dir=c.out, scheduler=sched,
+                patience=c.patience, seed=c.seed, resume_state=state, progress=not c.quiet, log=log,
+                checkpoint_extra={"args": dataclasses.asdict(c)})
+    plots_after_training(c.out, state.history, val if val is not None else train)
+    return TrainResult(os.path.join(c.out, "model.npz"), state)
+
+
+def _normalisation_text(pre: Preprocessing) -> str:
+    """The normalisation as ``minicnn train`` has always printed it (before Preprocessing existed)."""
+    stats = ""
+    if pre.mean is not None:
+        stats = f", mean={np.round(pre.mean, 3).tolist()}, std={np.round(pre.std, 3).tolist()}"
+    return f"Normalizer({pre.mode!r}{stats})"
+
+
+def plots_after_training(out, history, loader) -> None:
+    """Training curves, the best model's first-layer filters and its feature maps for one image."""
+    plots = os.path.join(out, "plots")
+    os.makedirs(plots, exist_ok=True)
+    if history:
+        plot_history(history, os.path.join(plots, "history.png"))
+    best = os.path.join(out, "model.npz")
+    if not os.path.exists(best):
+        return
+    model = load(best)
+    first = next((n for n in model.nodes.values() if type(n.layer).__name__ == "Conv2D"), None)
+    if first is None:
+        return
+    plot_filters(first.layer.params["W"], os.path.join(plots, "filters_first_conv.png"))
+    x, _ = loader.batch(0, 0, training=False)
+    model.predict(x[:1], batch_size=1, logits=True, keep=[first.name])
+    plot_feature_maps(model.activations[first.name], os.path.join(plots, "feature_maps_first_conv.png"))
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class EvaluationResult:
+    metrics: dict
+    metrics_path: Path
+    plots: Path
+    report_path: str | None = None
+    y_true: np.ndarray = field(repr=False, default=None)
+    y_prob: np.ndarray = field(repr=False, default=None)
+
+
+def _evaluation_data(model, data, split):
+    splits = available_splits(data)
+    chosen = split if split in splits else (None if splits in ([], [None]) else split)
+    if chosen is not None and chosen not in splits:
+        raise UsageError(f"{data} has no split {split!r}; it has {splits}")
+    ds = load_dataset(data, split=chosen, positive_class=model.meta.get("positive_class"),
+                      classes=model.meta.get("classes"))
+    outputs = model.meta.get("outputs") or ds.output_names
+    softmax_over_classes = model.output_activation == "softmax" and list(outputs) == list(ds.classes)
+    if list(ds.output_names) != list(outputs) and not softmax_over_classes:
+        raise UsageError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
+    return ds
+
+
+def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_boot: int = 1000,
+                 batch_size: int = 32, report: bool = False, report_errors: int = 6) -> EvaluationResult:
+    """Metrics (with a bootstrap CI), ``metrics.json`` and plots of ``model`` on ``data``'s ``split``.
+
+    ``model``: a Graph, or the path it was loaded from (then ``out`` defaults to its folder).
+    """
+    where = Path(model) if isinstance(model, (str, os.PathLike)) else None
+    model = load(model) if where is not None else model
+    pre = Preprocessing.of(model)
+    ds = _evaluation_data(model, data, split)
+    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
+    y, p, _ = predict_loader(model, loader)
+    if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
+        p = p[:, 1:2]  # P(positive class) from a two-class softmax
+    thr = model.meta.get("threshold", 0.5) if threshold is None else threshold
+    out_names = list(ds.output_names)
+    m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=ds.positive_class, n_boot=n_boot)
+    rule = model.meta.get("threshold_rule", "given") if threshold is None else "command-line"
+    m = {"split": split, **m, "threshold_rule": rule}
+    if out is None:
+        if where is None:
+            raise UsageError("give out=... (where metrics.json and the plots go)")
+        out = where if where.is_dir() else where.parent
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    plot_roc(y, p, out_names, plots / f"roc_{split}.png")
+    if y.shape[1] == 1:
+        neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
+        plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{split}.png")
+        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png")
+        _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
+                       plots / f"examples_{split}.png")
+    fileio.write_json(out / "metrics.json", metrics.to_jsonable(m), indent=2, allow_nan=False)
+    path = None
+    if report:
+        path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=report_errors,
+                                       threshold=float(np.atleast_1d(thr)[0]))
+    return EvaluationResult(m, out / "metrics.json", plots, path, y, p)
+
+
+def _plot_examples(loader, ds, y, p, thr, names, path, n=16):
+    """A grid of evaluated images (a seeded sample) with true label, prediction and P(positive)."""
+    idx = np.sort(np.random.default_rng(0).choice(len(ds), size=min(n, len(ds)), replace=False))
+    images = np.stack([ds.image(i, size=loader.image_size, color="grayscale") for i in idx])
+    titles = [{"true": names[int(y[i, 0])], "pred": names[int(p[i, 0] >= thr)], "prob": p[i, 0]} for i in idx]
+    plot_image_grid(images, titles, path, title=f"P({names[1]}) at threshold {thr:.3f}")

@@ -1,0 +1,246 @@
+"""Transfer learning on a frozen pretrained backbone: cached features, a head trained by ``train.fit``.
+
+    feats = extract_features(backbone, paths, cache="features/")                     # (N, F)
+    head = build_head(feats.shape[1], classes=1)                                      # minicnn.pretrained
+    train_head(head, feats, labels, epochs=30)                                        # train.fit underneath
+    model = combine(backbone, head); model.save("xray.npz")
+
+``transfer_learn(config)`` is ``minicnn train DATA --backbone NAME --weights FILE`` (Kermany et
+al.'s protocol): every image becomes a pooled feature vector once; a new head (dense to one logit
+per output, sigmoid, weighted BCE from logits) is trained on them with ``train.fit`` over an
+``ArrayLoader`` (same NaN guard, checkpoints, progress bar and history as any run); the threshold
+is chosen on the validation split (Youden's J); backbone + head are saved as one model, which
+``predict``, ``evaluate`` and ``explain`` use like any other.
+
+The feature cache is one ``.npy`` per image in a folder named by the *model* (a hash of its
+architecture and every weight) and the *preprocessing*; each file is named by the image's content
+hash (SHA-256 of the file's bytes, or of the array's bytes and shape). A second run over the same
+images with the same model and preprocessing runs no forward pass at all.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import fileio, pretrained
+from .data.augment import Augmenter
+from .data.datasets import available_splits, load_dataset
+from .data.loader import ArrayLoader, BatchLoader
+from .data.preprocessing import Preprocessing
+from .data.splits import training_splits, warn_to_stderr
+from .errors import UsageError
+from .losses import WeightedBCE, class_weights
+from .model import Graph, apply_activation, load
+from .optim import Adam
+from .predict import file_loader, predict_batches
+from .pretrained.features import build_head, combine, image_key, model_fingerprint, unfreeze_last
+from .pretrained.preprocess import preprocess, resolve_mode
+from .pretrained.registry import cache_dir
+from .train import TrainConfig, TrainState, fit
+
+CACHE_VERSION = 2
+DEFAULT_SIZES = {"inception_v3": 299}
+# The last block of each backbone: what ``--fine-tune`` unfreezes (with everything after it).
+LAST_BLOCK = {"densenet121": "features.denseblock4", "resnet50": "layer4", "vgg16": "features.24",
+              "inception_v3": "Mixed_7c"}
+
+
+# ------------------------------------------------------------------------------------------------
+# features
+# ------------------------------------------------------------------------------------------------
+def _pooled(y: np.ndarray) -> np.ndarray:
+    return y.mean(axis=(2, 3)) if y.ndim == 4 else y.reshape(len(y), -1)      # (N, C, H, W) -> (N, C)
+
+
+def _preprocessing_for(backbone: Graph, preprocessing) -> Preprocessing:
+    if isinstance(preprocessing, Preprocessing):
+        return preprocessing
+    if preprocessing is None:
+        if backbone.meta.get("preprocessing") is None:
+            raise UsageError("give preprocessing=... for image files (the backbone's meta names none)")
+        return Preprocessing.of(backbone)
+    if backbone.input_shape is None:
+        raise UsageError("the backbone records no input_shape; give preprocessing=Preprocessing(...)")
+    return Preprocessing(image_size=backbone.input_shape[1:], channels=3, mode=resolve_mode(preprocessing))
+
+
+def _cache_folder(cache, backbone: Graph, key: dict) -> str:
+    tag = hashlib.sha256((model_fingerprint(backbone) + json.dumps(key, sort_keys=True)).encode()).hexdigest()
+    folder = os.path.join(os.fspath(cache), tag[:24])
+    info = os.path.join(folder, "info.json")
+    if not os.path.exists(info):
+        fileio.write_json(info, {"model": backbone.name, "meta": backbone.meta, "preprocessing": key},
+                          default=str, indent=1)
+    return folder
+
+
+def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, preprocessing=None,
+                     progress: bool = False) -> np.ndarray:
+    """Pooled features ``(N, F)`` of a frozen backbone, computed in batches and cached on disk.
+
+    images         a list of image file paths, or an array: NCHW float already preprocessed when
+                   ``preprocessing`` is None, else NHWC / HWC pixels in [0, 255].
+    cache          a folder (created if needed) or None (no cache).
+    preprocessing  a ``Preprocessing``, or a mode / weights name (then at the backbone's input size,
+                   RGB); default for files: the backbone's own (``Preprocessing.of(backbone)``).
+
+    A 4-D backbone output is globally average-pooled. Inference only (``predict.predict_batches``).
+    """
+    is_paths = not isinstance(images, np.ndarray)
+    items = list(images) if is_paths else images
+    if len(items) == 0:
+        raise UsageError("extract_features got no images")
+    pre = _preprocessing_for(backbone, preprocessing) if is_paths or preprocessing is not None else None
+    key = {"preprocessing": pre.to_dict() if pre is not None else None, "arrays": not is_paths,
+           "version": CACHE_VERSION}
+    folder = _cache_folder(cache, backbone, key) if cache is not None else None
+    keys = [image_key(it) for it in items] if folder is not None else [None] * len(items)
+    out: list = [None] * len(items)
+    todo = []
+    for i, k in enumerate(keys):
+        f = os.path.join(folder, k + ".npy") if folder is not None else None
+        if f is not None and os.path.exists(f):
+            out[i] = np.load(f, allow_pickle=False)
+        else:
+            todo.append(i)
+    if todo:
+        if is_paths:
+            loader = file_loader([items[i] for i in todo], pre, batch_size)
+        else:
+            x = np.asarray(items[todo])
+            x = preprocess(x, pre.mode) if pre is not None else x
+            if x.ndim != 4:
+                raise UsageError(f"without preprocessing, images must be NCHW float arrays, got shape {x.shape}")
+            loader = ArrayLoader(x, np.zeros((len(x), 0)), batch_size, training=False)
+        done = 0
+        with tqdm(total=len(loader), disable=not progress, desc="features") as bar:
+            for _, z in predict_batches(backbone, loader, progress=lambda: bar.update(1)):
+                feats = _pooled(apply_activation(z, backbone.output_activation)).astype(np.float32)
+                for i, v in zip(todo[done:done + len(feats)], feats):
+                    out[i] = v
+                    if folder is not None:
+                        fileio.save_npy(os.path.join(folder, keys[i] + ".npy"), v)
+                done += len(feats)
+    return np.stack(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# the head
+# ------------------------------------------------------------------------------------------------
+def train_head(head: Graph, features, labels, val_features=None, val_labels=None, *, epochs: int = 50,
+               lr: float = 1e-3, batch_size: int = 64, class_weighted: bool = True, seed: int = 0,
+               out_dir=None, export=None, progress: bool = False, log=print,
+               checkpoint_extra: dict | None = None) -> TrainState:
+    """Train ``head`` on cached features with Adam and weighted BCE from logits, through ``train.fit``.
+
+    Features are served by an ``ArrayLoader`` (shuffled per epoch from ``seed``); with validation
+    features the best epoch (validation ROC-AUC) is kept and its Youden threshold saved. Returns
+    the ``TrainState`` (``history``: one row per epoch with its loss).
+    """
+    train = ArrayLoader(features, labels, batch_size, training=True, seed=seed)
+    val = ArrayLoader(val_features, val_labels, batch_size, training=False) if val_features is not None else None
+    loss = WeightedBCE(*class_weights(train.labels)) if class_weighted else WeightedBCE()
+    opt = Adam(head.params(), lr=lr)
+    return fit(head, loss, opt, train, val, epochs, out_dir=out_dir, seed=seed, progress=progress, log=log,
+               export=export, checkpoint_extra=checkpoint_extra)
+
+
+# ------------------------------------------------------------------------------------------------
+# `minicnn train --backbone` and `minicnn features`
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class TransferResult:
+    model_path: str
+    images: int
+    features: int
+    val_roc_auc: float | None
+    state: TrainState
+
+
+def load_backbone(name: str, weights, image_size: int | None, seed: int = 0) -> tuple[Graph, Preprocessing]:
+    """A frozen pretrained backbone (global average pooling) and the preprocessing its weights need."""
+    builder = getattr(pretrained, name, None)
+    if name not in LAST_BLOCK or not callable(builder):
+        raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
+    size = image_size or DEFAULT_SIZES.get(name, 224)
+    model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
+    model.freeze()
+    if model.meta.get("preprocessing") is None:
+        raise UsageError(f"backbone {name!r} does not say which preprocessing its weights need")
+    return model, Preprocessing.of(model)
+
+
+def feature_cache_dir() -> str:
+    return os.path.join(os.path.dirname(cache_dir()), "features")
+
+
+def _dataset_features(backbone, dataset, pre, batch_size):
+    if dataset.paths is None:
+        raise UsageError("transfer learning reads image files (a folder or CSV dataset)")
+    return extract_features(backbone, dataset.paths, cache=feature_cache_dir(), batch_size=batch_size,
+                            preprocessing=pre, progress=True)
+
+
+def dataset_features(data, backbone: str, weights=None, split: str = "train", image_size=None,
+                     batch_size: int = 16, seed: int = 0):
+    """``minicnn features``: ``(features (N, F), dataset)`` of one split, cached."""
+    model, pre = load_backbone(backbone, weights, image_size, seed)
+    ds = load_dataset(data, split=split if split in available_splits(data) else None)
+    return _dataset_features(model, ds, pre, batch_size), ds
+
+
+def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
+    """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned."""
+    c = config
+    backbone, pre = load_backbone(c.backbone, c.weights, c.image_size, c.seed)
+    train_ds, val_ds = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
+                                       val_from_train=c.val_from_train, test_split=c.test_split,
+                                       positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    h, w = pre.image_size
+    log(f"extracting {c.backbone} features ({h}x{w}, preprocessing {pre.mode!r}; cached in {feature_cache_dir()}) ...")
+    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size)
+    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size) if val_ds is not None else None
+    head = build_head(f_train.shape[1], train_ds.labels.shape[1], seed=c.seed)
+    model = combine(backbone, head)
+    model.meta = {**backbone.meta, "backbone": c.backbone, "classes": list(train_ds.classes),
+                  "outputs": list(train_ds.output_names), "positive_class": train_ds.positive_class,
+                  "preprocessing": pre.to_dict(), "threshold": [0.5] * train_ds.labels.shape[1],
+                  "threshold_rule": "default-0.5"}
+
+    def export(trained_head):       # the best head so far, saved with its backbone as one model
+        model.meta.update({k: trained_head.meta[k] for k in ("threshold", "threshold_rule") if k in trained_head.meta})
+        return model
+
+    state = train_head(head, f_train, train_ds.labels, f_val, val_ds.labels if val_ds is not None else None,
+                       epochs=max(c.epochs, 1) * 10, lr=c.lr, seed=c.seed, class_weighted=c.class_weights,
+                       out_dir=c.out, export=export, progress=not c.quiet, log=log,
+                       checkpoint_extra={"args": dataclasses.asdict(c)})
+    path = os.path.join(c.out, "model.npz")
+    score = state.best_score
+    if c.fine_tune:
+        fine_tune(c, load(path), train_ds, val_ds, pre, score, log=log)
+    return TransferResult(path, len(train_ds), int(f_train.shape[1]), score, state)
+
+
+def fine_tune(config: TrainConfig, model: Graph, train_ds, val_ds, pre: Preprocessing, head_score=None,
+              log=print) -> TrainState:
+    """Unfreeze the backbone's last block (and the head) and train them with real backward passes."""
+    c = config
+    first = c.fine_tune_from or LAST_BLOCK.get(c.backbone)
+    names = unfreeze_last(model, first=first)
+    common = dict(batch_size=c.batch_size, seed=c.seed)
+    train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)
+    val = BatchLoader(val_ds, pre, training=False, **common) if val_ds is not None else None
+    weights = class_weights(train_ds.labels, train_ds.output_names) if c.class_weights else (1.0, 1.0)
+    opt = Adam(model.params(), lr=c.lr * 0.1)
+    log(f"fine-tuning {len(names)} nodes from {first!r} on for {c.fine_tune} epoch(s) at lr {opt.lr:g}")
+    # The head-only model (saved above) stays the best one unless fine-tuning beats its validation AUC.
+    start = TrainState(best_score=head_score, best_epoch=0 if head_score is not None else None)
+    return fit(model, WeightedBCE(*weights), opt, train, val, epochs=c.fine_tune, out_dir=c.out, seed=c.seed,
+               progress=not c.quiet, log=log, resume_state=start, checkpoint_extra={"args": dataclasses.asdict(c)})
