@@ -67,7 +67,7 @@ def _preprocessing_for(backbone: Graph, preprocessing) -> Preprocessing:
         return Preprocessing.of(backbone)
     if backbone.input_shape is None:
         raise UsageError("the backbone records no input_shape; give preprocessing=Preprocessing(...)")
-    return Preprocessing(image_size=backbone.input_shape[1:], channels=3, mode=resolve_mode(preprocessing))
+    return Preprocessing.for_weights(resolve_mode(preprocessing), (3, *backbone.input_shape[1:]))
 
 
 def _cache_folder(cache, backbone: Graph, key: dict) -> str:

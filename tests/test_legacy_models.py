@@ -57,6 +57,9 @@ def test_legacy_strings_are_read_but_not_accepted_as_new_input():
     assert (pre.image_size, pre.channels, pre.mode, pre.interpolation, pre.fit) == \
         ((32, 40), 3, "imagenet-torch", "bilinear", "stretch")
     assert Preprocessing.from_meta({"preprocessing": "imagenet-caffe"}, (3, 8, 8)).mode == "imagenet-caffe"
+    # what the builders will store (one line each, see the integration notes): the same object
+    assert Preprocessing.from_meta({"preprocessing": Preprocessing.for_weights("imagenet-torch", (3, 32, 40)).to_dict()},
+                                   None) == pre
     with pytest.raises(ValueError, match="spelled 'imagenet-torch'"):
         Preprocessing((8, 8), 3, mode="torch")
     with pytest.raises(ValueError, match="keys"):

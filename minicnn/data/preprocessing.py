@@ -165,6 +165,13 @@ class Preprocessing:
         return cls.from_dict(upgrade_preprocessing(pre, input_shape))
 
     @classmethod
+    def for_weights(cls, mode: str, input_shape) -> "Preprocessing":
+        """What pretrained weights need: RGB (or ``C``) at the model's ``(C, H, W)`` input size,
+        bilinear, stretched, normalised with ``mode`` (e.g. 'imagenet-torch')."""
+        c, h, w = (int(v) for v in input_shape)
+        return cls(image_size=(h, w), channels=c, mode=mode)
+
+    @classmethod
     def of(cls, model) -> "Preprocessing":
         """``from_meta`` of a model (uses its ``input_shape`` for a mode string)."""
         return cls.from_meta(model.meta, model.input_shape)

@@ -191,3 +191,12 @@ def test_array_loader_shuffles_like_the_batch_loader_and_resumes():
     np.testing.assert_array_equal(np.concatenate([b[0] for b in evaluated]), x)
     with pytest.raises(ValueError, match="label rows"):
         ArrayLoader(x, y[:5])
+
+
+def test_preprocessing_applies_to_files_and_arrays_as_the_loader_does(folder):
+    ds = load_dataset(folder)
+    pre = fit_preprocessing(Preprocessing((12, 14), channels=3, interpolation="bicubic", fit="pad"), ds)
+    x_loader = np.concatenate([b[0] for b in BatchLoader(ds, pre, batch_size=4, training=False).epoch(0)])
+    np.testing.assert_array_equal(pre.load_files(ds.paths), x_loader)
+    pixels = [np.asarray(Image.open(p)) for p in ds.paths]
+    np.testing.assert_array_equal(pre.load_arrays(pixels), x_loader)
