@@ -37,10 +37,6 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split("\n"))
 
 
-def _add_threads(p):
-    p.add_argument("--threads", type=int, default=None, help="threads for Numba kernels and BLAS (default: all cores)")
-
-
 def _model_path(run_or_model: str) -> str:
     p = Path(run_or_model)
     if p.is_dir():
@@ -67,6 +63,8 @@ def cmd_synth(a):
 
 
 # -- train ------------------------------------------------------------------------------------------
+_DEFAULTS_WHEN_NONE = ("epochs",)     # options whose CLI default None means "the TrainConfig default"
+
 def cmd_train(a):
     from .experiment import resume_config, train_run
     from .train import TrainConfig, set_threads
@@ -74,8 +72,11 @@ def cmd_train(a):
     set_threads(a.threads)
     if a.resume:
         config = resume_config(a.resume, epochs=a.epochs)
+        if config.backbone:          # a head on cached features is trained again from the start
+            config = dataclasses.replace(config, overwrite=True)
     else:
-        config = TrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)})
+        given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
+        config = TrainConfig(**{k: v for k, v in given.items() if v is not None or k not in _DEFAULTS_WHEN_NONE})
     if config.backbone and config.weights is None:
         print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
     result = train_run(config, resume=bool(a.resume) and not config.backbone, log=print)
@@ -113,7 +114,7 @@ def cmd_predict(a):
     set_threads(a.threads)
     model = _load_model(a.model)
     records = predict_files(model, a.images, batch_size=a.batch_size)
-    print(format_records(records))
+    print(format_records(records, model))
     if a.out:
         print(f"wrote {write_records(records, a.out)}")
 
@@ -218,123 +219,197 @@ def cmd_demo(a):
 
 
 # -- parser -----------------------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="minicnn", description="A readable CNN engine in NumPy/Numba for chest X-rays.")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def _positive_int(text):
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
+    return v
 
-    s = sub.add_parser("synth", help="write a synthetic chest-X-ray-like dataset (folder layout)")
-    s.add_argument("out", help="output folder (gets train/ val/ test/ with NORMAL/ PNEUMONIA/)")
-    s.add_argument("--n", type=int, default=3000, help="number of images (default 3000)")
-    s.add_argument("--size", type=int, default=64, help="image size in pixels (default 64)")
-    s.add_argument("--pneumonia-fraction", type=float, default=0.6)
-    s.add_argument("--seed", type=int, default=0)
-    s.set_defaults(func=cmd_synth)
 
-    s = sub.add_parser("train", help="train a model on a folder, CSV or .npz dataset")
-    s.add_argument("data", nargs="?", help="dataset: folder (root/<split>/<CLASS>/*), CSV or MedMNIST .npz")
-    s.add_argument("--out", default="runs/run", help="run directory (default runs/run)")
-    s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium (default small)")
+def _image_size(text):
+    v = int(text)
+    if v < 8:
+        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {text}")
+    return v
+
+
+def _nonnegative_int(text):
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
+    return v
+
+
+def _positive_float(text):
+    v = float(text)
+    if not (v > 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _fraction(text):
+    v = float(text)
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return v
+
+
+def _nonnegative_float(text):
+    v = float(text)
+    if not (v >= 0 and np.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's help ends with its default (none shown for flags and options without one)."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, True, argparse.SUPPRESS) or action.option_strings == []:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _add_threads(p):
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="threads for Numba kernels and BLAS (default: all cores)")
+
+
+def _add_train(sub):
+    s = sub.add_parser("train", help="train a model on a folder, CSV or .npz dataset", formatter_class=_Help)
+    s.add_argument("data", nargs="?", help="dataset: folder (root/<split>/<CLASS>/*), CSV, RSNA labels CSV or MedMNIST .npz")
+    s.add_argument("--out", default="runs/run", help="run directory")
+    s.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files are removed)")
+    s.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its last.npz")
+    s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium")
     s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
-    s.add_argument("--fine-tune", type=int, default=0, metavar="EPOCHS",
+    s.add_argument("--head-epochs", type=_positive_int, default=None,
+                   help="with --backbone: epochs of head training on cached features (default: 10 x --epochs)")
+    s.add_argument("--fine-tune", type=_nonnegative_int, default=0, metavar="EPOCHS",
                    help="with --backbone: then unfreeze the last block and fine-tune it for EPOCHS epochs")
     s.add_argument("--fine-tune-from", default=None, metavar="NODE",
                    help="first node to unfreeze (default: the backbone's last block, e.g. features.denseblock4)")
-    s.add_argument("--image-size", type=int, default=None,
+    s.add_argument("--image-size", type=_image_size, default=None,
                    help="input size (default 64; a backbone's own size with --backbone: 224, InceptionV3 299)")
-    s.add_argument("--channels", type=int, default=1, choices=(1, 3))
-    s.add_argument("--epochs", type=int, default=8)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--lr", type=float, default=3e-3)
-    s.add_argument("--weight-decay", type=float, default=0.0)
-    s.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs")
+    s.add_argument("--channels", type=int, default=1, choices=(1, 3), help="1 grayscale, 3 RGB")
+    s.add_argument("--epochs", type=_positive_int, default=None,
+                   help="training epochs (default 8; with --resume: the epochs the run was started with)")
+    s.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
+    s.add_argument("--lr", type=_positive_float, default=3e-3, help="Adam learning rate")
+    s.add_argument("--weight-decay", type=_nonnegative_float, default=0.0, help="Adam L2 weight decay")
+    s.add_argument("--patience", type=_positive_int, default=None,
+                   help="early stopping patience in epochs (default: no early stopping)")
     s.add_argument("--normalize", default="dataset",
-                   help="dataset (default), sample, seed, imagenet-torch, imagenet-caffe, tf, none")
-    s.add_argument("--norm-sample", type=int, default=1000, help="training images used to fit the statistics")
-    s.add_argument("--no-augment", dest="augment", action="store_false")
-    s.add_argument("--no-class-weights", dest="class_weights", action="store_false")
-    s.add_argument("--positive-class", default=None)
-    s.add_argument("--train-split", default="train")
-    s.add_argument("--val-split", default=None, help="use this split for validation instead of --val-from-train")
+                   help="dataset, sample, seed, imagenet-torch, imagenet-caffe, tf, none")
+    s.add_argument("--norm-sample", type=_positive_int, default=1000, help="training images used to fit the statistics")
+    s.add_argument("--no-augment", dest="augment", action="store_false", help="no flips/rotations/crops in training")
+    s.add_argument("--no-class-weights", dest="class_weights", action="store_false",
+                   help="plain BCE instead of the class-weighted loss")
+    s.add_argument("--positive-class", default=None, help="the class the output predicts (default: the non-NORMAL one)")
+    s.add_argument("--train-split", default="train", help="the split to train on")
+    s.add_argument("--val-split", default=None,
+                   help="validate on this split (default: the dataset's own 'val' split when it has one)")
     s.add_argument("--test-split", default="test", help="checked for patient leakage against train")
-    s.add_argument("--val-from-train", type=float, default=0.1,
-                   help="patient-aware validation fraction carved from the training split (default 0.1)")
-    s.add_argument("--cache-mb", type=int, default=512, help="memory for decoded images (default 512 MB)")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its last.npz")
-    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--val-from-train", type=_fraction, default=None,
+                   help="validate on this patient-aware fraction of the training split instead "
+                        "(default: 0.1 when the dataset has no 'val' split)")
+    s.add_argument("--cache-mb", type=_nonnegative_int, default=512, help="memory for decoded images, MB")
+    s.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation, dropout")
+    s.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
     _add_threads(s)
     s.set_defaults(func=cmd_train)
 
-    s = sub.add_parser("evaluate", help="evaluate a model on a dataset split")
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="minicnn", description="A readable CNN engine in NumPy/Numba for chest X-rays. "
+                                "Research and teaching use only: not a medical device.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic chest-X-ray-like dataset (folder layout)", formatter_class=_Help)
+    s.add_argument("out", help="output folder (gets train/ val/ test/ with NORMAL/ PNEUMONIA/)")
+    s.add_argument("--n", type=_positive_int, default=3000, help="number of images")
+    s.add_argument("--size", type=_image_size, default=64, help="image size in pixels")
+    s.add_argument("--pneumonia-fraction", type=_fraction, default=0.6, help="fraction of PNEUMONIA images")
+    s.add_argument("--seed", type=int, default=0, help="random seed")
+    s.set_defaults(func=cmd_synth)
+
+    _add_train(sub)
+
+    s = sub.add_parser("evaluate", help="evaluate a model on a dataset split", formatter_class=_Help)
     s.add_argument("model", help="run directory or model .npz")
-    s.add_argument("data")
-    s.add_argument("--split", default="test")
+    s.add_argument("data", help="dataset (folder, CSV or .npz)")
+    s.add_argument("--split", default="test", help="the split to evaluate")
     s.add_argument("--out", default=None, help="where metrics.json and plots go (default: the run directory)")
     s.add_argument("--threshold", type=float, default=None, help="override the model's saved threshold")
-    s.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC CI")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--n-boot", type=_nonnegative_int, default=1000, help="bootstrap resamples for the AUC CI")
+    s.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     s.add_argument("--report", action="store_true", help="also write an HTML report with Grad-CAM of errors")
-    s.add_argument("--report-errors", type=int, default=6)
+    s.add_argument("--report-errors", type=_nonnegative_int, default=6, help="errors shown in the report")
     _add_threads(s)
     s.set_defaults(func=cmd_evaluate)
 
-    s = sub.add_parser("predict", help="predict image files or folders")
-    s.add_argument("model")
-    s.add_argument("images", nargs="+")
+    s = sub.add_parser("predict", help="predict image files or folders", formatter_class=_Help)
+    s.add_argument("model", help="run directory or model .npz")
+    s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
     s.add_argument("--out", default=None, help="write a .csv or .json")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
     _add_threads(s)
     s.set_defaults(func=cmd_predict)
 
-    s = sub.add_parser("explain", help="Grad-CAM heatmap overlay for one image")
-    s.add_argument("model")
-    s.add_argument("image")
+    s = sub.add_parser("explain", help="Grad-CAM heatmap overlay for one image", formatter_class=_Help)
+    s.add_argument("model", help="run directory or model .npz")
+    s.add_argument("image", help="an image file")
     s.add_argument("--out", default=None, help="output PNG (default IMAGE_gradcam.png)")
     s.add_argument("--class", dest="target_class", default=None, help="class to explain (default: predicted)")
     s.add_argument("--layer", default=None, help="node whose output is explained (default: before global pooling)")
     _add_threads(s)
     s.set_defaults(func=cmd_explain)
 
-    s = sub.add_parser("summary", help="print a model's layers and parameter counts")
-    s.add_argument("model")
+    s = sub.add_parser("summary", help="print a model's layers and parameter counts", formatter_class=_Help)
+    s.add_argument("model", help="run directory or model .npz")
     s.set_defaults(func=cmd_summary)
 
-    s = sub.add_parser("gradcheck", help="gradient-check every layer and loss; print relative errors")
-    s.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("gradcheck", help="gradient-check every layer and loss; print relative errors",
+                       formatter_class=_Help)
+    s.add_argument("--seed", type=int, default=0, help="random seed of the inputs")
     s.set_defaults(func=cmd_gradcheck)
 
-    s = sub.add_parser("convert", help="wrap a Keras/PyTorch model file as a minicnn model with its preprocessing")
+    s = sub.add_parser("convert", help="wrap a Keras/PyTorch model file as a minicnn model with its preprocessing",
+                       formatter_class=_Help)
     s.add_argument("model", help=".keras, .h5, .pth, .safetensors")
     s.add_argument("out", help="output .npz")
-    s.add_argument("--preprocess", required=True, help="tf, imagenet-torch, imagenet-caffe, dataset stats not allowed")
-    s.add_argument("--image-size", type=int, required=True)
-    s.add_argument("--resize", default="bilinear", choices=("bilinear", "nearest", "bicubic"))
-    s.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    s.add_argument("--preprocess", required=True, help="tf, imagenet-torch, imagenet-caffe (the weights' own)")
+    s.add_argument("--image-size", type=_image_size, required=True, help="input size the model expects")
+    s.add_argument("--resize", default="bilinear", choices=("bilinear", "nearest", "bicubic"), help="interpolation")
+    s.add_argument("--channels", type=int, default=3, choices=(1, 3), help="input channels")
     s.add_argument("--classes", default=None, help="comma-separated class names in output order")
-    s.add_argument("--positive-class", default=None)
+    s.add_argument("--positive-class", default=None, help="the class a single output predicts")
     s.set_defaults(func=cmd_convert)
 
-    s = sub.add_parser("features", help="extract (and cache) pooled backbone features of a dataset")
-    s.add_argument("data")
-    s.add_argument("--backbone", required=True)
-    s.add_argument("--weights", default=None)
-    s.add_argument("--split", default="train")
-    s.add_argument("--image-size", type=int, default=None)
+    s = sub.add_parser("features", help="extract (and cache) pooled backbone features of a dataset",
+                       formatter_class=_Help)
+    s.add_argument("data", help="dataset (folder, CSV or .npz)")
+    s.add_argument("--backbone", required=True, help="densenet121, vgg16, resnet50, inception_v3")
+    s.add_argument("--weights", default=None, help="backbone weight file or registry name")
+    s.add_argument("--split", default="train", help="the split to extract")
+    s.add_argument("--image-size", type=_image_size, default=None, help="input size (default: the backbone's)")
     s.add_argument("--out", default=None, help="write the features to this .npz")
-    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
     s.add_argument("--seed", type=int, default=0, help="initialisation seed when --weights is not given")
     _add_threads(s)
     s.set_defaults(func=cmd_features)
 
-    s = sub.add_parser("demo", help="run a real Keras pneumonia model on 16 real X-rays, with Grad-CAM")
-    s.add_argument("--out", default="minicnn-demo", help="output folder (default ./minicnn-demo)")
+    s = sub.add_parser("demo", help="run a real Keras pneumonia model on 16 real X-rays, with Grad-CAM",
+                       formatter_class=_Help)
+    s.add_argument("--out", default="minicnn-demo", help="output folder")
     s.add_argument("--wheel", default=None, help="pneumonia-model-package wheel already downloaded")
     _add_threads(s)
     s.set_defaults(func=cmd_demo)
     for s in sub.choices.values():
         s.add_argument("--traceback", action="store_true",
                        help="show the full traceback of an error (for bug reports)")
+    p.subcommands = sub.choices
     return p
 
 
@@ -342,7 +417,9 @@ def main(argv=None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command == "train" and not a.data and not a.resume:
-        parser.error("train needs DATA (or --resume RUN)")
+        train = parser.subcommands["train"]
+        train.print_usage(sys.stderr)
+        train.exit(2, "minicnn train: error: give DATA (a dataset) or --resume RUN; see minicnn train --help\n")
     try:
         a.func(a)
     except KeyboardInterrupt as e:

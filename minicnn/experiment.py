@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,25 +45,56 @@ class TrainResult:
 
 
 def resume_config(run, epochs: int | None = None) -> TrainConfig:
-    """The config ``run/last.npz`` recorded (``out`` = ``run``), to continue it for ``epochs`` in all."""
+    """The config ``run/last.npz`` recorded (``out`` = ``run``), to continue it for ``epochs`` in all
+    (default: the epochs it was started with)."""
     run = Path(run)
+    if not (run / "last.npz").is_file():
+        raise UsageError(f"{run} has no last.npz to resume (was the run killed before its first checkpoint?); "
+                         f"start it again with --overwrite")
     _, info, _ = load_checkpoint(run / "last.npz")
     saved = info["extra"].get("args")
     if not saved:
         raise UsageError(f"{run / 'last.npz'} does not record the training arguments; it cannot be resumed "
                          f"with --resume (start a new run)")
-    override = {"out": str(run)}
+    override = {"out": str(run), "overwrite": False}
     if epochs is not None:
         override["epochs"] = epochs
-    return TrainConfig.from_saved({k: v for k, v in saved.items() if k != "epochs"}, **override)
+    return TrainConfig.from_saved(saved, **override)
+
+
+RUN_FILES = ("model.npz", "last.npz", "history.csv", "history.json", "head_history.json", "metrics.json",
+             "plots", "report", "bad_files.txt")
+
+
+def prepare_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
+    """Refuse to mix two runs in one folder: a run directory that already holds a run needs
+    ``resume`` (continue it) or ``overwrite`` (remove that run's files first, so none is left stale)."""
+    out = Path(out)
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if resume:
+        if not (out / "last.npz").exists():
+            raise UsageError(f"{out} has no last.npz to resume (was the run killed before its first checkpoint?); "
+                             f"start it again with --overwrite")
+        return
+    if found and not overwrite:
+        raise UsageError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it or "
+                         f"--overwrite to replace it, or choose another --out")
+    for name in found:
+        target = out / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    fileio.remove_stale_temporaries(out)
 
 
 def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResult | TransferResult:
     """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone)."""
+    prepare_run_dir(config.out, resume=resume, overwrite=config.overwrite)
     if config.backbone:
         return transfer_learn(config, log=log)
     c = dataclasses.replace(config, image_size=config.image_size or 64)
-    train_ds, val_ds = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
+    train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
     pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
@@ -70,6 +102,7 @@ def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResu
     common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20)
     train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)
     val = BatchLoader(val_ds, pre, training=False, **common) if val_ds is not None else None
+    log(f"validation: {how}")
     log(f"train: {len(train_ds)} images, val: {len(val_ds) if val_ds is not None else 0}; "
         f"outputs {train_ds.output_names}; normalisation {_normalisation_text(pre)}")
 

@@ -102,24 +102,85 @@ def probabilities_by_class(model: Graph, probs: np.ndarray) -> list[dict]:
     return [{n: float(v) for n, v in zip(names, row)} for row in probs]
 
 
+def is_feature_extractor(model: Graph) -> bool:
+    """A backbone without its classification head (``include_top=False``): outputs are features."""
+    return model.meta.get("include_top") is False and not model.meta.get("outputs")
+
+
+def true_labels(model: Graph, files) -> list[str | None]:
+    """The class of each file from its folder name (``.../PNEUMONIA/x.png``), where that names one of
+    the model's classes; None elsewhere."""
+    classes = set(model.meta.get("classes") or [])
+    return [Path(f).parent.name if Path(f).parent.name in classes else None for f in files]
+
+
 def predict_files(model, paths, batch_size: int = 16) -> list[dict]:
-    """``[{"file", "probabilities": {class: p}, "prediction"}]`` for image files or folders."""
+    """``[{"file", "probabilities": {class: p}, "prediction", "true_label"}]`` for image files or folders.
+
+    ``true_label`` is the file's class folder when that is one of the model's classes, else None."""
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
+    if is_feature_extractor(model):
+        raise DataError("this model is a feature extractor (a backbone without a classification head): its "
+                        f"{model.meta.get('architecture', '')} outputs are features, not class probabilities; "
+                        "use `minicnn features` (or train a head with `minicnn train --backbone`)")
     files = expand_paths(paths)
     _, probs, _ = predict_loader(model, file_loader(files, Preprocessing.of(model), batch_size))
-    return [{"file": f, "probabilities": pr, "prediction": label}
-            for f, pr, label in zip(files, probabilities_by_class(model, probs), decide(model, probs))]
+    return [{"file": f, "probabilities": pr, "prediction": label, "true_label": truth}
+            for f, pr, label, truth in zip(files, probabilities_by_class(model, probs), decide(model, probs),
+                                           true_labels(model, files))]
 
 
-def format_records(records) -> str:
-    """The table ``minicnn predict`` prints: file, P(class) per class, prediction."""
+def decision_rule(model: Graph) -> str:
+    """How ``decide`` turns probabilities into a label, in words (threshold and where it came from)."""
+    names = output_names(model)
+    if model.output_activation == "softmax" or "threshold" not in model.meta:
+        return "prediction: the most probable class"
+    thr = np.atleast_1d(np.asarray(model.meta["threshold"], dtype=np.float64))
+    rule = model.meta.get("threshold_rule")
+    origin = f" ({rule})" if rule else ""
+    if len(names) == 1:
+        return f"prediction: {names[0]} when P({names[0]}) >= {thr[0]:.4f}{origin}"
+    return "prediction: each finding whose P >= its threshold " + ", ".join(
+        f"{n} {t:.4f}" for n, t in zip(names, np.broadcast_to(thr, (len(names),)))) + origin
+
+
+def labelled_summary(records, positive: str | None) -> str | None:
+    """Accuracy (and sensitivity/specificity for ``positive``) over the records that have a true label."""
+    known = [r for r in records if r.get("true_label") is not None]
+    if not known:
+        return None
+    right = sum(r["prediction"] == r["true_label"] for r in known)
+    text = f"{len(known)} labelled images: accuracy {right / len(known):.3f} ({right}/{len(known)} correct)"
+    if positive is not None:
+        pos = [r for r in known if r["true_label"] == positive]
+        neg = [r for r in known if r["true_label"] != positive]
+        if pos:
+            text += f", sensitivity {sum(r['prediction'] == positive for r in pos) / len(pos):.3f}"
+        if neg:
+            text += f", specificity {sum(r['prediction'] != positive for r in neg) / len(neg):.3f}"
+    return text
+
+
+def format_records(records, model: Graph | None = None) -> str:
+    """The table ``minicnn predict`` prints: file, P(class) per class, prediction (and the true label
+    where the folder says it), then the decision rule and, for labelled images, a summary."""
     names = list(records[0]["probabilities"]) if records else []
+    truth = any(r.get("true_label") is not None for r in records)
     width = max([len(os.path.basename(r["file"])) for r in records] + [4])
-    lines = [f"{'file':<{width}}  " + "  ".join(f"P({n})" for n in names) + "  prediction"]
+    lines = [f"{'file':<{width}}  " + ("true        " if truth else "") + "  ".join(f"P({n})" for n in names)
+             + "  prediction"]
     for r in records:
-        lines.append(f"{os.path.basename(r['file']):<{width}}  "
-                     + "  ".join(f"{r['probabilities'][n]:>{len(n) + 3}.4f}" for n in names) + f"  {r['prediction']}")
+        t = f"{str(r.get('true_label') or '?'):<12}" if truth else ""
+        mark = "   <- wrong" if truth and r.get("true_label") not in (None, r["prediction"]) else ""
+        lines.append(f"{os.path.basename(r['file']):<{width}}  {t}"
+                     + "  ".join(f"{r['probabilities'][n]:>{len(n) + 3}.4f}" for n in names)
+                     + f"  {r['prediction']}{mark}")
+    if model is not None:
+        lines.append(decision_rule(model))
+        summary = labelled_summary(records, model.meta.get("positive_class"))
+        if summary:
+            lines.append(summary)
     return "\n".join(lines)
 
 
@@ -132,7 +193,8 @@ def write_records(records, path) -> str:
     names = list(records[0]["probabilities"]) if records else []
     with fileio.atomic_write(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction"])
+        w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction", "true_label"])
         for r in records:
-            w.writerow([r["file"]] + [r["probabilities"][n] for n in names] + [r["prediction"]])
+            w.writerow([r["file"]] + [r["probabilities"][n] for n in names]
+                       + [r["prediction"], r.get("true_label") or ""])
     return str(path)

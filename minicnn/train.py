@@ -83,7 +83,9 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str | None = None
     test_split: str = "test"
-    val_from_train: float = 0.1
+    val_from_train: float | None = None   # None: the dataset's own val split if it has one, else 0.1
+    head_epochs: int | None = None        # with backbone: epochs of head training (default 10 x epochs)
+    overwrite: bool = False
     cache_mb: int = 512
     seed: int = 0
     quiet: bool = False
@@ -210,7 +212,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
         while state.epoch < epochs:
             epoch = state.epoch
             bar = tqdm(total=len(train), initial=state.batch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                       disable=not progress, leave=True, dynamic_ncols=True)
+                       disable=None if progress else True, leave=True, dynamic_ncols=True)  # None: bars only on a terminal
             t0, images = time.perf_counter(), 0
             batches = train.epoch(epoch, training=True, start_batch=state.batch)
             try:

@@ -119,7 +119,7 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
                 raise UsageError(f"without preprocessing, images must be NCHW float arrays, got shape {x.shape}")
             loader = ArrayLoader(x, np.zeros((len(x), 0)), batch_size, training=False)
         done = 0
-        with tqdm(total=len(loader), disable=not progress, desc="features") as bar:
+        with tqdm(total=len(loader), disable=None if progress else True, desc="features") as bar:
             for _, z in predict_batches(backbone, loader, progress=lambda: bar.update(1)):
                 feats = _pooled(apply_activation(z, backbone.output_activation)).astype(np.float32)
                 for i, v in zip(todo[done:done + len(feats)], feats):
@@ -195,14 +195,22 @@ def dataset_features(data, backbone: str, weights=None, split: str = "train", im
     return _dataset_features(model, ds, pre, batch_size), ds
 
 
+def head_epochs(config: TrainConfig) -> int:
+    """Epochs of head training: ``--head-epochs``, else 10 per ``--epochs`` (a head on cached features
+    is cheap, and needs many more passes than a whole network)."""
+    return int(config.head_epochs) if config.head_epochs else max(config.epochs, 1) * 10
+
+
 def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
     """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned."""
     c = config
     backbone, pre = load_backbone(c.backbone, c.weights, c.image_size, c.seed)
-    train_ds, val_ds = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
+    train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
     h, w = pre.image_size
+    log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
+        + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))
     log(f"extracting {c.backbone} features ({h}x{w}, preprocessing {pre.mode!r}; cached in {feature_cache_dir()}) ...")
     f_train = _dataset_features(backbone, train_ds, pre, c.batch_size)
     f_val = _dataset_features(backbone, val_ds, pre, c.batch_size) if val_ds is not None else None
@@ -218,7 +226,7 @@ def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
         return model
 
     state = train_head(head, f_train, train_ds.labels, f_val, val_ds.labels if val_ds is not None else None,
-                       epochs=max(c.epochs, 1) * 10, lr=c.lr, seed=c.seed, class_weighted=c.class_weights,
+                       epochs=head_epochs(c), lr=c.lr, seed=c.seed, class_weighted=c.class_weights,
                        out_dir=c.out, export=export, progress=not c.quiet, log=log,
                        checkpoint_extra={"args": dataclasses.asdict(c)})
     path = os.path.join(c.out, "model.npz")

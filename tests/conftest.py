@@ -36,17 +36,28 @@ PNEUMONIA_WHEEL_GLOB = "pneumonia_model_package-0.3.0-*.whl"
 PNEUMONIA_WHEEL_SHA256 = "4bb1ee80366db5de818c7255e62878871b8ec545681193f429e2575b791d3536"
 
 
+def find_pneumonia_wheels() -> list:
+    """Wheels in ``$MINICNN_TEST_WHEEL_DIR``, then in ``minicnn demo``'s own cache."""
+    from minicnn.demo import minicnn_home
+    wheel_dir = os.environ.get("MINICNN_TEST_WHEEL_DIR")
+    folders = ([Path(wheel_dir)] if wheel_dir else []) + [minicnn_home() / "wheels"]
+    return [w for folder in folders if folder.is_dir() for w in sorted(folder.glob(PNEUMONIA_WHEEL_GLOB))]
+
+
 @pytest.fixture(scope="session")
 def pneumonia_wheel() -> Path:
-    """The hash-checked ``pneumonia-model-package==0.3.0`` wheel from ``$MINICNN_TEST_WHEEL_DIR``.
+    """The hash-checked ``pneumonia-model-package==0.3.0`` wheel from ``$MINICNN_TEST_WHEEL_DIR``, or
+    the one ``minicnn demo`` already cached (``$MINICNN_HOME/wheels``, default ``~/.cache/minicnn``).
 
-    ``.ci/run`` downloads it there before the tests (tests never reach the network). Without it the
+    ``.ci/run`` downloads it before the tests (tests never reach the network). Without it the
     tests that need it skip -- except in CI (``CI`` set), where a missing wheel is a failure.
     """
+    from minicnn.demo import minicnn_home
     wheel_dir = os.environ.get("MINICNN_TEST_WHEEL_DIR")
-    found = sorted(Path(wheel_dir).glob(PNEUMONIA_WHEEL_GLOB)) if wheel_dir and Path(wheel_dir).is_dir() else []
+    found = find_pneumonia_wheels()
     if not found:
-        msg = (f"no wheel {PNEUMONIA_WHEEL_GLOB} in $MINICNN_TEST_WHEEL_DIR ({wheel_dir!r}); download it with "
+        msg = (f"no wheel {PNEUMONIA_WHEEL_GLOB} in $MINICNN_TEST_WHEEL_DIR ({wheel_dir!r}) or in "
+               f"{minicnn_home() / 'wheels'} (where `minicnn demo` caches it); run `minicnn demo` once, or "
                f"`python -m pip download --no-deps pneumonia-model-package==0.3.0 -d DIR` and set the variable")
         if os.environ.get("CI"):
             pytest.fail("CI: " + msg)

@@ -136,9 +136,13 @@ def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert "random weights" in first and "backbone + head saved" in first
+    assert "head: 20 epochs on cached features (10 x --epochs 2; set --head-epochs)" in first
+    assert "validation: the dataset's own 'val' split" in first
     cached = list((tmp_path / "home" / "features").rglob("*"))
     assert cached
-    assert main(argv) == 0   # second run: features come from the cache
+    assert main(argv) == 1   # the run directory is taken: refused, nothing touched
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0   # second run: features come from the cache
     assert list((tmp_path / "home" / "features").rglob("*")) == cached
     from minicnn.model import load
     model = load(out / "model.npz")

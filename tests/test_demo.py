@@ -145,3 +145,13 @@ def test_demo_offline_download_failure_says_what_to_do(tmp_path, monkeypatch):
         get_wheel()
     assert calls == [tmp_path / "wheels"]
     assert main(["demo", "--out", str(tmp_path / "o")]) == 1
+
+
+def test_the_wheel_minicnn_demo_cached_is_found_without_the_test_variable(pneumonia_wheel, tmp_path, monkeypatch):
+    from conftest import find_pneumonia_wheels
+    monkeypatch.delenv("MINICNN_TEST_WHEEL_DIR", raising=False)
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path / "home"))
+    assert find_pneumonia_wheels() == []
+    (tmp_path / "home" / "wheels").mkdir(parents=True)
+    (tmp_path / "home" / "wheels" / pneumonia_wheel.name).symlink_to(pneumonia_wheel)
+    assert [w.name for w in find_pneumonia_wheels()] == [pneumonia_wheel.name]
