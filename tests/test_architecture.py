@@ -10,6 +10,8 @@ ALLOWED = {
     "kernels": {"_validate"},
     "layers": {"kernels", "init", "_validate"},
     "model": {"layers", "losses", "kernels"},
+    "readers": set(),
+    "rewrite": {"model", "layers", "kernels"},
     "data": {"_validate"},
     "nets": {"layers", "model"},
     "viz": {"metrics", "model"},
@@ -17,7 +19,7 @@ ALLOWED = {
     "train": {"model", "losses", "optim", "metrics", "data"},
     "predict": {"model", "data"},
     "explain": {"data", "predict", "viz", "report", "model"},
-    "pretrained": {"layers", "model", "init", "data", "metrics", "losses", "optim", "train", "_validate", "viz"},
+    "pretrained": {"readers", "rewrite", "layers", "model", "init", "data", "metrics", "losses", "optim", "train", "_validate", "viz"},
     "demo": {"metrics", "explain", "pretrained", "report", "train", "model", "viz", "data", "predict"},
 }
 

@@ -52,7 +52,6 @@ import os
 import re
 from collections import Counter
 
-import h5py
 import numpy as np
 
 from ..errors import KerasImportError
@@ -64,7 +63,9 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, Concat, Flatten, ZeroPad2D
 from ..model import Graph
-from .readers import detect_format, read_keras_archive, read_keras_h5
+from ..readers.detect import detect_format
+from ..readers.keras import read_keras_archive, read_keras_h5_model
+from .layout import depthwise_to_oihw, hwio_to_oihw, nhwc_flatten_rows_to_nchw
 
 __all__ = ["KerasImportError", "load_keras", "SUPPORTED_LAYERS"]
 
@@ -476,11 +477,9 @@ class _Importer:
             units, bias = int(c["units"]), bool(c.get("use_bias", True))
             w = weights.get(cls, name, ["kernel", "bias"] if bias else ["kernel"])
             kernel = self._shaped(w["kernel"], (shape[0], units), cls, name, "kernel")
-            if flat is not None:          # rows in NHWC-flatten order -> NCHW-flatten order
-                C, H, W = flat
-                kernel = kernel.reshape(H, W, C, units).transpose(2, 0, 1, 3).reshape(-1, units)
             layer = Dense(shape[0], units, bias=bias)
-            layer.params["W"] = np.ascontiguousarray(kernel, dtype=np.float32)
+            # rows in NHWC-flatten order -> NCHW-flatten order
+            layer.params["W"] = kernel if flat is None else nhwc_flatten_rows_to_nchw(kernel, flat)
             if bias:
                 layer.params["b"] = self._shaped(w["bias"], (units,), cls, name, "bias")
             out = b.add(node, self._freeze(layer, frozen), [v], (units,))
@@ -623,14 +622,14 @@ class _Importer:
             w = weights.get(cls, name, ["kernel", "bias"] if bias else ["kernel"])
             kernel = self._shaped(w["kernel"], (k[0], k[1], C // G, F), cls, name, "kernel")
             layer = Conv2D(C, F, k, stride=s, padding=pad, dilation=d, groups=G, bias=bias)
-            layer.params["W"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
+            layer.params["W"] = hwio_to_oihw(kernel)
         elif cls == "DepthwiseConv2D":
             dm = int(c.get("depth_multiplier", 1))
             F = C * dm
             w = weights.get(cls, name, ["depthwise_kernel", "bias"] if bias else ["depthwise_kernel"])
             kernel = self._shaped(w["depthwise_kernel"], (k[0], k[1], C, dm), cls, name, "depthwise kernel")
             layer = DepthwiseConv2D(C, k, stride=s, padding=pad, dilation=d, depth_multiplier=dm, bias=bias)
-            layer.params["W"] = _depthwise(kernel)
+            layer.params["W"] = depthwise_to_oihw(kernel)
         else:
             dm, F = int(c.get("depth_multiplier", 1)), int(c["filters"])
             names = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if bias else [])
@@ -638,8 +637,8 @@ class _Importer:
             dk = self._shaped(w["depthwise_kernel"], (k[0], k[1], C, dm), cls, name, "depthwise kernel")
             pk = self._shaped(w["pointwise_kernel"], (1, 1, C * dm, F), cls, name, "pointwise kernel")
             layer = SeparableConv2D(C, F, k, stride=s, padding=pad, dilation=d, depth_multiplier=dm, bias=bias)
-            layer.params["depthwise_W"] = _depthwise(dk)
-            layer.params["pointwise_W"] = np.ascontiguousarray(pk.transpose(3, 2, 0, 1), dtype=np.float32)
+            layer.params["depthwise_W"] = depthwise_to_oihw(dk)
+            layer.params["pointwise_W"] = hwio_to_oihw(pk)
         if bias:
             layer.params["b"] = self._shaped(w["bias"], (F,), cls, name, "bias")
         out_shape = (F, _conv_len(shape[1], k[0], s[0], d[0], pad), _conv_len(shape[2], k[1], s[1], d[1], pad))
@@ -696,12 +695,6 @@ def _act_name(act):
     return json.dumps(act)[:80]
 
 
-def _depthwise(kernel):
-    """(kh, kw, C, dm) -> (C*dm, 1, kh, kw): output channel c*dm + m (Keras' order)."""
-    kh, kw, C, dm = kernel.shape
-    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1).reshape(C * dm, 1, kh, kw), dtype=np.float32)
-
-
 # ------------------------------------------------------------------------------------------ entry point
 def _read(path):
     fmt = detect_format(path)
@@ -709,13 +702,12 @@ def _read(path):
         config, tree = read_keras_archive(path)
         return config, lambda entry: _Keras3Weights(tree, _layer_entries(entry), f"{path}!model.weights.h5"), True
     if fmt == "keras_h5_model":
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-        if raw is None:
+        config, layers = read_keras_h5_model(path)
+        if config is None:
             raise KerasImportError(f"{path}: a Keras HDF5 file without a 'model_config' attribute "
-                                   f"(weights only): build the architecture in code and load the weights instead")
-        config = json.loads(raw.decode("utf8") if isinstance(raw, (bytes, np.bytes_)) else str(raw))
-        groups = {g.name: g for g in read_keras_h5(path)}
+                                   f"(weights only): build the architecture in code and load the weights instead",
+                                   path=path)
+        groups = {g.name: g for g in layers}
         return config, lambda entry: _Keras2Weights(groups, path), False
     if fmt == "keras_h5":
         raise KerasImportError(f"{path}: a Keras weights-only HDF5 file (no model config inside); "

@@ -52,7 +52,9 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, ZeroPad2D
 from ..model import Graph
-from .vgg import check_builder_args, load_arch_weights, source_from_weights
+from ._common import check_builder_args
+from .mapping import load_arch_weights, source_from_weights
+from .spec import WeightSpec, WeightsEntry
 
 BN_EPS = {"torchvision": 1e-5, "keras": 1.001e-5}
 RESNET50_BLOCKS = (3, 4, 6, 3)
@@ -151,15 +153,6 @@ def resnet_graph(blocks=RESNET50_BLOCKS, include_top: bool = True, pooling=None,
     return g
 
 
-def load_resnet50_weights(model, path):
-    """Load a ResNet50 weight file (Keras ``.h5`` with either naming, torchvision, ``.npz``) into ``model``.
-
-    A Keras file's layers are matched to the nodes by name (Keras 3 names, then keras-applications'
-    names); a file with other names is assigned by position, as Keras does.
-    """
-    return load_arch_weights(model, path, keras_names=(resnet50_keras_name, resnet50_keras2_name))
-
-
 def resnet50(weights=None, include_top: bool = True, pooling=None, classes: int = 1000, source=None,
              input_shape=(3, 224, 224), seed=None) -> Graph:
     """ResNet50 (torchvision node names) with random or loaded weights.
@@ -174,9 +167,37 @@ def resnet50(weights=None, include_top: bool = True, pooling=None, classes: int 
 
     ``model.predict(x)`` takes NCHW float32 preprocessed with ``model.meta['preprocessing']``.
     """
-    path, source = source_from_weights(weights, source)
+    path, source = source_from_weights(weights, source, RESNET50_SPEC)
     model = resnet_graph(RESNET50_BLOCKS, include_top=include_top, pooling=pooling, classes=classes,
                          source=source, input_shape=input_shape, seed=seed)
     if path is not None:
-        load_resnet50_weights(model, path)
+        load_arch_weights(model, path, RESNET50_SPEC)
     return model
+
+
+def _keras_call_inputs(node):
+    """keras.applications.resnet adds ``layers.Add()([shortcut, x])``; minicnn's add node is [main, shortcut]."""
+    return node.inputs[::-1] if isinstance(node.layer, Add) else node.inputs
+
+
+_KA = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict use to non-commercial research"
+
+#: A Keras file's layers are matched to the nodes by name (Keras 3 names, then keras-applications'
+#: names); a file with other names is assigned by position, as Keras does.
+RESNET50_SPEC = WeightSpec(
+    architecture="resnet50",
+    keras_names=(resnet50_keras_name, resnet50_keras2_name), keras_by_name=True,
+    keras3_call_inputs=_keras_call_inputs,
+    head_nodes=("fc",), keras_head_layers=("fc1000", "predictions"),
+    torch_signature="layer4.2.conv3.weight", torch_head_weight="fc.weight",
+    weights=(
+        WeightsEntry("resnet50-keras-imagenet", "resnet50", "keras", _KA + "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                     ("md5", "2cb95161c43110f7111970584f804107"), True, "caffe", "MIT (Kaiming He); ImageNet terms"),
+        WeightsEntry("resnet50-keras-imagenet-notop", "resnet50", "keras",
+                     _KA + "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     ("md5", "4d473c1dd8becc155b73f8504c6f6626"), False, "caffe", "MIT (Kaiming He); ImageNet terms"),
+        WeightsEntry("resnet50-torchvision-imagenet", "resnet50", "torchvision",
+                     "https://download.pytorch.org/models/resnet50-0676ba61.pth", ("sha256", "0676ba61"), True,
+                     "torch", _TV_LICENCE),
+    ))
