@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import layers as _layers
+from .readers.npz import read_npz
 from .errors import UsageError, WeightFileError, file_not_found
 from .kernels.activation import sigmoid_forward, softmax_forward
 from .kernels.threads import blas_single_thread_or_null
@@ -499,25 +499,6 @@ def atomic_savez(path: str, arrays: dict) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-
-
-def read_npz(path):
-    """Read a minicnn ``.npz`` without pickle; returns ``(arrays, config)`` (config None if absent)."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise file_not_found("model file", path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise WeightFileError(f"{path} holds pickled Python objects; minicnn never unpickles files "
-                             f"(they can run code). Re-save the weights as plain arrays.") from None
-        raise WeightFileError(f"{path} is not a readable .npz file: {e}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise WeightFileError(f"{path} is not a readable .npz file ({e}); was it truncated?") from None
-    config = json.loads(str(arrays.pop("architecture"))) if "architecture" in arrays else None
-    return arrays, config
 
 
 def model_from_config(config: dict) -> Graph:

@@ -110,7 +110,8 @@ def is_feature_extractor(model: Graph) -> bool:
 def true_labels(model: Graph, files) -> list[str | None]:
     """The class of each file from its folder name (``.../PNEUMONIA/x.png``), where that names one of
     the model's classes; None elsewhere."""
-    classes = set(model.meta.get("classes") or [])
+    classes = model.meta.get("classes")
+    classes = set(classes) if isinstance(classes, (list, tuple)) else set()
     return [Path(f).parent.name if Path(f).parent.name in classes else None for f in files]
 
 

@@ -31,7 +31,8 @@ from tqdm.auto import tqdm
 
 from . import fileio, metrics
 from .errors import TrainingError
-from .model import Graph, model_from_arrays, read_npz
+from .model import Graph, model_from_arrays
+from .readers.npz import read_npz
 from .predict import predict_loader
 
 DROPOUT_STREAM = 4

@@ -8,17 +8,21 @@
     fetch(name)                        download a known weight file into $MINICNN_HOME (digest checked)
     build_head / combine / unfreeze_last     transfer learning on a frozen backbone (see minicnn.transfer)
     fold_batchnorm / fast_densenet     inference speed-ups that keep outputs equal (float32 tolerance)
+
+Imports go one way: ``registry`` (knows every architecture) -> ``densenet``/``vgg``/``resnet``/
+``inception`` (builder + weight spec) -> ``mapping``/``keras3_weights``/``_common``/``spec``/
+``layout`` (generic conversion) -> ``minicnn.readers`` (file formats).
 """
-from .densenet import densenet121
+from ..errors import FetchError, KerasImportError
+from ..rewrite import fold_batchnorm, use_concat_buffers
+from .densenet import densenet121, fast_densenet
 from .inception import inception_v3
-from .keras_import import KerasImportError, load_keras
+from .keras_import import load_keras
 from .resnet import resnet50
 from .vgg import vgg16
 from .features import build_head, combine, unfreeze_last
-from .fold import fast_densenet, fold_batchnorm, use_concat_buffers
-from .mapping import load_weights
 from .preprocess import check_input_range, preprocess
-from .registry import FetchError, fetch
+from .registry import fetch, load_weights
 
 __all__ = ["densenet121", "vgg16", "resnet50", "inception_v3", "load_keras", "KerasImportError", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
            "build_head", "combine", "unfreeze_last", "fold_batchnorm",

@@ -11,43 +11,40 @@ from __future__ import annotations
 
 import os
 
-from ..errors import UsageError, file_not_found
+from ..errors import UnknownNameError, UsageError, file_not_found
 from ..data.datasets import default_positive_class
 from ..data.preprocessing import Preprocessing
-from ..model import Graph
-from .readers import detect_format, read_torch_state_dict
-
-# A key only each torchvision architecture has.
-_SIGNATURES = (("densenet121", "features.denseblock4.denselayer16.conv2.weight"),
-               ("inception_v3", "Mixed_7c.branch_pool.conv.weight"),
-               ("resnet50", "layer4.2.conv3.weight"),
-               ("vgg16", "features.28.weight"))
+from ..model import Graph, load
+from ..readers.detect import detect_format
+from ..readers.torch import read_torch_state_dict
+from .keras_import import load_keras
+from .registry import ARCHITECTURES
 
 
 def guess_torch_architecture(sd: dict) -> str:
-    for arch, key in _SIGNATURES:
-        if key in sd:
-            return arch
-    raise UsageError("could not recognise the architecture of this state dict (looked for DenseNet121, "
-                     "InceptionV3, ResNet50, VGG16 keys); name it with --arch")
+    """The known architecture whose signature key (``WeightSpec.torch_signature``) the state dict has."""
+    for name, arch in ARCHITECTURES.items():
+        if arch.spec.torch_signature in sd:
+            return name
+    raise UsageError(f"could not recognise the architecture of this state dict (looked for the keys of "
+                     f"{', '.join(ARCHITECTURES)}); name it with --arch")
 
 
 def load_any(path, arch: str | None = None) -> Graph:
     """A Graph from a Keras model file or a torchvision state dict (architecture recognised or given)."""
-    from .keras_import import load_keras
     fmt = detect_format(path)
     if fmt in ("keras_archive", "keras_h5_model"):
         return load_keras(path)
     if fmt in ("torch_zip", "torch_legacy", "safetensors"):
-        from .. import pretrained
         sd = read_torch_state_dict(path)
         arch = arch or guess_torch_architecture(sd)
-        head = next((sd[k] for k in ("classifier.weight", "fc.weight", "classifier.6.weight") if k in sd), None)
+        if arch not in ARCHITECTURES:
+            raise UnknownNameError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+        head = sd.get(ARCHITECTURES[arch].spec.torch_head_weight)
         n_classes = head.shape[0] if head is not None else 1000
         del sd
-        return getattr(pretrained, arch)(weights=os.fspath(path), classes=n_classes)
+        return ARCHITECTURES[arch].build(weights=os.fspath(path), classes=n_classes)
     if fmt == "npz":
-        from ..model import load
         return load(path)
     raise UsageError(f"{path}: a {fmt} file holds weights without an architecture; build the model "
                      f"(e.g. minicnn.pretrained.densenet121(weights=...)) instead of converting it")

@@ -29,16 +29,16 @@ stem                conv0 with padding=3                        ``features.pad0`
 max-pool            pool0 padding=1 (pads with -inf)            ``features.pad1`` ZeroPad2D(1) + valid pool0
                                                                 (pads zeros: equal after the ReLU)
 output_activation   None (logits)                               'softmax' with include_top
-preprocessing       'torch'                                     'torch'
+preprocessing       'imagenet-torch'                            'imagenet-torch'
 ==================  ==========================================  ===========================================
 """
 from __future__ import annotations
 
-import os
+import re
 
 import numpy as np
 
-from ..errors import UsageError
+from ..data.preprocessing import Preprocessing
 from ..init import rng_from
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
@@ -47,8 +47,11 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, ZeroPad2D
 from ..model import Graph
+from ..rewrite import fold_batchnorm, use_concat_buffers
+from ._common import check_builder_args
+from .mapping import load_arch_weights, source_from_weights
+from .spec import WeightSpec, WeightsEntry
 
-SOURCES = ("torchvision", "keras")
 BN_EPS = {"torchvision": 1e-5, "keras": 1.001e-5}
 DENSENET121_BLOCKS = (6, 12, 24, 16)
 
@@ -91,16 +94,7 @@ def densenet_graph(blocks=DENSENET121_BLOCKS, growth_rate: int = 32, num_init_fe
     framework's conventions (see the module docstring). ``seed``: an int or Generator for the
     conv and classifier weights.
     """
-    if source not in SOURCES:
-        raise UsageError(f"source must be one of {SOURCES}, got {source!r}")
-    if pooling not in (None, "avg", "max"):
-        raise UsageError(f"pooling must be None, 'avg' or 'max', got {pooling!r}")
-    if include_top and pooling == "max":
-        raise UsageError("include_top=True ends in global *average* pooling and the classifier; "
-                         "pooling='max' is only for include_top=False")
-    input_shape = tuple(int(s) for s in input_shape)
-    if len(input_shape) != 3 or min(input_shape[1:]) < 32:
-        raise UsageError(f"input_shape must be (C, H, W) with H, W >= 32, got {input_shape}")
+    input_shape = check_builder_args(source, pooling, include_top, input_shape, 32)
     rng = rng_from(seed)
     eps = BN_EPS[source]
     g = Graph(input_shape=input_shape, name=name)
@@ -142,7 +136,7 @@ def densenet_graph(blocks=DENSENET121_BLOCKS, growth_rate: int = 32, num_init_fe
         g.output_activation = "softmax" if source == "keras" else None
     g.meta.update({"architecture": name, "source": source, "include_top": bool(include_top),
                    "pooling": pooling, "classes": int(classes) if include_top else None,
-                   "preprocessing": "torch"})
+                   "preprocessing": Preprocessing.for_weights("imagenet-torch", g.input_shape).to_dict()})
     return g
 
 
@@ -153,7 +147,8 @@ def densenet121(weights=None, include_top: bool = True, pooling=None, classes: i
     weights      None (random He-normal convs; batch-norm at gamma=1, beta=0, mean=0, var=1),
                  a weight file (``.h5`` / ``.weights.h5`` Keras, ``.pth`` / ``.pt`` / ``.pth.tar`` /
                  ``.safetensors`` torchvision, minicnn ``.npz``) or a registry name
-                 (``minicnn.pretrained.registry.names()``), fetched into ``$MINICNN_HOME``.
+                 (``DENSENET121_SPEC.weights``, ``minicnn.pretrained.registry.names()``), fetched
+                 into ``$MINICNN_HOME``.
     include_top  end in the classifier (``(N, classes)``); otherwise the feature map after the final
                  norm and ReLU, ``(N, 1024, 7, 7)`` at 224x224, or ``(N, 1024)`` with ``pooling``.
     pooling      None, 'avg' or 'max' (include_top=False only).
@@ -162,29 +157,63 @@ def densenet121(weights=None, include_top: bool = True, pooling=None, classes: i
 
     ``model.predict(x)`` takes NCHW float32 preprocessed with ``model.meta['preprocessing']``.
     """
-    from .mapping import load_weights, source_of
-
-    path = None
-    if weights is not None:
-        path = _resolve_weights(weights)
-        file_source = source_of(path)
-        if source is not None and file_source is not None and source != file_source:
-            raise UsageError(f"source={source!r} but {path} holds {file_source} weights; "
-                             f"leave source=None to take it from the file")
-        source = file_source or source
+    path, source = source_from_weights(weights, source, DENSENET121_SPEC)
     model = densenet_graph(DENSENET121_BLOCKS, include_top=include_top, pooling=pooling, classes=classes,
-                           source=source or "torchvision", input_shape=input_shape, seed=seed, name="densenet121")
+                           source=source, input_shape=input_shape, seed=seed, name="densenet121")
     if path is not None:
-        load_weights(model, path)
+        load_arch_weights(model, path, DENSENET121_SPEC)
     return model
 
 
-def _resolve_weights(weights) -> str:
-    """A path as given, or a registry name fetched (or found) in the cache."""
-    if isinstance(weights, (str, os.PathLike)) and os.path.exists(weights):
-        return os.fspath(weights)
-    from . import registry
-    if isinstance(weights, str) and weights in registry.WEIGHTS:
-        return registry.fetch(weights)
-    raise UsageError(f"weights must be None, an existing weight file or a registry name "
-                     f"({', '.join(registry.names())}); got {weights!r} (no such file)")
+def fast_densenet(model: Graph) -> Graph:
+    """``use_concat_buffers(fold_batchnorm(model))``: the inference form of a DenseNet (outputs equal
+    within float32 rounding; see :mod:`minicnn.rewrite`)."""
+    return use_concat_buffers(fold_batchnorm(model))
+
+
+# ------------------------------------------------------------------------------------------------
+# weights
+# ------------------------------------------------------------------------------------------------
+_DENSE_LAYER_NODE = re.compile(r"features\.denseblock(\d+)\.denselayer(\d+)\.(norm1|conv1|norm2|conv2)")
+_TRANSITION_NODE = re.compile(r"features\.transition(\d+)\.(norm|conv)")
+
+
+def densenet_keras_name(node: str) -> str | None:
+    """The Keras DenseNet layer name of a torchvision-named node (``features.norm0`` -> ``conv1_bn``)."""
+    fixed = {"features.conv0": "conv1_conv", "features.norm0": "conv1_bn", "features.norm5": "bn",
+             "classifier": "predictions"}
+    if node in fixed:
+        return fixed[node]
+    m = _DENSE_LAYER_NODE.fullmatch(node)
+    if m:
+        b, l, part = int(m.group(1)), int(m.group(2)), m.group(3)
+        suffix = {"norm1": "0_bn", "conv1": "1_conv", "norm2": "1_bn", "conv2": "2_conv"}[part]
+        return f"conv{b + 1}_block{l}_{suffix}"
+    m = _TRANSITION_NODE.fullmatch(node)
+    if m:
+        return f"pool{int(m.group(1)) + 1}_{'bn' if m.group(2) == 'norm' else 'conv'}"
+    return None
+
+
+_KERAS = "https://storage.googleapis.com/tensorflow/keras-applications/densenet/"
+_KERAS_LICENCE = ("BSD-3-Clause (keras-applications README: DenseNet weights); trained on ImageNet, "
+                  "whose terms restrict use to non-commercial research")
+_TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict use to non-commercial research"
+
+#: Keras files are assigned by position (their layer order is the node order); the names explain a mismatch.
+DENSENET121_SPEC = WeightSpec(
+    architecture="densenet121",
+    keras_names=(densenet_keras_name,),          # Keras 2 ``conv1/conv`` and Keras 3 ``conv1_conv`` normalise equal
+    head_nodes=("classifier",), keras_head_layers=("predictions",),
+    torch_signature="features.denseblock4.denselayer16.conv2.weight", torch_head_weight="classifier.weight",
+    weights=(
+        WeightsEntry("densenet121-keras-imagenet", "densenet121", "keras",
+                     _KERAS + "densenet121_weights_tf_dim_ordering_tf_kernels.h5",
+                     ("md5", "9d60b8095a5708f2dcce2bca79d332c7"), True, "imagenet-torch", _KERAS_LICENCE),
+        WeightsEntry("densenet121-keras-imagenet-notop", "densenet121", "keras",
+                     _KERAS + "densenet121_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     ("md5", "30ee3e1110167f948a6b9946edeeb738"), False, "imagenet-torch", _KERAS_LICENCE),
+        WeightsEntry("densenet121-torchvision-imagenet", "densenet121", "torchvision",
+                     "https://download.pytorch.org/models/densenet121-a639ec97.pth",
+                     ("sha256", "a639ec97"), True, "imagenet-torch", _TV_LICENCE),
+    ))

@@ -38,7 +38,7 @@ input               ``transform_input``: x_c * std_c / 0.5 +    none
                     (mean_c - 0.5) / 0.5 (ImageNet weights)
 dropout             p=0.5 before fc                             none
 output_activation   None (logits)                               'softmax' with include_top
-preprocessing       'torch' with transform_input, else 'tf'     'tf' (x / 127.5 - 1)
+preprocessing       'imagenet-torch' with transform_input, else 'tf'   'tf' (x / 127.5 - 1)
 ==================  ==========================================  ===========================================
 
 ``transform_input`` turns torch-normalised inputs ((x/255 - mean) / std) into ``x/127.5 - 1``,
@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import re
 
+from ..data.preprocessing import Preprocessing
 from ..errors import UsageError
 from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
@@ -60,7 +61,12 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat
 from ..model import Graph
-from .vgg import check_builder_args, load_arch_weights, source_from_weights
+from ..readers.npz import read_npz
+from ..readers.detect import detect_format
+from ._common import check_builder_args
+from .keras3_weights import keras3_auto_names
+from .mapping import load_arch_weights, source_from_weights
+from .spec import WeightSpec, WeightsEntry
 
 BN_EPS = 1e-3
 #: torchvision's ``Inception3._transform_input`` (constants written into its model code, the ImageNet
@@ -205,7 +211,7 @@ def inception_v3_graph(include_top: bool = True, pooling=None, classes: int = 10
             g.add("dropout", Dropout(0.5))
         g.add("fc", Dense(ch, classes, seed=b.rng))
         g.output_activation = "softmax" if source == "keras" else None
-    preprocessing = "torch" if transform_input else "tf"
+    preprocessing = Preprocessing.for_weights("imagenet-torch" if transform_input else "tf", g.input_shape).to_dict()
     g.meta.update({"architecture": "inception_v3", "source": source, "include_top": bool(include_top),
                    "pooling": pooling, "classes": int(classes) if include_top else None,
                    "transform_input": bool(transform_input), "preprocessing": preprocessing})
@@ -237,25 +243,8 @@ def keras_creation_order(layers):
     return [l for pair in zip(convs, bns) for _, l in pair] + rest
 
 
-def inception_keras_name(node: str) -> str | None:
-    """Keras names are auto-generated (``conv2d_N``); only the classifier has a fixed one."""
-    return "predictions" if node == "fc" else None
-
-
-def load_inception_v3_weights(model, path):
-    """Load an InceptionV3 weight file (Keras ``.h5``, torchvision, ``.npz``) into ``model``.
-
-    torchvision's ``AuxLogits.*`` tensors are dropped and listed in ``model.meta['dropped']``.
-    """
-    return load_arch_weights(model, path, keras_order=keras_creation_order,
-                             torch_drop_prefixes=TORCH_DROPPED_PREFIXES)
-
-
 def _saved_meta(path) -> dict:
     """``meta`` of a minicnn ``.npz`` model file ({} for any other file)."""
-    from ..model import read_npz
-    from .readers import detect_format
-
     if path is None or detect_format(path) != "npz":
         return {}
     _, config = read_npz(path)
@@ -277,9 +266,9 @@ def inception_v3(weights=None, include_top: bool = True, pooling=None, classes: 
     input_shape      (C, H, W), H and W >= 75.
 
     ``model.predict(x)`` takes NCHW float32 preprocessed with ``model.meta['preprocessing']``
-    ('torch' with transform_input, 'tf' without).
+    ('imagenet-torch' with transform_input, 'tf' without).
     """
-    path, source = source_from_weights(weights, source)
+    path, source = source_from_weights(weights, source, INCEPTION_V3_SPEC)
     if transform_input is None:
         transform_input = source == "torchvision" and path is not None
         saved = _saved_meta(path)
@@ -288,5 +277,35 @@ def inception_v3(weights=None, include_top: bool = True, pooling=None, classes: 
     model = inception_v3_graph(include_top=include_top, pooling=pooling, classes=classes, source=source,
                                transform_input=transform_input, input_shape=input_shape, seed=seed)
     if path is not None:
-        load_inception_v3_weights(model, path)
+        load_arch_weights(model, path, INCEPTION_V3_SPEC)
     return model
+
+
+def _keras3_names(model):
+    """Keras InceptionV3's auto-generated names (``conv2d_k``, ``batch_normalization_k``) in a fresh
+    session: the graph adds its nodes in Keras' creation order; only the classifier has a fixed name."""
+    return keras3_auto_names(model, {"fc": "predictions"}).get
+
+
+_KA = "https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+_TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict use to non-commercial research"
+
+#: A Keras file is put in creation order before the by-position assignment (its names are
+#: auto-generated); torchvision's ``AuxLogits.*`` tensors are dropped and listed in ``model.meta['dropped']``.
+INCEPTION_V3_SPEC = WeightSpec(
+    architecture="inception_v3",
+    keras_order=keras_creation_order, keras3_names=_keras3_names,
+    torch_drop_prefixes=TORCH_DROPPED_PREFIXES,
+    head_nodes=("fc",), keras_head_layers=("predictions",),
+    torch_signature="Mixed_7c.branch_pool.conv.weight", torch_head_weight="fc.weight",
+    weights=(
+        WeightsEntry("inception_v3-keras-imagenet", "inception_v3", "keras",
+                     _KA + "inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+                     ("md5", "9a0d58056eeedaa3f26cb7ebd46da564"), True, "tf", "Apache-2.0 (TensorFlow); ImageNet terms"),
+        WeightsEntry("inception_v3-keras-imagenet-notop", "inception_v3", "keras",
+                     _KA + "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     ("md5", "bcbd6486424b2319ff4ef7d526e38f63"), False, "tf", "Apache-2.0 (TensorFlow); ImageNet terms"),
+        WeightsEntry("inception_v3-torchvision-imagenet", "inception_v3", "torchvision",
+                     "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth", ("sha256", "0cc3c7bd"),
+                     True, "imagenet-torch", _TV_LICENCE),
+    ))

@@ -52,7 +52,6 @@ import os
 import re
 from collections import Counter
 
-import h5py
 import numpy as np
 
 from ..errors import KerasImportError
@@ -64,7 +63,11 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, Concat, Flatten, ZeroPad2D
 from ..model import Graph
-from .readers import detect_format, read_keras_archive, read_keras_h5
+from ..readers.detect import detect_format
+from ..readers.keras import read_keras_archive, read_keras_h5_model
+from .keras_config import (Keras2Weights, Keras3Weights, entry_name, fail, layer_calls, layer_entries, pair,
+                           tensor_refs)
+from .layout import depthwise_to_oihw, hwio_to_oihw, nhwc_flatten_rows_to_nchw
 
 __all__ = ["KerasImportError", "load_keras", "SUPPORTED_LAYERS"]
 
@@ -84,169 +87,6 @@ _ALIASES = {"Convolution2D": "Conv2D", "SeparableConvolution2D": "SeparableConv2
 _IGNORED = re.compile(r"^(name|trainable|dtype|.*_initializer|.*_regularizer|.*_constraint|"
                       r"build_config|registered_name|module|synchronized|fused|ragged|sparse|optional|"
                       r"seed|input_dtype|batch_size|data_format|batch_shape|batch_input_shape|input_shape)$")
-
-
-# ------------------------------------------------------------------------------------------ errors
-def _fail(cls, name, option, detail=""):
-    raise KerasImportError(f"Keras layer {cls} '{name}': {option}" + (f" -- {detail}" if detail else ""))
-
-
-def _snake(name: str) -> str:
-    """Keras' ``to_snake_case`` (the weight-file key of a layer class)."""
-    name = re.sub(r"\W+", "", name)
-    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
-    name = re.sub("([a-z])([A-Z])", r"\1_\2", name)
-    return name.lower()
-
-
-def _pair(v):
-    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
-
-
-# ------------------------------------------------------------------------------------------ weights
-class _Keras3Weights:
-    """The ``layers/`` level of a Keras 3 weights tree for one container (model)."""
-
-    def __init__(self, tree: dict, entries: list, where: str):
-        self.tree, self.where, self.keys, self.used = tree.get("layers", {}), where, {}, set()
-        seen = Counter()
-        for e in entries:
-            base = _snake(e["class_name"])
-            n = seen[base]
-            seen[base] += 1
-            self.keys[_entry_name(e)] = base if n == 0 else f"{base}_{n}"
-
-    def _node(self, name):
-        key = self.keys[name]
-        if key not in self.tree:
-            raise KerasImportError(f"{self.where}: no weights group 'layers/{key}' for layer '{name}'")
-        self.used.add(key)
-        return self.tree[key]
-
-    def get(self, cls, name, var_names):
-        arrays = self._node(name)["vars"]
-        if len(arrays) != len(var_names):
-            raise KerasImportError(f"{self.where}: layer {cls} '{name}' (weights 'layers/{self.keys[name]}') "
-                                   f"holds {len(arrays)} arrays, expected {len(var_names)} ({', '.join(var_names)})")
-        return dict(zip(var_names, arrays))
-
-    def child(self, entry):
-        name = _entry_name(entry)
-        return _Keras3Weights(self._node(name), _layer_entries(entry), f"{self.where}/layers/{self.keys[name]}")
-
-    def check_all_used(self):
-        left = sorted(k for k, v in self.tree.items() if k not in self.used and _has_arrays(v))
-        if left:
-            raise KerasImportError(f"{self.where}: weights of {left} were not used by any layer of the config")
-
-
-def _has_arrays(node) -> bool:
-    return bool(node["vars"]) or any(_has_arrays(c) for c in node["layers"].values()) \
-        or any(_has_arrays(c) for c in node["children"].values())
-
-
-class _Keras2Weights:
-    """Legacy full-model HDF5: one group per top-level layer; a nested model's group holds all its layers' weights."""
-
-    def __init__(self, groups: dict, where: str, nested_group: str | None = None, used=None):
-        self.groups, self.where, self.nested = groups, where, nested_group
-        self.owner = used is None          # the top-level nested model owns its group's bookkeeping
-        self.used = set() if used is None else used
-
-    def get(self, cls, name, var_names):
-        if self.nested is None:
-            g = self.groups.pop(name, None)
-            if g is None:
-                raise KerasImportError(f"{self.where}: no weights for layer {cls} '{name}'")
-            wnames, arrays = g.weight_names, g.arrays
-        else:
-            g = self.groups.get(self.nested)
-            pairs = [(wn, a) for wn, a in zip(g.weight_names, g.arrays) if _owner(wn) == name] if g else []
-            wnames, arrays = [p[0] for p in pairs], [p[1] for p in pairs]
-            self.used.update(wnames)
-        short = [_var(wn) for wn in wnames]
-        if sorted(short) == sorted(var_names):
-            return {s: a for s, a in zip(short, arrays)}
-        if self.nested is None and len(arrays) == len(var_names):   # unusual names: Keras' own rule, by position
-            return dict(zip(var_names, arrays))
-        raise KerasImportError(f"{self.where}: layer {cls} '{name}' has weights {wnames}, expected "
-                               f"{', '.join(var_names)}")
-
-    def child(self, entry):
-        name = _entry_name(entry)
-        if self.nested is None:
-            return _Keras2Weights(self.groups, self.where, name)
-        return _Keras2Weights(self.groups, self.where, self.nested, used=self.used)
-
-    def check_all_used(self):
-        if self.nested is None:
-            left = sorted(self.groups)
-        elif not self.owner:
-            return
-        else:
-            g = self.groups.pop(self.nested, None)
-            left = [wn for wn in (g.weight_names if g else []) if wn not in self.used]
-        if left:
-            raise KerasImportError(f"{self.where}: weights {left} were not used by any layer of the config")
-
-
-def _var(weight_name: str) -> str:
-    return weight_name.rsplit("/", 1)[-1].split(":")[0]
-
-
-def _owner(weight_name: str) -> str:
-    return weight_name.rsplit("/", 1)[0] if "/" in weight_name else ""
-
-
-# ------------------------------------------------------------------------------------------ config
-def _entry_name(entry) -> str:
-    return entry.get("name") or entry["config"]["name"]
-
-
-def _layer_entries(model_entry) -> list:
-    cfg = model_entry["config"]
-    return cfg["layers"] if isinstance(cfg, dict) else cfg      # very old Sequential: a bare list
-
-
-def _refs(v):
-    """``[name, node, tensor]`` or a list of them -> list of tuples."""
-    if v and isinstance(v[0], str):
-        return [tuple(v[:3])]
-    return [tuple(r[:3]) for r in v]
-
-
-def _calls(entry):
-    """The calls of a layer as ``[(inbound_refs, kwargs, is_list_arg)]`` (Keras 3 and Keras 2 forms)."""
-    out = []
-    cls, name = entry["class_name"], _entry_name(entry)
-    for node in entry.get("inbound_nodes") or []:
-        if isinstance(node, dict):                     # Keras 3: {"args": [...], "kwargs": {...}}
-            args, kwargs = node.get("args", []), dict(node.get("kwargs") or {})
-            refs, as_list = [], False
-            for a in args:
-                if isinstance(a, list) and all(_is_tensor(t) for t in a):
-                    refs += [tuple(t["config"]["keras_history"]) for t in a]
-                    as_list = True
-                elif _is_tensor(a):
-                    refs.append(tuple(a["config"]["keras_history"]))
-                else:
-                    _fail(cls, name, f"call argument {json.dumps(a)[:80]}", "only tensors can be passed")
-            for k, v in kwargs.items():
-                if _is_tensor(v) or (isinstance(v, list) and any(_is_tensor(t) for t in v)):
-                    _fail(cls, name, f"call keyword {k}=<tensor>", "not supported")
-            out.append((refs, kwargs, as_list))
-        else:                                           # Keras 2: [[name, node, tensor, {kwargs}], ...]
-            refs, kwargs = [], {}
-            for t in node:
-                refs.append((t[0], t[1], t[2]))
-                if len(t) > 3 and t[3]:
-                    kwargs.update(t[3])
-            out.append((refs, kwargs, len(refs) > 1))
-    return out
-
-
-def _is_tensor(a) -> bool:
-    return isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"
 
 
 # ------------------------------------------------------------------------------------------ builder
@@ -299,24 +139,24 @@ class _Importer:
         if cls == "Sequential":
             return self._sequential(entry, weights, prefix, input_values, frozen, inference)
         if cls not in ("Functional", "Model"):
-            _fail(cls, _entry_name(entry), "model class", "only Functional and Sequential models can be imported")
+            fail(cls, entry_name(entry), "model class", "only Functional and Sequential models can be imported")
         cfg = entry["config"]
         frozen = frozen or cfg.get("trainable") is False
         # Values by (layer, tensor index). Each layer is called once (checked below), so the node
         # index of a reference is not needed -- and Keras 2 numbers a nested model's first call 1.
         tensors = {}
-        in_refs = _refs(cfg["input_layers"])
+        in_refs = tensor_refs(cfg["input_layers"])
         for e in cfg["layers"]:
-            ecls, name = _ALIASES.get(e["class_name"], e["class_name"]), _entry_name(e)
+            ecls, name = _ALIASES.get(e["class_name"], e["class_name"]), entry_name(e)
             if ecls == "InputLayer":
                 k = [r[0] for r in in_refs].index(name) if name in [r[0] for r in in_refs] else None
                 if k is None:
-                    _fail(ecls, name, "input not listed in the model's input_layers")
+                    fail(ecls, name, "input not listed in the model's input_layers")
                 tensors[(name, 0)] = self._input(e, prefix, input_values, k)
                 continue
-            calls = _calls(e)
+            calls = layer_calls(e)
             if len(calls) != 1:
-                _fail(ecls, name, f"called {len(calls)} times",
+                fail(ecls, name, f"called {len(calls)} times",
                       "shared layers (one layer applied to several tensors) are not supported")
             refs, kwargs, as_list = calls[0]
             try:
@@ -328,7 +168,7 @@ class _Importer:
             for t, v in enumerate(outs):
                 tensors[(name, t)] = v
         weights.check_all_used()
-        out_refs = _refs(cfg["output_layers"])
+        out_refs = tensor_refs(cfg["output_layers"])
         try:
             return [tensors[(r[0], r[2])] for r in out_refs]
         except KeyError as err:
@@ -337,7 +177,7 @@ class _Importer:
     def _sequential(self, entry, weights, prefix, input_values, frozen, inference):
         cfg = entry["config"] if isinstance(entry["config"], dict) else {"layers": entry["config"]}
         frozen = frozen or cfg.get("trainable") is False
-        layers = list(_layer_entries(entry))
+        layers = list(layer_entries(entry))
         value = None
         if layers and layers[0]["class_name"] == "InputLayer":
             value = self._input(layers.pop(0), prefix, input_values, 0)
@@ -348,7 +188,7 @@ class _Importer:
                 shape = e["config"].get("batch_shape") or e["config"].get("batch_input_shape") or \
                     cfg.get("build_input_shape")
                 if shape is None:
-                    _fail(e["class_name"], _entry_name(e), "no input shape",
+                    fail(e["class_name"], entry_name(e), "no input shape",
                           "the Sequential model was never built; save it after building it")
                 value = self._input({"class_name": "InputLayer", "config": {"name": "input", "batch_shape": shape}},
                                     prefix, None, 0)
@@ -357,52 +197,52 @@ class _Importer:
         return [value]
 
     def _input(self, entry, prefix, input_values, k):
-        name = _entry_name(entry)
+        name = entry_name(entry)
         if input_values is not None:               # a nested model's input: the value passed in
             if k >= len(input_values):
-                _fail("InputLayer", name, "nested model input", f"got {len(input_values)} input(s)")
+                fail("InputLayer", name, "nested model input", f"got {len(input_values)} input(s)")
             return input_values[k]
         c = entry["config"]
         shape = c.get("batch_shape") or c.get("batch_input_shape")
         if shape is None:
-            _fail("InputLayer", name, "no batch_shape / batch_input_shape")
+            fail("InputLayer", name, "no batch_shape / batch_input_shape")
         dims = list(shape)[1:]
         if len(dims) == 3:
             h, w, ch = dims
             if ch is None:
-                _fail("InputLayer", name, f"batch_shape={shape}", "the channel count must be known")
+                fail("InputLayer", name, f"batch_shape={shape}", "the channel count must be known")
             nchw = (int(ch), h, w)
         elif len(dims) == 1 and dims[0] is not None:
             nchw = (int(dims[0]),)
         else:
-            _fail("InputLayer", name, f"batch_shape={shape}", "only image (H, W, C) and vector inputs are supported")
+            fail("InputLayer", name, f"batch_shape={shape}", "only image (H, W, C) and vector inputs are supported")
         if c.get("sparse") or c.get("ragged"):
-            _fail("InputLayer", name, "sparse/ragged input")
+            fail("InputLayer", name, "sparse/ragged input")
         self.b.add_input(prefix + name, nchw)
         return prefix + name
 
     # -- one layer --------------------------------------------------------------------------------
     def layer(self, e, weights, prefix, ins, kwargs, as_list, frozen, inference):
-        cls, name = _ALIASES.get(e["class_name"], e["class_name"]), _entry_name(e)
+        cls, name = _ALIASES.get(e["class_name"], e["class_name"]), entry_name(e)
         c = e.get("config") or {}
         node_inference = inference
         for k, v in kwargs.items():
             if k == "training":
                 if v is True:
-                    _fail(cls, name, "called with training=True",
+                    fail(cls, name, "called with training=True",
                           "a layer forced into training mode at inference is not reproduced")
                 if v is False and not (cls == "Dropout" and self.keras3):
                     node_inference = True
             elif k == "mask":
                 if v is not None:
-                    _fail(cls, name, f"called with mask={v!r}", "masks are not supported")
+                    fail(cls, name, f"called with mask={v!r}", "masks are not supported")
             else:
-                _fail(cls, name, f"call keyword {k}={v!r}", "not supported")
+                fail(cls, name, f"call keyword {k}={v!r}", "not supported")
         if cls in MODEL_CLASSES:
             sub = weights.child(e)
             return self.model(e, sub, f"{prefix}{name}/", ins, frozen or c.get("trainable") is False, node_inference)
         if cls not in SUPPORTED_LAYERS:
-            _fail(cls, name, "layer class not supported",
+            fail(cls, name, "layer class not supported",
                   f"supported: {', '.join(s for s in SUPPORTED_LAYERS if s not in MODEL_CLASSES)}")
         self._check_options(cls, name, c)
         frozen_here = frozen or c.get("trainable") is False
@@ -411,54 +251,54 @@ class _Importer:
     def _check_options(self, cls, name, c):
         df = c.get("data_format")
         if df not in (None, "channels_last"):
-            _fail(cls, name, f"data_format={df!r}", "only channels_last is supported")
+            fail(cls, name, f"data_format={df!r}", "only channels_last is supported")
         if c.get("dtype") not in (None, "float32") and not isinstance(c.get("dtype"), dict):
-            _fail(cls, name, f"dtype={c.get('dtype')!r}", "only float32 layers are supported")
+            fail(cls, name, f"dtype={c.get('dtype')!r}", "only float32 layers are supported")
         if isinstance(c.get("dtype"), dict):
             policy = (c["dtype"].get("config") or {}).get("name")
             if policy not in (None, "float32"):
-                _fail(cls, name, f"dtype policy {policy!r}", "only float32 layers are supported")
+                fail(cls, name, f"dtype policy {policy!r}", "only float32 layers are supported")
 
     def _one_input(self, cls, name, ins, as_list):
         if len(ins) != 1 or as_list:
-            _fail(cls, name, f"{len(ins)} inputs", "this layer takes one tensor")
+            fail(cls, name, f"{len(ins)} inputs", "this layer takes one tensor")
         v = ins[0]
         if v in self.b.flat and cls not in ("Dense", "Dropout", "Activation", "ReLU", "LeakyReLU", "ELU",
                                             "Identity", "Rescaling", "Flatten"):
-            _fail(cls, name, "input is a Flatten of an image tensor",
+            fail(cls, name, "input is a Flatten of an image tensor",
                   "only Dense (and elementwise layers before it) can follow Flatten")
         return v, self.b.shapes[v]
 
     def _need_image(self, cls, name, shape):
         if len(shape) != 3:
-            _fail(cls, name, f"input of rank {len(shape) + 1}", "this layer needs an (N, H, W, C) image tensor")
+            fail(cls, name, f"input of rank {len(shape) + 1}", "this layer needs an (N, H, W, C) image tensor")
 
     def _keys(self, c, cls, name, allowed):
         extra = sorted(k for k in c if k not in allowed and not _IGNORED.match(k)
                        and c[k] not in (None, False))     # an option switched off changes nothing
         if extra:
-            _fail(cls, name, f"option {extra[0]}={c[extra[0]]!r}", "not supported by the importer")
+            fail(cls, name, f"option {extra[0]}={c[extra[0]]!r}", "not supported by the importer")
 
     def _map(self, cls, name, c, weights, node, ins, as_list, frozen, inference):
         b = self.b
         if cls in ("Add", "Concatenate"):
             if len(ins) < 2:
-                _fail(cls, name, f"{len(ins)} input(s)", "merge layers need at least 2")
+                fail(cls, name, f"{len(ins)} input(s)", "merge layers need at least 2")
             for v in ins:
                 if v in b.flat:
-                    _fail(cls, name, "input is a Flatten of an image tensor", "only Dense can follow Flatten")
+                    fail(cls, name, "input is a Flatten of an image tensor", "only Dense can follow Flatten")
             shapes = [b.shapes[v] for v in ins]
             if cls == "Add":
                 self._keys(c, cls, name, set())
                 if any(len(s) != len(shapes[0]) or any(x is not None and y is not None and x != y
                                                       for x, y in zip(s, shapes[0])) for s in shapes):
-                    _fail(cls, name, f"input shapes {shapes}", "Add needs equal shapes (no broadcasting)")
+                    fail(cls, name, f"input shapes {shapes}", "Add needs equal shapes (no broadcasting)")
                 return b.add(node, Add(), ins, shapes[0])
             self._keys(c, cls, name, {"axis"})
             rank = len(shapes[0]) + 1
             axis = c.get("axis", -1)
             if axis not in (-1, rank - 1):
-                _fail(cls, name, f"axis={axis}", "only the channel (last) axis is supported")
+                fail(cls, name, f"axis={axis}", "only the channel (last) axis is supported")
             out = (sum(s[0] for s in shapes),) + tuple(shapes[0][1:])
             return b.add(node, Concat(axis=1), ins, out)
 
@@ -468,47 +308,62 @@ class _Importer:
         if cls in ("Conv2D", "DepthwiseConv2D", "SeparableConv2D"):
             return self._conv(cls, name, c, weights, node, v, shape, frozen)
         if cls == "Dense":
-            self._keys(c, cls, name, {"units", "activation", "use_bias", "lora_rank", "lora_alpha"})
-            if c.get("lora_rank"):
-                _fail(cls, name, f"lora_rank={c['lora_rank']}")
-            if len(shape) != 1:
-                _fail(cls, name, f"input of rank {len(shape) + 1}", "Dense is only supported on (N, D) tensors")
-            units, bias = int(c["units"]), bool(c.get("use_bias", True))
-            w = weights.get(cls, name, ["kernel", "bias"] if bias else ["kernel"])
-            kernel = self._shaped(w["kernel"], (shape[0], units), cls, name, "kernel")
-            if flat is not None:          # rows in NHWC-flatten order -> NCHW-flatten order
-                C, H, W = flat
-                kernel = kernel.reshape(H, W, C, units).transpose(2, 0, 1, 3).reshape(-1, units)
-            layer = Dense(shape[0], units, bias=bias)
-            layer.params["W"] = np.ascontiguousarray(kernel, dtype=np.float32)
-            if bias:
-                layer.params["b"] = self._shaped(w["bias"], (units,), cls, name, "bias")
-            out = b.add(node, self._freeze(layer, frozen), [v], (units,))
-            return self._activation(c.get("activation"), cls, name, out, node, (units,))
+            return self._dense(cls, name, c, weights, node, v, shape, flat, frozen)
         if cls == "BatchNormalization":
-            self._keys(c, cls, name, {"axis", "momentum", "epsilon", "center", "scale", "renorm",
-                                      "renorm_clipping", "renorm_momentum", "virtual_batch_size", "adjustment"})
-            for opt in ("renorm", "virtual_batch_size", "adjustment"):
-                if c.get(opt):
-                    _fail(cls, name, f"{opt}={c[opt]!r}")
-            self._need_image(cls, name, shape)
-            axis = c.get("axis", -1)
-            axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
-            if axis not in (-1, 3):
-                _fail(cls, name, f"axis={c.get('axis')!r}", "only the channel (last) axis is supported")
-            center, scale = bool(c.get("center", True)), bool(c.get("scale", True))
-            names = (["gamma"] if scale else []) + (["beta"] if center else []) + ["moving_mean", "moving_variance"]
-            w = weights.get(cls, name, names)
-            C = shape[0]
-            layer = BatchNorm2D(C, eps=float(c.get("epsilon", 1e-3)), momentum=float(f"{1.0 - float(c.get('momentum', 0.99)):.12g}"),
-                                center=center, scale=scale)
-            if scale:
-                layer.params["gamma"] = self._shaped(w["gamma"], (C,), cls, name, "gamma")
-            if center:
-                layer.params["beta"] = self._shaped(w["beta"], (C,), cls, name, "beta")
-            layer.buffers["running_mean"] = self._shaped(w["moving_mean"], (C,), cls, name, "moving_mean")
-            layer.buffers["running_var"] = self._shaped(w["moving_variance"], (C,), cls, name, "moving_variance")
-            return b.add(node, self._freeze(layer, frozen or inference), [v], shape)
+            return self._batch_norm(cls, name, c, weights, node, v, shape, frozen or inference)
+        if cls in ("Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D", "MaxPooling2D", "AveragePooling2D",
+                   "ZeroPadding2D"):
+            return self._spatial(cls, name, c, node, v, shape, flat)
+        return self._elementwise(cls, name, c, node, v, shape, flat, inference)
+
+    def _dense(self, cls, name, c, weights, node, v, shape, flat, frozen):
+        b = self.b
+        self._keys(c, cls, name, {"units", "activation", "use_bias", "lora_rank", "lora_alpha"})
+        if c.get("lora_rank"):
+            fail(cls, name, f"lora_rank={c['lora_rank']}")
+        if len(shape) != 1:
+            fail(cls, name, f"input of rank {len(shape) + 1}", "Dense is only supported on (N, D) tensors")
+        units, bias = int(c["units"]), bool(c.get("use_bias", True))
+        w = weights.get(cls, name, ["kernel", "bias"] if bias else ["kernel"])
+        kernel = self._shaped(w["kernel"], (shape[0], units), cls, name, "kernel")
+        layer = Dense(shape[0], units, bias=bias)
+        # rows in NHWC-flatten order -> NCHW-flatten order
+        layer.params["W"] = kernel if flat is None else nhwc_flatten_rows_to_nchw(kernel, flat)
+        if bias:
+            layer.params["b"] = self._shaped(w["bias"], (units,), cls, name, "bias")
+        out = b.add(node, self._freeze(layer, frozen), [v], (units,))
+        return self._activation(c.get("activation"), cls, name, out, node, (units,))
+
+    def _batch_norm(self, cls, name, c, weights, node, v, shape, frozen):
+        """A BatchNormalization; ``frozen`` also when it runs in inference mode (``training=False``)."""
+        b = self.b
+        self._keys(c, cls, name, {"axis", "momentum", "epsilon", "center", "scale", "renorm",
+                                  "renorm_clipping", "renorm_momentum", "virtual_batch_size", "adjustment"})
+        for opt in ("renorm", "virtual_batch_size", "adjustment"):
+            if c.get(opt):
+                fail(cls, name, f"{opt}={c[opt]!r}")
+        self._need_image(cls, name, shape)
+        axis = c.get("axis", -1)
+        axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+        if axis not in (-1, 3):
+            fail(cls, name, f"axis={c.get('axis')!r}", "only the channel (last) axis is supported")
+        center, scale = bool(c.get("center", True)), bool(c.get("scale", True))
+        names = (["gamma"] if scale else []) + (["beta"] if center else []) + ["moving_mean", "moving_variance"]
+        w = weights.get(cls, name, names)
+        C = shape[0]
+        layer = BatchNorm2D(C, eps=float(c.get("epsilon", 1e-3)), momentum=float(f"{1.0 - float(c.get('momentum', 0.99)):.12g}"),
+                            center=center, scale=scale)
+        if scale:
+            layer.params["gamma"] = self._shaped(w["gamma"], (C,), cls, name, "gamma")
+        if center:
+            layer.params["beta"] = self._shaped(w["beta"], (C,), cls, name, "beta")
+        layer.buffers["running_mean"] = self._shaped(w["moving_mean"], (C,), cls, name, "moving_mean")
+        layer.buffers["running_var"] = self._shaped(w["moving_variance"], (C,), cls, name, "moving_variance")
+        return b.add(node, self._freeze(layer, frozen), [v], shape)
+
+    def _elementwise(self, cls, name, c, node, v, shape, flat, inference):
+        """Activations, Identity, Dropout, Rescaling: one input, the same shape out."""
+        b = self.b
         if cls == "Activation":
             self._keys(c, cls, name, {"activation"})
             act = _act_name(c.get("activation"))
@@ -518,7 +373,7 @@ class _Importer:
             self._keys(c, cls, name, {"max_value", "negative_slope", "threshold"})
             mx, slope, th = c.get("max_value"), float(c.get("negative_slope") or 0.0), float(c.get("threshold") or 0.0)
             if th != 0.0:
-                _fail(cls, name, f"threshold={th}")
+                fail(cls, name, f"threshold={th}")
             if mx is None and slope == 0.0:
                 layer = ReLU()
             elif mx is not None and float(mx) == 6.0 and slope == 0.0:
@@ -526,7 +381,7 @@ class _Importer:
             elif mx is None:
                 layer = Activation("leaky_relu", alpha=slope)
             else:
-                _fail(cls, name, f"max_value={mx}, negative_slope={slope}", "only ReLU, ReLU6 and leaky ReLU")
+                fail(cls, name, f"max_value={mx}, negative_slope={slope}", "only ReLU, ReLU6 and leaky ReLU")
             return b.add(node, layer, [v], shape, flat)
         if cls == "LeakyReLU":
             self._keys(c, cls, name, {"negative_slope", "alpha"})
@@ -540,7 +395,7 @@ class _Importer:
             axis = c.get("axis", -1)
             axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
             if axis not in (-1, len(shape)):
-                _fail(cls, name, f"axis={c.get('axis')!r}", "only the last axis is supported")
+                fail(cls, name, f"axis={c.get('axis')!r}", "only the last axis is supported")
             return b.add(node, Softmax(axis=1), [v], shape, flat)
         if cls == "Identity":
             self._keys(c, cls, name, set())
@@ -548,7 +403,7 @@ class _Importer:
         if cls == "Dropout":
             self._keys(c, cls, name, {"rate", "noise_shape"})
             if c.get("noise_shape") is not None:
-                _fail(cls, name, f"noise_shape={c['noise_shape']!r}")
+                fail(cls, name, f"noise_shape={c['noise_shape']!r}")
             rate = float(c.get("rate", 0.0))
             layer = Identity() if (inference or rate == 0.0) else Dropout(rate)
             return b.add(node, layer, [v], shape, flat)
@@ -557,36 +412,41 @@ class _Importer:
             scale, offset = c.get("scale", 1.0), c.get("offset", 0.0)
             for what, val in (("scale", scale), ("offset", offset)):
                 if isinstance(val, dict):
-                    _fail(cls, name, f"{what}={val!r}", "only numbers or per-channel lists")
+                    fail(cls, name, f"{what}={val!r}", "only numbers or per-channel lists")
                 if isinstance(val, list) and len(val) not in (1, shape[0]):
-                    _fail(cls, name, f"{what} with {len(val)} values", f"the input has {shape[0]} channels")
+                    fail(cls, name, f"{what} with {len(val)} values", f"the input has {shape[0]} channels")
             if flat is not None and (isinstance(scale, list) or isinstance(offset, list)):
-                _fail(cls, name, "per-channel values after Flatten")
+                fail(cls, name, "per-channel values after Flatten")
             unwrap = lambda t: t[0] if isinstance(t, list) and len(t) == 1 else t   # noqa: E731
             return b.add(node, Rescaling(unwrap(scale), unwrap(offset)), [v], shape, flat)
+
+
+    def _spatial(self, cls, name, c, node, v, shape, flat):
+        """Flatten, global and windowed pooling, zero padding."""
+        b = self.b
         if cls == "Flatten":
             self._keys(c, cls, name, set())
             if len(shape) == 1:
                 return b.add(node, Identity(), [v], shape, flat)
             if any(s is None for s in shape):
-                _fail(cls, name, f"input of unknown size {shape}", "Flatten needs a fixed input size")
+                fail(cls, name, f"input of unknown size {shape}", "Flatten needs a fixed input size")
             C, H, W = shape
             return b.add(node, Flatten(), [v], (C * H * W,), flat=(C, H, W) if H * W > 1 else None)
         if cls in ("GlobalAveragePooling2D", "GlobalMaxPooling2D"):
             self._keys(c, cls, name, {"keepdims"})
             if c.get("keepdims"):
-                _fail(cls, name, "keepdims=True")
+                fail(cls, name, "keepdims=True")
             self._need_image(cls, name, shape)
             layer = GlobalAvgPool2D() if cls == "GlobalAveragePooling2D" else GlobalMaxPool2D()
             return b.add(node, layer, [v], (shape[0],))
         if cls in ("MaxPooling2D", "AveragePooling2D"):
             self._keys(c, cls, name, {"pool_size", "strides", "padding"})
             self._need_image(cls, name, shape)
-            k = _pair(c.get("pool_size", 2))
-            s = _pair(c["strides"]) if c.get("strides") is not None else k
+            k = pair(c.get("pool_size", 2))
+            s = pair(c["strides"]) if c.get("strides") is not None else k
             pad = str(c.get("padding", "valid")).lower()
             if pad not in ("same", "valid"):
-                _fail(cls, name, f"padding={pad!r}")
+                fail(cls, name, f"padding={pad!r}")
             layer = MaxPool2D(k, s, pad) if cls == "MaxPooling2D" else AvgPool2D(k, s, pad, count_include_pad=False)
             out = (shape[0], _conv_len(shape[1], k[0], s[0], 1, pad), _conv_len(shape[2], k[1], s[1], 1, pad))
             return b.add(node, layer, [v], out)
@@ -603,34 +463,34 @@ class _Importer:
                 (t, bt), (l, r) = p
             add = lambda s, a: None if s is None else s + a   # noqa: E731
             return b.add(node, ZeroPad2D((t, bt, l, r)), [v], (shape[0], add(shape[1], t + bt), add(shape[2], l + r)))
-        _fail(cls, name, "layer class not supported")       # pragma: no cover (listed but unmapped)
+        fail(cls, name, "layer class not supported")       # pragma: no cover (listed but unmapped)
 
     def _conv(self, cls, name, c, weights, node, v, shape, frozen):
         allowed = {"filters", "kernel_size", "strides", "padding", "dilation_rate", "groups", "activation",
                    "use_bias", "depth_multiplier", "data_format", "lora_rank", "lora_alpha"}
         self._keys(c, cls, name, allowed)
         if c.get("lora_rank"):
-            _fail(cls, name, f"lora_rank={c['lora_rank']}")
+            fail(cls, name, f"lora_rank={c['lora_rank']}")
         self._need_image(cls, name, shape)
         C = shape[0]
-        k, s, d = _pair(c["kernel_size"]), _pair(c.get("strides", 1)), _pair(c.get("dilation_rate", 1))
+        k, s, d = pair(c["kernel_size"]), pair(c.get("strides", 1)), pair(c.get("dilation_rate", 1))
         pad = str(c.get("padding", "valid")).lower()
         if pad not in ("same", "valid"):
-            _fail(cls, name, f"padding={pad!r}", "only 'same' and 'valid'")
+            fail(cls, name, f"padding={pad!r}", "only 'same' and 'valid'")
         bias = bool(c.get("use_bias", True))
         if cls == "Conv2D":
             F, G = int(c["filters"]), int(c.get("groups", 1) or 1)
             w = weights.get(cls, name, ["kernel", "bias"] if bias else ["kernel"])
             kernel = self._shaped(w["kernel"], (k[0], k[1], C // G, F), cls, name, "kernel")
             layer = Conv2D(C, F, k, stride=s, padding=pad, dilation=d, groups=G, bias=bias)
-            layer.params["W"] = np.ascontiguousarray(kernel.transpose(3, 2, 0, 1), dtype=np.float32)
+            layer.params["W"] = hwio_to_oihw(kernel)
         elif cls == "DepthwiseConv2D":
             dm = int(c.get("depth_multiplier", 1))
             F = C * dm
             w = weights.get(cls, name, ["depthwise_kernel", "bias"] if bias else ["depthwise_kernel"])
             kernel = self._shaped(w["depthwise_kernel"], (k[0], k[1], C, dm), cls, name, "depthwise kernel")
             layer = DepthwiseConv2D(C, k, stride=s, padding=pad, dilation=d, depth_multiplier=dm, bias=bias)
-            layer.params["W"] = _depthwise(kernel)
+            layer.params["W"] = depthwise_to_oihw(kernel)
         else:
             dm, F = int(c.get("depth_multiplier", 1)), int(c["filters"])
             names = ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if bias else [])
@@ -638,8 +498,8 @@ class _Importer:
             dk = self._shaped(w["depthwise_kernel"], (k[0], k[1], C, dm), cls, name, "depthwise kernel")
             pk = self._shaped(w["pointwise_kernel"], (1, 1, C * dm, F), cls, name, "pointwise kernel")
             layer = SeparableConv2D(C, F, k, stride=s, padding=pad, dilation=d, depth_multiplier=dm, bias=bias)
-            layer.params["depthwise_W"] = _depthwise(dk)
-            layer.params["pointwise_W"] = np.ascontiguousarray(pk.transpose(3, 2, 0, 1), dtype=np.float32)
+            layer.params["depthwise_W"] = depthwise_to_oihw(dk)
+            layer.params["pointwise_W"] = hwio_to_oihw(pk)
         if bias:
             layer.params["b"] = self._shaped(w["bias"], (F,), cls, name, "bias")
         out_shape = (F, _conv_len(shape[1], k[0], s[0], d[0], pad), _conv_len(shape[2], k[1], s[1], d[1], pad))
@@ -655,9 +515,9 @@ class _Importer:
     def _shaped(a, shape, cls, name, what):
         a = np.asarray(a)
         if tuple(a.shape) != tuple(shape):
-            _fail(cls, name, f"{what} of shape {tuple(a.shape)}", f"the config implies {tuple(shape)}")
+            fail(cls, name, f"{what} of shape {tuple(a.shape)}", f"the config implies {tuple(shape)}")
         if not np.issubdtype(a.dtype, np.floating):
-            _fail(cls, name, f"{what} of dtype {a.dtype}", "expected floating-point weights")
+            fail(cls, name, f"{what} of dtype {a.dtype}", "expected floating-point weights")
         return np.ascontiguousarray(a, dtype=np.float32)
 
     def _act_layer(self, act, cls, name, shape):
@@ -672,7 +532,7 @@ class _Importer:
             return Softmax(axis=1)
         key = {"silu": "swish"}.get(act, act)
         if key not in ACTIVATIONS:
-            _fail(cls, name, f"activation={act!r}",
+            fail(cls, name, f"activation={act!r}",
                   f"supported: linear, relu, sigmoid, softmax, {', '.join(a for a in ACTIVATIONS if a != 'gelu_tanh')}")
         return Activation(key)
 
@@ -696,27 +556,20 @@ def _act_name(act):
     return json.dumps(act)[:80]
 
 
-def _depthwise(kernel):
-    """(kh, kw, C, dm) -> (C*dm, 1, kh, kw): output channel c*dm + m (Keras' order)."""
-    kh, kw, C, dm = kernel.shape
-    return np.ascontiguousarray(kernel.transpose(2, 3, 0, 1).reshape(C * dm, 1, kh, kw), dtype=np.float32)
-
-
 # ------------------------------------------------------------------------------------------ entry point
 def _read(path):
     fmt = detect_format(path)
     if fmt == "keras_archive":
         config, tree = read_keras_archive(path)
-        return config, lambda entry: _Keras3Weights(tree, _layer_entries(entry), f"{path}!model.weights.h5"), True
+        return config, lambda entry: Keras3Weights(tree, layer_entries(entry), f"{path}!model.weights.h5"), True
     if fmt == "keras_h5_model":
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-        if raw is None:
+        config, layers = read_keras_h5_model(path)
+        if config is None:
             raise KerasImportError(f"{path}: a Keras HDF5 file without a 'model_config' attribute "
-                                   f"(weights only): build the architecture in code and load the weights instead")
-        config = json.loads(raw.decode("utf8") if isinstance(raw, (bytes, np.bytes_)) else str(raw))
-        groups = {g.name: g for g in read_keras_h5(path)}
-        return config, lambda entry: _Keras2Weights(groups, path), False
+                                   f"(weights only): build the architecture in code and load the weights instead",
+                                   path=path)
+        groups = {g.name: g for g in layers}
+        return config, lambda entry: Keras2Weights(groups, path), False
     if fmt == "keras_h5":
         raise KerasImportError(f"{path}: a Keras weights-only HDF5 file (no model config inside); "
                                f"load_keras needs a full model (model.save(...)) or a .keras archive")

@@ -24,7 +24,6 @@ import numpy as np
 from ..data.normalize import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401 (re-exported)
 from ..data.preprocessing import Preprocessing
 from ..errors import UsageError
-from ..legacy import upgrade_mode
 from .registry import WEIGHTS
 
 MODES = ("imagenet-torch", "imagenet-caffe", "tf")
@@ -43,7 +42,7 @@ def resolve_mode(mode_or_weights) -> str:
     if mode_or_weights in MODES:
         return mode_or_weights
     if mode_or_weights in WEIGHTS:
-        return upgrade_mode(WEIGHTS[mode_or_weights].preprocessing)     # the registry still says 'torch'
+        return WEIGHTS[mode_or_weights].preprocessing
     raise UsageError(f"unknown preprocessing {mode_or_weights!r}: give a mode {MODES}, a weights name "
                      f"({', '.join(sorted(WEIGHTS))}) or a model built by minicnn.pretrained")
 

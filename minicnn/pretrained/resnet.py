@@ -32,7 +32,7 @@ max-pool            padding=1 (pads with -inf)                  ``pad1`` ZeroPad
                                                                 (zeros: equal after the ReLU)
 stride 2 in block   on the 3x3 ``conv2`` (ResNet v1.5)          on the first 1x1 ``conv1`` (ResNet v1)
 output_activation   None (logits)                               'softmax' with include_top
-preprocessing       'torch'                                     'caffe' (BGR, minus the mean, no scaling)
+preprocessing       'imagenet-torch'                            'imagenet-caffe' (BGR, minus the mean, no scaling)
 ==================  ==========================================  ===========================================
 
 The keras-applications ResNet50 code that went with the ``res2a_branch2a``-named file
@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import re
 
+from ..data.preprocessing import Preprocessing
 from ..init import rng_from
 from ..layers.activation import ReLU
 from ..layers.conv import Conv2D
@@ -52,11 +53,13 @@ from ..layers.norm import BatchNorm2D
 from ..layers.pool import GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, ZeroPad2D
 from ..model import Graph
-from .vgg import check_builder_args, load_arch_weights, source_from_weights
+from ._common import check_builder_args
+from .mapping import load_arch_weights, source_from_weights
+from .spec import WeightSpec, WeightsEntry
 
 BN_EPS = {"torchvision": 1e-5, "keras": 1.001e-5}
 RESNET50_BLOCKS = (3, 4, 6, 3)
-PREPROCESSING = {"torchvision": "torch", "keras": "caffe"}
+PREPROCESSING = {"torchvision": "imagenet-torch", "keras": "imagenet-caffe"}
 _KERAS3_SUFFIX = {"conv1": "1_conv", "bn1": "1_bn", "conv2": "2_conv", "bn2": "2_bn", "conv3": "3_conv",
               "bn3": "3_bn", "downsample.0": "0_conv", "downsample.1": "0_bn"}
 _KERAS2_SUFFIX = {"conv1": ("res", "2a"), "bn1": ("bn", "2a"), "conv2": ("res", "2b"), "bn2": ("bn", "2b"),
@@ -147,17 +150,8 @@ def resnet_graph(blocks=RESNET50_BLOCKS, include_top: bool = True, pooling=None,
         g.output_activation = "softmax" if source == "keras" else None
     g.meta.update({"architecture": name, "source": source, "include_top": bool(include_top),
                    "pooling": pooling, "classes": int(classes) if include_top else None,
-                   "preprocessing": PREPROCESSING[source]})
+                   "preprocessing": Preprocessing.for_weights(PREPROCESSING[source], g.input_shape).to_dict()})
     return g
-
-
-def load_resnet50_weights(model, path):
-    """Load a ResNet50 weight file (Keras ``.h5`` with either naming, torchvision, ``.npz``) into ``model``.
-
-    A Keras file's layers are matched to the nodes by name (Keras 3 names, then keras-applications'
-    names); a file with other names is assigned by position, as Keras does.
-    """
-    return load_arch_weights(model, path, keras_names=(resnet50_keras_name, resnet50_keras2_name))
 
 
 def resnet50(weights=None, include_top: bool = True, pooling=None, classes: int = 1000, source=None,
@@ -174,9 +168,37 @@ def resnet50(weights=None, include_top: bool = True, pooling=None, classes: int 
 
     ``model.predict(x)`` takes NCHW float32 preprocessed with ``model.meta['preprocessing']``.
     """
-    path, source = source_from_weights(weights, source)
+    path, source = source_from_weights(weights, source, RESNET50_SPEC)
     model = resnet_graph(RESNET50_BLOCKS, include_top=include_top, pooling=pooling, classes=classes,
                          source=source, input_shape=input_shape, seed=seed)
     if path is not None:
-        load_resnet50_weights(model, path)
+        load_arch_weights(model, path, RESNET50_SPEC)
     return model
+
+
+def _keras_call_inputs(node):
+    """keras.applications.resnet adds ``layers.Add()([shortcut, x])``; minicnn's add node is [main, shortcut]."""
+    return node.inputs[::-1] if isinstance(node.layer, Add) else node.inputs
+
+
+_KA = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+_TV_LICENCE = "BSD-3-Clause (torchvision); trained on ImageNet, whose terms restrict use to non-commercial research"
+
+#: A Keras file's layers are matched to the nodes by name (Keras 3 names, then keras-applications'
+#: names); a file with other names is assigned by position, as Keras does.
+RESNET50_SPEC = WeightSpec(
+    architecture="resnet50",
+    keras_names=(resnet50_keras_name, resnet50_keras2_name), keras_by_name=True,
+    keras3_call_inputs=_keras_call_inputs,
+    head_nodes=("fc",), keras_head_layers=("fc1000", "predictions"),
+    torch_signature="layer4.2.conv3.weight", torch_head_weight="fc.weight",
+    weights=(
+        WeightsEntry("resnet50-keras-imagenet", "resnet50", "keras", _KA + "resnet50_weights_tf_dim_ordering_tf_kernels.h5",
+                     ("md5", "2cb95161c43110f7111970584f804107"), True, "imagenet-caffe", "MIT (Kaiming He); ImageNet terms"),
+        WeightsEntry("resnet50-keras-imagenet-notop", "resnet50", "keras",
+                     _KA + "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+                     ("md5", "4d473c1dd8becc155b73f8504c6f6626"), False, "imagenet-caffe", "MIT (Kaiming He); ImageNet terms"),
+        WeightsEntry("resnet50-torchvision-imagenet", "resnet50", "torchvision",
+                     "https://download.pytorch.org/models/resnet50-0676ba61.pth", ("sha256", "0676ba61"), True,
+                     "imagenet-torch", _TV_LICENCE),
+    ))

@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 
 from minicnn.pretrained import densenet121, load_weights
-from minicnn.pretrained.readers import detect_format, read_keras_h5
+from minicnn.readers.detect import detect_format
+from minicnn.readers.keras import read_keras_h5
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 KERAS_H5 = SHARED / "ref" / "keras_densenet121_random_notop.h5"

@@ -5,7 +5,8 @@ import pytest
 
 from minicnn.layers import BatchNorm2D, Conv2D, Dense, Flatten, ReLU
 from minicnn.model import Graph
-from minicnn.pretrained.mapping import convert_torch_state_dict, load_weights
+from minicnn.pretrained import load_weights
+from minicnn.pretrained.mapping import convert_torch_state_dict
 
 
 def tiny(bn_scale=True, eps=1e-5):
@@ -90,3 +91,98 @@ def test_keras_h5_mismatches_are_listed(tmp_path):
     msg = str(e.value)
     assert "mis-shaped (2)" in msg and "file (3, 3, 3, 2) vs expected (3, 3, 2, 3)" in msg
     assert "file has 1 arrays" in msg and "moving_variance" in msg
+
+
+# ------------------------------------------------------------------------------------------------
+# import structure: readers never reach a layer or the model; no cycle through minicnn/pretrained
+# ------------------------------------------------------------------------------------------------
+import ast  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+PKG_ROOT = Path(__file__).resolve().parents[2] / "minicnn"
+
+
+def _module_files() -> dict:
+    """``{'minicnn.x.y': path}`` for every module of the package (a package is its ``__init__``)."""
+    out = {}
+    for path in PKG_ROOT.rglob("*.py"):
+        parts = ("minicnn",) + path.relative_to(PKG_ROOT).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+def _imported_modules(name: str, path: Path, modules: dict) -> set:
+    """The minicnn modules ``path`` imports anywhere in the file (function-level imports included)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            mod = ".".join(base + (node.module.split(".") if node.module else []))
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in modules else mod for a in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules)
+    return found
+
+
+def _import_graph() -> dict:
+    modules = _module_files()
+    return {name: _imported_modules(name, path, modules) for name, path in modules.items()}
+
+
+def _cycles(graph: dict) -> list:
+    """The strongly connected components with more than one module, or a module importing itself (Tarjan)."""
+    index, low, stack, on_stack, out, counter = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1 or v in graph[v]:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_readers_import_no_layer_and_no_model():
+    graph = _import_graph()
+    readers = [m for m in graph if m == "minicnn.readers" or m.startswith("minicnn.readers.")]
+    assert "minicnn.readers.torch" in readers and "minicnn.readers.keras" in readers
+    bad = {m: sorted(t for t in graph[m] if not (t == "minicnn.errors" or t.startswith("minicnn.readers")))
+           for m in readers}
+    assert not any(bad.values()), f"readers may import minicnn.errors only: {bad}"
+
+
+def test_no_import_cycle_through_pretrained():
+    graph = _import_graph()
+    assert "minicnn.pretrained.registry" in graph["minicnn.pretrained.convert"]      # the graph sees imports
+    involved = [c for c in _cycles(graph) if any(m.startswith("minicnn.pretrained") for m in c)]
+    assert not involved, f"import cycles (function-level imports count): {involved}"
+
+
+def test_cycle_finder_sees_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"a"}}) == [["a"]] and _cycles({"a": {"b"}, "b": set()}) == []

@@ -14,11 +14,11 @@ import h5py
 import numpy as np
 import pytest
 
-from minicnn.pretrained.readers import (
-    FORMATS, KerasLayerWeights, detect_format, normalize_torch_keys, num_batches_tracked_keys,
-    read_keras3_weights, read_keras_archive, read_keras_h5, read_npz_weights,
-    read_torch_state_dict)
-from minicnn.pretrained.torch_pickle import (
+from minicnn.readers import (
+    FORMATS, KerasLayerWeights, detect_format, normalize_torch_keys, read_keras3_weights, read_keras_archive,
+    read_keras_h5, read_torch_state_dict)
+from minicnn.readers.npz import read_npz_arrays
+from minicnn.readers.torch_pickle import (
     LEGACY_MAGIC_NUMBER, UnsafeFileError, load_torch_checkpoint)
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -302,7 +302,7 @@ def test_torch_densenet_state_dict(torch_files, fmt):
     sd = read_torch_state_dict(p)
     _assert_same(sd, ref["densenet"], ordered=(fmt != "safetensors"))
     assert len(sd) == 727
-    nbt = num_batches_tracked_keys(sd)
+    nbt = [k for k in sd if k.endswith("num_batches_tracked")]     # kept by the reader
     assert len(nbt) == 121 and all(sd[k].dtype == np.int64 for k in nbt)
     assert sd["features.conv0.weight"].shape == (64, 3, 7, 7)        # OIHW, untransposed
     assert sd["classifier.weight"].shape == (1000, 1024)             # (out, in), untransposed
@@ -342,7 +342,7 @@ def test_readers_do_not_import_torch(torch_files):
 import sys
 sys.modules['torch'] = None          # any 'import torch' now raises ImportError
 import numpy as np
-from minicnn.pretrained.readers import read_torch_state_dict
+from minicnn.readers.torch import read_torch_state_dict
 for name, fmts in [('densenet', ['zip', 'legacy', 'safetensors']), ('small', ['zip', 'legacy'])]:
     ref = np.load({str(d)!r} + '/ref_' + name + '.npz')
     for fmt in fmts:
@@ -369,7 +369,7 @@ def test_big_endian_zip_checkpoint(torch_files, tmp_path):
     with zipfile.ZipFile(src) as zin:
         pkl = next(n for n in zin.namelist() if n.endswith("/data.pkl"))
         root = pkl[: -len("data.pkl")]
-        from minicnn.pretrained.torch_pickle import SafeTorchUnpickler
+        from minicnn.readers.torch_pickle import SafeTorchUnpickler
         up = SafeTorchUnpickler(io.BytesIO(zin.read(pkl)))
         for tref in up.load().values():      # element size from the tensor's dtype (untyped storages too)
             np_name = tref.dtype.np_dtype
@@ -528,7 +528,7 @@ def test_unknown_files(tmp_path, content):
 def test_missing_file(tmp_path):
     p = tmp_path / "nope.h5"
     for fn in (detect_format, read_keras_h5, read_keras3_weights, read_keras_archive,
-               read_torch_state_dict, read_npz_weights):
+               read_torch_state_dict, read_npz_arrays):
         with pytest.raises(FileNotFoundError, match=re.escape(str(p))):
             fn(p)
 
@@ -553,14 +553,14 @@ def test_npz_weights(tmp_path, rng):
               "a": np.float64(2.0) * np.ones(2)}
     p = tmp_path / "m.npz"
     np.savez(p, **arrays)
-    got = read_npz_weights(p)
+    got = read_npz_arrays(p)
     assert list(got) == list(arrays)
     for k in arrays:
         assert np.array_equal(got[k], arrays[k]) and got[k].dtype == arrays[k].dtype
     evil = tmp_path / "obj.npz"
     np.savez(evil, ok=np.ones(2), obj=np.array([{"a": 1}], dtype=object))
     with pytest.raises(ValueError, match=r"obj\.npz.*'obj'.*pickled"):
-        read_npz_weights(evil)
+        read_npz_arrays(evil)
 
 
 def test_normalize_torch_keys():

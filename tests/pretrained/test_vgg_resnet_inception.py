@@ -17,10 +17,11 @@ import pytest
 from torch_reference import randomize
 
 from minicnn.pretrained.inception import TORCH_DROPPED_PREFIXES, inception_v3, keras_creation_order
-from minicnn.pretrained.mapping import weighted_nodes
-from minicnn.pretrained.readers import KerasLayerWeights
+from minicnn.pretrained._common import weighted_nodes
+from minicnn.pretrained.mapping import permute_flatten_rows
+from minicnn.readers.keras import KerasLayerWeights
 from minicnn.pretrained.resnet import resnet50, resnet50_keras2_name, resnet50_keras_name
-from minicnn.pretrained.vgg import keras_flatten_to_nchw, vgg16, vgg16_keras_name
+from minicnn.pretrained.vgg import VGG16_SPEC, vgg16, vgg16_keras_name
 
 ROOT = Path(__file__).resolve().parents[2]
 TOL = 1e-4
@@ -254,7 +255,7 @@ def test_keras_flatten_rows_permuted_to_nchw():
     fmap = rng.standard_normal((2, 512, 2, 2)).astype(np.float32)                        # NCHW, as minicnn sees it
     w_keras = rng.standard_normal((512 * 2 * 2, 4096)).astype(np.float32)              # rows in NHWC order
     keras_out = fmap.transpose(0, 2, 3, 1).reshape(2, -1) @ w_keras                    # Keras: Flatten over NHWC
-    w = keras_flatten_to_nchw(m, {"classifier.0.W": w_keras})["classifier.0.W"]
+    w = permute_flatten_rows(m, {"classifier.0.W": w_keras}, VGG16_SPEC)["classifier.0.W"]
     assert rel_err(fmap.reshape(2, -1) @ w, keras_out) < 1e-6
 
 

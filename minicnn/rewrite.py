@@ -1,4 +1,4 @@
-"""Inference speed-ups that keep a network's outputs (within float32 rounding).
+"""Graph rewrites for inference that keep a network's outputs (within float32 rounding).
 
 ``fold_batchnorm(model)``
     An inference-mode batch-norm right after a conv is an affine map per output channel,
@@ -17,7 +17,8 @@
     allocates the block's final ``(N, C_total, H, W)`` buffer once, writes each layer's new
     channels into their slot, and returns the view ``buf[:, :c]``: every value is written once.
 
-``fast_densenet(model)`` applies both. Each returns a new Graph; the input model is not changed.
+Each returns a new Graph; the input model is not changed. ``minicnn.pretrained.fast_densenet``
+applies both to a DenseNet.
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ import copy
 
 import numpy as np
 
-from ..errors import UsageError
-from ..layers.norm import BatchNorm2D
-from ..layers.shape import BufferedConcat, Concat
-from ..model import Graph
+from .errors import UsageError
+from .layers.norm import BatchNorm2D
+from .layers.shape import BufferedConcat, Concat
+from .model import Graph
 
 
 def _copy_graph_shell(model: Graph) -> Graph:
@@ -130,7 +131,3 @@ def use_concat_buffers(model: Graph) -> Graph:
     g.output_name = model.output_name
     return g
 
-
-def fast_densenet(model: Graph) -> Graph:
-    """``use_concat_buffers(fold_batchnorm(model))``: the inference form of a DenseNet."""
-    return use_concat_buffers(fold_batchnorm(model))

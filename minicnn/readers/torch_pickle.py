@@ -187,7 +187,7 @@ class SafeTorchUnpickler(pickle.Unpickler):
                 f"{self.source}: refusing to load the global '{module}.{name}' named by the "
                 "checkpoint's pickle; minicnn reads only tensors, dicts and plain values and never "
                 "executes code from a weight file. Re-save a plain state_dict "
-                "(torch.save(model.state_dict(), path)) or convert it to .safetensors.") from None
+                "(torch.save(model.state_dict(), path)) or convert it to .safetensors.", path=self.source) from None
 
     def persistent_load(self, pid):
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
@@ -211,11 +211,11 @@ def _np_dtype(dtype: _TorchDtype, byteorder: str) -> np.dtype:
 
 def _storage_array(ref: _StorageRef, dtype: _TorchDtype, byteorder: str, source: str) -> np.ndarray:
     if ref.data is None:
-        raise WeightFileError(f"{source}: the bytes of storage '{ref.key}' are missing (truncated file?)")
+        raise WeightFileError(f"{source}: the bytes of storage '{ref.key}' are missing (truncated file?)", path=source)
     dt = _np_dtype(dtype, byteorder)
     if len(ref.data) % dt.itemsize:
         raise WeightFileError(f"{source}: storage '{ref.key}' has {len(ref.data)} bytes, not a "
-                         f"multiple of {dt.itemsize} ({dtype})")
+                         f"multiple of {dt.itemsize} ({dtype})", path=source)
     return np.frombuffer(ref.data, dtype=dt)
 
 
@@ -225,14 +225,15 @@ def _resolve_tensor(t: TensorRef, byteorder: str, source: str) -> np.ndarray:
     ok = (isinstance(offset, int) and offset >= 0 and len(size) == len(stride)
           and all(isinstance(v, int) and v >= 0 for v in size + stride))
     if not ok:
-        raise WeightFileError(f"{source}: malformed tensor (offset {offset!r}, size {size!r}, stride {stride!r})")
+        raise WeightFileError(f"{source}: malformed tensor (offset {offset!r}, size {size!r}, stride {stride!r})",
+                              path=source)
     if any(s == 0 for s in size):
         arr = np.zeros(size, dtype=store.dtype)
     else:
         last = offset + sum((n - 1) * s for n, s in zip(size, stride))
         if last >= store.size:
             raise WeightFileError(f"{source}: tensor of size {size} reads element {last} of storage "
-                             f"'{t.storage.key}' which has only {store.size} (corrupt file)")
+                             f"'{t.storage.key}' which has only {store.size} (corrupt file)", path=source)
         base = store[offset:]
         arr = np.lib.stride_tricks.as_strided(
             base, shape=size, strides=tuple(s * store.itemsize for s in stride), writeable=False)
@@ -245,11 +246,11 @@ def _resolve_tensor(t: TensorRef, byteorder: str, source: str) -> np.ndarray:
 def _resolve(obj, byteorder: str, source: str, depth: int = 0):
     """Replace every TensorRef in nested dicts/lists/tuples by a NumPy array."""
     if depth > 200:
-        raise WeightFileError(f"{source}: object nesting too deep")
+        raise WeightFileError(f"{source}: object nesting too deep", path=source)
     if isinstance(obj, TensorRef):
         return _resolve_tensor(obj, byteorder, source)
     if isinstance(obj, _StorageRef):
-        raise WeightFileError(f"{source}: a bare storage (not a tensor) is not supported")
+        raise WeightFileError(f"{source}: a bare storage (not a tensor) is not supported", path=source)
     if isinstance(obj, dict):
         out = type(obj)() if isinstance(obj, OrderedDict) else {}
         for k, v in obj.items():
@@ -271,40 +272,40 @@ def _unpickle(data_or_file, source: str) -> tuple[Any, SafeTorchUnpickler]:
     except UnsafeFileError:
         raise
     except RecursionError:
-        raise WeightFileError(f"{source}: pickle nested too deeply") from None
+        raise WeightFileError(f"{source}: pickle nested too deeply", path=source) from None
     except Exception as e:   # UnpicklingError, EOFError, TypeError from a bad REDUCE, ...
         raise WeightFileError(f"{source}: corrupt or unsupported torch checkpoint pickle "
-                         f"({type(e).__name__}: {e})") from None
+                         f"({type(e).__name__}: {e})", path=source) from None
 
 
 def _load_zip(path: str) -> Any:
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as e:
-        raise WeightFileError(f"{path}: not a readable zip archive ({e})") from None
+        raise WeightFileError(f"{path}: not a readable zip archive ({e})", path=path) from None
     with zf:
         names = zf.namelist()
         pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
             raise WeightFileError(f"{path}: not a torch zip checkpoint (expected one '<root>/data.pkl', "
-                             f"found {len(pkls)})")
+                             f"found {len(pkls)})", path=path)
         root = pkls[0][: -len("data.pkl")]
         if root + "constants.pkl" in names or any(n.startswith(root + "code/") for n in names):
             raise WeightFileError(f"{path}: this is a TorchScript archive (torch.jit.save); save the "
-                             "model's state_dict with torch.save instead")
+                             "model's state_dict with torch.save instead", path=path)
         try:
             byteorder = zf.read(root + "byteorder").decode().strip() if root + "byteorder" in names else "little"
             if byteorder not in ("little", "big"):
-                raise WeightFileError(f"{path}: unknown byteorder {byteorder!r}")
+                raise WeightFileError(f"{path}: unknown byteorder {byteorder!r}", path=path)
             obj, up = _unpickle(zf.read(pkls[0]), path)
             for key, ref in up.storages.items():
                 member = root + "data/" + key
                 if member not in names:
-                    raise WeightFileError(f"{path}: storage member '{member}' is missing")
+                    raise WeightFileError(f"{path}: storage member '{member}' is missing", path=path)
                 ref.data = zf.read(member)
                 _check_storage_size(ref, path)
         except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-            raise WeightFileError(f"{path}: corrupt torch zip checkpoint ({e})") from None
+            raise WeightFileError(f"{path}: corrupt torch zip checkpoint ({e})", path=path) from None
     return _resolve(obj, byteorder, path)
 
 
@@ -312,7 +313,7 @@ def _check_storage_size(ref: _StorageRef, source: str) -> None:
     itemsize = 1 if ref.stype.dtype is None else _np_dtype(ref.stype.dtype, "little").itemsize
     if len(ref.data) < ref.numel * itemsize:
         raise WeightFileError(f"{source}: storage '{ref.key}' holds {len(ref.data)} bytes, "
-                         f"expected {ref.numel * itemsize} (truncated file?)")
+                         f"expected {ref.numel * itemsize} (truncated file?)", path=source)
 
 
 def is_torch_legacy_file(head: bytes) -> bool:
@@ -325,34 +326,34 @@ def is_torch_legacy_file(head: bytes) -> bool:
 def _load_legacy(path: str) -> Any:
     with open(path, "rb") as f:
         if not is_torch_legacy_file(f.read(16)):
-            raise WeightFileError(f"{path}: not a legacy torch checkpoint (magic number missing)")
+            raise WeightFileError(f"{path}: not a legacy torch checkpoint (magic number missing)", path=path)
         f.seek(0)
         magic, _ = _unpickle(f, path)
         protocol, _ = _unpickle(f, path)
         sys_info, _ = _unpickle(f, path)
         if magic != LEGACY_MAGIC_NUMBER or protocol != _LEGACY_PROTOCOL_VERSION or not isinstance(sys_info, dict):
             raise WeightFileError(f"{path}: unsupported legacy torch checkpoint header "
-                             f"(protocol {protocol!r})")
+                             f"(protocol {protocol!r})", path=path)
         byteorder = "little" if sys_info.get("little_endian", True) else "big"
         obj, up = _unpickle(f, path)
         keys, _ = _unpickle(f, path)
         if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise WeightFileError(f"{path}: malformed storage key list")
+            raise WeightFileError(f"{path}: malformed storage key list", path=path)
         roots = {}
         for key in keys:
             ref = up.storages.get(key)
             if ref is None:
-                raise WeightFileError(f"{path}: storage '{key}' listed but never used")
+                raise WeightFileError(f"{path}: storage '{key}' listed but never used", path=path)
             head = f.read(8)
             if len(head) != 8:
-                raise WeightFileError(f"{path}: truncated before the data of storage '{key}'")
+                raise WeightFileError(f"{path}: truncated before the data of storage '{key}'", path=path)
             count = struct.unpack("<q" if byteorder == "little" else ">q", head)[0]
             itemsize = 1 if ref.stype.dtype is None else _np_dtype(ref.stype.dtype, byteorder).itemsize
             if count < 0 or count * itemsize > os.fstat(f.fileno()).st_size:
-                raise WeightFileError(f"{path}: impossible element count {count} for storage '{key}'")
+                raise WeightFileError(f"{path}: impossible element count {count} for storage '{key}'", path=path)
             ref.data = f.read(count * itemsize)
             if len(ref.data) != count * itemsize:
-                raise WeightFileError(f"{path}: truncated data of storage '{key}'")
+                raise WeightFileError(f"{path}: truncated data of storage '{key}'", path=path)
             roots[key] = ref
     # Very old files: a storage can be a view (view_key, offset, size) into a root storage.
     for ref in up.storages.values():
@@ -363,9 +364,9 @@ def _load_legacy(path: str) -> Any:
                 isz = 1 if root.stype.dtype is None else _np_dtype(root.stype.dtype, byteorder).itemsize
                 ref.data = root.data[v_off * isz:(v_off + v_size) * isz]
             except (KeyError, TypeError, ValueError):
-                raise WeightFileError(f"{path}: malformed storage view {ref.view!r}") from None
+                raise WeightFileError(f"{path}: malformed storage view {ref.view!r}", path=path) from None
         elif ref.data is None:
-            raise WeightFileError(f"{path}: storage '{ref.key}' has no data")
+            raise WeightFileError(f"{path}: storage '{ref.key}' has no data", path=path)
         _check_storage_size(ref, path)
     return _resolve(obj, byteorder, path)
 
@@ -388,4 +389,4 @@ def load_torch_checkpoint(path: str | os.PathLike) -> Any:
     if is_torch_legacy_file(head):
         return _load_legacy(path)
     raise WeightFileError(f"{path}: not a torch checkpoint (neither a torch zip archive nor the legacy "
-                     "pickle format)")
+                     "pickle format)", path=path)
