@@ -23,8 +23,8 @@ import numpy as np
 from . import layers as _layers
 from .errors import UsageError, WeightFileError, file_not_found
 from .kernels.activation import sigmoid_forward, softmax_forward
-from .kernels.threads import blas_single_thread_or_null
 from .layers.base import Layer
+from .runtime import blas_single_thread
 
 FORMAT_VERSION = 1
 OUTPUT_ACTIVATIONS = (None, "sigmoid", "softmax")
@@ -197,6 +197,18 @@ class Graph:
             l.astype(dtype)
         return self
 
+    def set_kernel_method(self, method: str) -> "Graph":
+        """Run every kernel-backed layer by ``method``: ``"reference"`` (the readable plain loops of
+        ``minicnn.kernels``, slow: to step through or check a model) or ``"auto"`` (the fast kernels,
+        the default). Sets each such layer's ``method`` (saved with the model when not "auto")."""
+        if method not in ("auto", "reference"):
+            raise UsageError(f"Graph.set_kernel_method takes 'auto' or 'reference', got {method!r} "
+                             f"(a conv strategy is set per layer: Conv2D(..., method=...))")
+        for l in self.layers:
+            if l.kernel_methods:
+                l.set_kernel_method(method)
+        return self
+
     # -- running -------------------------------------------------------------------------------
     def _consumers(self) -> dict[str, int]:
         uses = {name: 0 for name in list(self.input_names) + list(self.nodes)}
@@ -228,8 +240,8 @@ class Graph:
         self.activations = {}
         if training or _cache:
             return self._run_nodes(values, uses, keep, training, _cache, xs, rngs or {})
-        # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.kernels.threads)
-        with blas_single_thread_or_null():
+        # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.runtime)
+        with blas_single_thread():
             return self._run_nodes(values, uses, keep, training, _cache, xs, {})
 
     def _run_nodes(self, values, uses, keep, training, _cache, inputs, rngs):

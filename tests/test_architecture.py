@@ -6,15 +6,15 @@ PKG = Path(__file__).resolve().parents[1] / "minicnn"
 
 # module (or package) -> the minicnn modules it may import (itself and its own package always allowed)
 ALLOWED = {
-    "errors": set(), "fileio": set(), "_validate": set(), "init": set(), "metrics": set(), "losses": {"kernels"}, "optim": set(), "gradient_check": set(),
-    "kernels": {"_validate"},
+    "errors": set(), "fileio": set(), "_validate": set(), "init": set(), "metrics": set(), "losses": {"kernels"}, "optim": set(), "gradient_check": set(), "runtime": set(),
+    "kernels": {"_validate", "runtime"},
     "layers": {"kernels", "init", "_validate"},
-    "model": {"layers", "losses", "kernels"},
+    "model": {"layers", "losses", "kernels", "runtime"},
     "data": {"_validate"},
     "nets": {"layers", "model"},
     "viz": {"metrics", "model"},
     "report": {"metrics", "viz"},
-    "train": {"model", "losses", "optim", "metrics", "data"},
+    "train": {"model", "losses", "optim", "metrics", "data", "runtime"},
     "predict": {"model", "data"},
     "explain": {"data", "predict", "viz", "report", "model"},
     "pretrained": {"layers", "model", "init", "data", "metrics", "losses", "optim", "train", "_validate", "viz"},
