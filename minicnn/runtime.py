@@ -37,6 +37,16 @@ Why these defaults (all measured on 2 cores):
   ``configure(threads=n)`` sets both to ``n`` for the whole process.
 
 Parallel kernels share one thread pool per process: call them from one Python thread at a time.
+
+Compiled-kernel cache. minicnn's Numba kernels are compiled once and cached on disk. Numba's
+default puts the cache files in ``__pycache__`` beside the source, i.e. inside an installed
+package: ``pip uninstall`` leaves that folder behind, and a leftover ``minicnn/kernels/`` then
+becomes a namespace package that shadows a later editable install. So minicnn's kernels are
+decorated with :func:`njit` below, which caches them in a user folder instead:
+``$MINICNN_HOME/numba/`` (default ``~/.cache/minicnn/numba/``), one subfolder per source folder
+(a hash of its path, Numba's own scheme), so two installs never share entries; a
+``NUMBA_CACHE_DIR`` the user set still wins. Only minicnn's own functions use this locator:
+``numba.config``, the environment and other libraries' caches are untouched.
 """
 from __future__ import annotations
 
@@ -45,6 +55,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numba
+from numba.core import caching as _caching
 from numba.np.ufunc import parallel as _numba_parallel
 
 from .errors import UsageError
@@ -199,3 +210,50 @@ def _one_blas_thread(libs):
     finally:
         for lib, n in changed:
             lib.set_num_threads(n)
+
+
+# -- where compiled kernels are cached ------------------------------------------------------------
+def kernel_cache_dir() -> str:
+    """``$MINICNN_HOME/numba``, default ``~/.cache/minicnn/numba``: where :func:`njit` caches kernels."""
+    home = os.environ.get("MINICNN_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "minicnn")
+    return os.path.join(home, "numba")
+
+
+class _UserCacheLocator(_caching._SourceFileBackedLocatorMixin, _caching._CacheLocator):
+    """Numba cache locator for minicnn's kernels: a subfolder of :func:`kernel_cache_dir`, never
+    the package's own ``__pycache__``."""
+
+    def __init__(self, py_func, py_file):
+        self._py_file = py_file
+        self._lineno = py_func.__code__.co_firstlineno
+        self._cache_path = os.path.join(kernel_cache_dir(), self.get_suitable_cache_subpath(py_file))
+
+    def get_cache_path(self):
+        return self._cache_path
+
+
+class _KernelCacheImpl(_caching.CompileResultCacheImpl):
+    # NUMBA_CACHE_DIR if the user set one, else minicnn's folder, else Numba's user-wide folder
+    _locator_classes = [_caching.UserProvidedCacheLocator, _UserCacheLocator, _caching.UserWideCacheLocator]
+
+
+class _KernelCache(_caching.FunctionCache):
+    _impl_class = _KernelCacheImpl
+
+
+def njit(*args, cache: bool = False, **options):
+    """``numba.njit`` whose ``cache=True`` caches in :func:`kernel_cache_dir` (module docstring).
+
+    Numba has no public hook for a per-function locator: the dispatcher's cache object is set the
+    way ``Dispatcher.enable_caching`` sets it, with minicnn's cache class.
+    """
+    def decorate(func):
+        dispatcher = numba.njit(**options)(func)
+        if cache:
+            dispatcher._cache = _KernelCache(dispatcher.py_func)
+        return dispatcher
+    if args and callable(args[0]) and len(args) == 1:
+        return decorate(args[0])
+    if args:
+        raise UsageError("minicnn.runtime.njit takes keyword options only")
+    return decorate

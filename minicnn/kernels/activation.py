@@ -13,10 +13,10 @@ gradient ``dy`` (same shape) plus what the forward produced, and returns ``dx`` 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
-from ..runtime import ensure_configured
+from ..runtime import ensure_configured, njit
 from .methods import check_method
 
 # ReLU runs ~120 times per DenseNet121 pass: NumPy's single-threaded ufuncs took 1.27 ms on

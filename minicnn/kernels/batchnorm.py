@@ -34,9 +34,10 @@ them loop over channels with plain NumPy; the tests hold the two equal. Every en
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
+from ..runtime import njit
 from .methods import run_fast
 
 

@@ -18,9 +18,9 @@ Geometry ``g`` is a ``minicnn.kernels.conv.ConvGeometry``; the arguments are che
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, prange
 
-from ..runtime import blas_single_thread
+from ..runtime import blas_single_thread, njit
 from .conv_common import split_rows, valid_range
 
 # The column buffer of one band of output rows of one sample stays below this (L2-sized).

@@ -7,7 +7,9 @@ precomputed offset: indices that are provably non-negative let LLVM vectorise (a
 """
 from __future__ import annotations
 
-from numba import get_num_threads, njit
+from numba import get_num_threads
+
+from ..runtime import njit
 
 
 @njit(cache=True)

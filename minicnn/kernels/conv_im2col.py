@@ -12,7 +12,9 @@ Geometry ``g`` is a ``minicnn.kernels.conv.ConvGeometry``; the arguments are che
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from ..runtime import njit
 
 from .conv_common import is_pointwise, valid_range
 

@@ -10,9 +10,9 @@ Geometry ``g`` is a ``minicnn.kernels.conv.ConvGeometry``; the arguments are che
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
-from ..runtime import blas_single_thread
+from ..runtime import blas_single_thread, njit
 from . import conv_im2col
 from .conv_common import split_rows
 

@@ -24,10 +24,11 @@ allocated inside Numba.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
 from .._validate import as_pair, conv_output_size, normalize_padding
+from ..runtime import njit
 from .methods import run_fast
 
 
