@@ -63,18 +63,13 @@ def matmul_gflops(n: int = 2048, dtype=np.float32, repeats: int = 5) -> float:
 def torch_or_none(threads: int = 2):
     """torch with ``threads`` intra-op threads, or None when it is not installed.
 
-    torch's own OpenMP runtime reads the environment when it loads: the variables minicnn set for
-    its threads (``minicnn.kernels.ENV_SET``) are hidden during the import, so torch runs with its
-    defaults, as a user's would.
+    ``import minicnn`` leaves the environment alone (``minicnn.runtime``), so torch's own OpenMP
+    runtime loads with its defaults, as a user's would.
     """
-    from minicnn.kernels import ENV_SET
-    hidden = {k: os.environ.pop(k) for k in ENV_SET if os.environ.get(k) == ENV_SET[k]}
     try:
         import torch
     except ImportError:
         return None
-    finally:
-        os.environ.update(hidden)
     torch.set_num_threads(threads)
     return torch
 

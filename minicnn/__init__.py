@@ -4,7 +4,8 @@
 """
 from . import layers, losses, optim
 from .gradient_check import gradcheck
-from .model import Graph, Sequential, load
+from .model import Graph, Sequential
+from .serialization import load
 
 __version__ = "0.1.0"
 __all__ = ["layers", "losses", "optim", "Sequential", "Graph", "gradcheck", "load", "predict_files"]

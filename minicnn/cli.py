@@ -49,7 +49,7 @@ def _model_path(run_or_model: str) -> str:
 
 
 def _load_model(run_or_model: str):
-    from .model import load
+    from .serialization import load
     return load(_model_path(run_or_model))
 
 

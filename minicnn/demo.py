@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fileio, metrics
+from . import fileio, metrics, runtime
 from .errors import FetchError
 from .gradcam import display_image, explain_file
 from .pretrained.convert import attach_preprocessing
 from .pretrained.keras_import import load_keras
 from .pretrained.registry import cache_dir
 from .report import write_html_report
-from .train import set_threads
 
 PACKAGE = "pneumonia-model-package==0.3.0"
 WHEEL_NAME = "pneumonia_model_package-0.3.0-py3-none-any.whl"
@@ -104,7 +103,7 @@ def extract(wheel: Path, dest: Path) -> tuple[Path, list[tuple[Path, str]]]:
 
 
 def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
-    set_threads(threads)
+    runtime.configure(threads=int(threads) if threads else None)
     out = Path(out)
     wheel_path = get_wheel(wheel)
     model_path, images = extract(wheel_path, minicnn_home() / "pneumonia-model-package-0.3.0")

@@ -19,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from . import fileio, losses, metrics, nets, optim
+from . import fileio, losses, metrics, optim, small_cnn
 from .data.augment import Augmenter
 from .data.datasets import available_splits, load_dataset
 from .data.loader import BatchLoader, fit_preprocessing
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
 from .errors import UsageError
-from .model import binary_class_names, load
+from .data.datasets import binary_class_names
+from .serialization import load
 from .predict import predict_loader
 from .report import write_evaluation_report
 from .train import TrainConfig, TrainState, fit, load_checkpoint, resume_state_from
@@ -111,7 +112,7 @@ def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResu
     if resume:
         model, info, opt_sd = load_checkpoint(Path(c.out) / "last.npz")
     else:
-        model = nets.conv_net(c.arch, in_channels=c.channels, outputs=train_ds.labels.shape[1],
+        model = small_cnn.conv_net(c.arch, in_channels=c.channels, outputs=train_ds.labels.shape[1],
                               image_size=c.image_size, seed=c.seed)
         model.meta.update({"classes": list(train_ds.classes), "outputs": list(train_ds.output_names),
                            "positive_class": train_ds.positive_class, "preprocessing": pre.to_dict(),

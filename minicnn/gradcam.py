@@ -14,7 +14,8 @@ import numpy as np
 
 from .data.preprocessing import Preprocessing
 from .errors import UsageError
-from .model import apply_activation, binary_class_names
+from .model import apply_activation
+from .data.datasets import binary_class_names
 from .predict import decide, probabilities_by_class
 from .viz import overlay_heatmap
 

@@ -8,24 +8,23 @@ Parameters are exposed with dotted names ``"<node>.<param>"`` (node names may ho
 like torchvision's ``features.denseblock1.denselayer1.conv1``; param names never do): ``params()`` (trainable: what an
 optimizer takes), ``grads()`` (same keys, after ``backward``) and ``state_dict()`` (all params and
 buffers, what ``save`` writes). ``save(path)`` writes one ``.npz``: arrays plus the architecture
-as JSON (no pickle); ``minicnn.load(path)`` rebuilds the model from it.
+as JSON (no pickle); ``minicnn.load(path)`` (``minicnn.serialization``) rebuilds the model from it.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import layers as _layers
-from .readers.npz import read_npz
-from .errors import UsageError, WeightFileError, file_not_found
+from . import fileio
+from .errors import UsageError
 from .kernels.activation import sigmoid_forward, softmax_forward
-from .kernels.threads import blas_single_thread_or_null
 from .layers.base import Layer
-from .legacy import upgrade_meta
+from .losses import WeightedBCE
+from .readers.npz import read_npz
+from .runtime import blas_single_thread
 
 FORMAT_VERSION = 2   # 2: meta['preprocessing'] is always Preprocessing.to_dict() (1 is upgraded on read)
 OUTPUT_ACTIVATIONS = (None, "sigmoid", "softmax")
@@ -36,15 +35,6 @@ class Node:
     name: str
     layer: Layer
     inputs: list = field(default_factory=list)
-
-
-def binary_class_names(meta: dict, output_name: str | None = None) -> tuple[str, str]:
-    """``(negative, positive)`` class names of a model with one sigmoid output, from its ``meta``:
-    the positive class is ``meta['positive_class']`` (else the output's name), the negative one the
-    other of ``meta['classes']`` (else ``'negative'``)."""
-    positive = meta.get("positive_class") or output_name or (meta.get("outputs") or ["positive"])[0]
-    negative = next((c for c in meta.get("classes") or [] if c != positive), "negative")
-    return negative, positive
 
 
 def apply_activation(z: np.ndarray, activation):
@@ -198,6 +188,18 @@ class Graph:
             l.astype(dtype)
         return self
 
+    def set_kernel_method(self, method: str) -> "Graph":
+        """Run every kernel-backed layer by ``method``: ``"reference"`` (the readable plain loops of
+        ``minicnn.kernels``, slow: to step through or check a model) or ``"auto"`` (the fast kernels,
+        the default). Sets each such layer's ``method`` (saved with the model when not "auto")."""
+        if method not in ("auto", "reference"):
+            raise UsageError(f"Graph.set_kernel_method takes 'auto' or 'reference', got {method!r} "
+                             f"(a conv strategy is set per layer: Conv2D(..., method=...))")
+        for l in self.layers:
+            if l.kernel_methods:
+                l.set_kernel_method(method)
+        return self
+
     # -- running -------------------------------------------------------------------------------
     def _consumers(self) -> dict[str, int]:
         uses = {name: 0 for name in list(self.input_names) + list(self.nodes)}
@@ -229,8 +231,8 @@ class Graph:
         self.activations = {}
         if training or _cache:
             return self._run_nodes(values, uses, keep, training, _cache, xs, rngs or {})
-        # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.kernels.threads)
-        with blas_single_thread_or_null():
+        # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.runtime)
+        with blas_single_thread():
             return self._run_nodes(values, uses, keep, training, _cache, xs, {})
 
     def _run_nodes(self, values, uses, keep, training, _cache, inputs, rngs):
@@ -395,7 +397,6 @@ class Graph:
         loss_value = None
         if y is not None:
             if loss is None:
-                from .losses import WeightedBCE
                 loss = WeightedBCE()
             loss_value = loss.forward(out, y)
             dy = loss.backward()
@@ -426,7 +427,7 @@ class Graph:
     def save(self, path) -> str:
         """Write weights, buffers and the architecture (JSON) to one ``.npz``, atomically."""
         path = os.fspath(path)
-        atomic_savez(path, self.to_arrays())
+        fileio.savez(path, self.to_arrays())
         return path
 
     def load_weights(self, path) -> "Graph":
@@ -486,60 +487,3 @@ class Trace:
 
 
 # -- files ---------------------------------------------------------------------------------------
-def atomic_savez(path: str, arrays: dict) -> None:
-    """``np.savez`` to a temporary file beside ``path``, then rename: a crash never leaves half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def model_from_config(config: dict) -> Graph:
-    """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output."""
-    version = int(config.get("format_version", 0))
-    if version > FORMAT_VERSION:
-        raise WeightFileError(f"model file format {version} is newer than this minicnn understands ({FORMAT_VERSION})")
-    cls = {"Graph": Graph, "Sequential": Sequential}.get(config["class"])
-    if cls is None:
-        raise WeightFileError(f"unknown model class {config['class']!r}")
-    model = (Sequential(input_shape=config.get("input_shape"), name=config.get("name")) if cls is Sequential else
-             Graph(inputs=config["inputs"], input_shape=config.get("input_shape"), name=config.get("name")))
-    for spec in config["nodes"]:
-        layer_cls = _layers.LAYER_CLASSES.get(spec["class"])
-        if layer_cls is None:
-            raise WeightFileError(f"unknown layer class {spec['class']!r} in node {spec['name']!r}")
-        layer = layer_cls.from_config(spec["config"])
-        if not spec.get("trainable", True):
-            layer.freeze()
-        if cls is Sequential:
-            model.append((spec["name"], layer))
-        else:
-            model.add(spec["name"], layer, spec["inputs"])
-    model.output_name = config["output"]
-    model.output_activation = config.get("output_activation")
-    meta = config.get("meta") or {}
-    model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else meta
-    return model
-
-
-def model_from_arrays(arrays: dict, config: dict) -> Graph:
-    """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays."""
-    model = model_from_config(config)
-    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
-    return model
-
-
-def load(path) -> Graph:
-    """Rebuild a saved model (architecture + weights + buffers) from its ``.npz``."""
-    arrays, config = read_npz(path)
-    if config is None:
-        raise WeightFileError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
-                         f"build the model and call model.load_weights(path)")
-    return model_from_arrays(arrays, config)

@@ -28,7 +28,9 @@ from .data.loader import BatchLoader
 from .data.preprocessing import Preprocessing
 from . import fileio
 from .errors import DataError, file_not_found
-from .model import Graph, apply_activation, binary_class_names, load
+from .model import Graph, apply_activation
+from .data.datasets import binary_class_names
+from .serialization import load
 
 
 def predict_batches(model: Graph, loader, progress=None):

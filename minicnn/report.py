@@ -20,7 +20,7 @@ from . import fileio, viz
 from .data.preprocessing import Preprocessing
 from .errors import UsageError
 from .gradcam import gradcam
-from .model import binary_class_names
+from .data.datasets import binary_class_names
 from .predict import output_names
 
 __all__ = ["write_html_report", "write_evaluation_report"]

@@ -29,9 +29,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import fileio, metrics
+from . import fileio, metrics, runtime
 from .errors import TrainingError
-from .model import Graph, model_from_arrays
+from .model import Graph
+from .serialization import model_from_arrays
 from .readers.npz import read_npz
 from .predict import predict_loader
 
@@ -99,13 +100,9 @@ class TrainConfig:
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` threads in Numba kernels and in BLAS (for the whole process)."""
-    if not n:
-        return
-    import numba
-    from threadpoolctl import threadpool_limits
-    numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
-    threadpool_limits(int(n))
+    """Apply minicnn's thread policy with ``n`` threads in Numba kernels and in BLAS (for the whole
+    process; ``None``: the default counts). The command line's ``--threads``; see ``minicnn.runtime``."""
+    runtime.configure(threads=int(n) if n else None)
 
 
 def batch_rngs(model: Graph, seed: int, epoch: int, batch: int) -> dict:

@@ -36,7 +36,8 @@ from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
 from .errors import UsageError
 from .losses import WeightedBCE, class_weights
-from .model import Graph, apply_activation, load
+from .model import Graph, apply_activation
+from .serialization import load
 from .optim import Adam
 from .predict import file_loader, predict_batches
 from .pretrained.features import build_head, combine, image_key, model_fingerprint, unfreeze_last

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from minicnn.cli import main
-from minicnn.model import load
+from minicnn.serialization import load
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path
     assert "already holds a run" in capsys.readouterr().err
     assert main(argv + ["--overwrite"]) == 0   # second run: features come from the cache
     assert list((tmp_path / "home" / "features").rglob("*")) == cached
-    from minicnn.model import load
+    from minicnn.serialization import load
     model = load(out / "model.npz")
     assert model.meta["preprocessing"]["normalization"]["mode"] == "imagenet-torch"
     assert json.loads((out / "history.json").read_text())[-1]["epoch"] == 20      # the head's 10 x 2 epochs
@@ -154,7 +154,7 @@ def test_train_head_on_a_frozen_backbone_then_predict_and_evaluate(run, tmp_path
 
 
 def test_fine_tune_the_last_block_with_real_backward_passes(run, tmp_path, monkeypatch):
-    from minicnn.model import load
+    from minicnn.serialization import load
     from minicnn.pretrained import densenet121
     data, _ = run
     monkeypatch.setenv("MINICNN_HOME", str(tmp_path / "home"))

@@ -87,7 +87,7 @@ def test_preprocessing_matches_keras_load_img(demo_out):
 
 
 def test_gradcam_on_the_real_model_is_finite_nonconstant_reproducible(demo_out, converted_xception, tmp_path):
-    from minicnn.model import load
+    from minicnn.serialization import load
     _, home = demo_out
     model = load(converted_xception)
     assert model.meta["classes"] == ["NORMAL", "PNEUMONIA"] and model.output_activation == "softmax"
@@ -111,7 +111,7 @@ def test_demo_refuses_a_wheel_with_the_wrong_hash(tmp_path):
 
 
 def test_convert_small_keras_model_and_predict(tmp_path, capsys):
-    from minicnn.model import load
+    from minicnn.serialization import load
     src = REF / "keras_small" / "tiny_functional.keras"
     out = tmp_path / "tiny.npz"
     assert main(["convert", str(src), str(out), "--preprocess", "tf", "--image-size", "12"]) == 0

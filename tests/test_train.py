@@ -5,7 +5,7 @@ import signal
 import numpy as np
 import pytest
 
-from minicnn import losses, nets, optim
+from minicnn import losses, optim, small_cnn
 from minicnn.data.augment import Augmenter
 from minicnn.data.datasets import load_dataset
 from minicnn.data.loader import BatchLoader, fit_preprocessing
@@ -27,7 +27,7 @@ def _setup(synth, seed=0, dropout=0.2):
     pre = fit_preprocessing(Preprocessing(24, channels=1, mode="dataset"), train_ds)
     train = BatchLoader(train_ds, pre, batch_size=16, augment=Augmenter(), seed=seed)
     val = BatchLoader(val_ds, pre, batch_size=16, training=False)
-    model = nets.conv_net("tiny", in_channels=1, outputs=1, image_size=24, seed=seed, dropout=dropout)
+    model = small_cnn.conv_net("tiny", in_channels=1, outputs=1, image_size=24, seed=seed, dropout=dropout)
     loss = losses.WeightedBCE(*losses.class_weights(train_ds.labels))
     opt = optim.Adam(model.params(), lr=3e-3)
     sched = optim.ReduceLROnPlateau(opt, patience=0, factor=0.5)

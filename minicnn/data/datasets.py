@@ -154,6 +154,15 @@ def default_positive_class(classes) -> str:
     return classes[1]
 
 
+def binary_class_names(meta: dict, output_name: str | None = None) -> tuple[str, str]:
+    """``(negative, positive)`` class names of a model with one sigmoid output, from its ``meta``:
+    the positive class is ``meta['positive_class']`` (else the output's name), the negative one the
+    other of ``meta['classes']`` (else ``'negative'``)."""
+    positive = meta.get("positive_class") or output_name or (meta.get("outputs") or ["positive"])[0]
+    negative = next((c for c in meta.get("classes") or [] if c != positive), "negative")
+    return negative, positive
+
+
 def _resolve_positive(classes, positive_class):
     if len(classes) != 2:
         if positive_class is not None:

@@ -13,9 +13,11 @@ gradient ``dy`` (same shape) plus what the forward produced, and returns ``dx`` 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
+from ..runtime import ensure_configured, njit
+from .methods import check_method
 
 # ReLU runs ~120 times per DenseNet121 pass: NumPy's single-threaded ufuncs took 1.27 ms on
 # (8, 128, 56, 56) float32, the parallel Numba loop 0.30 ms (0.10 ms in place). Below this many
@@ -23,28 +25,38 @@ from ..errors import UsageError
 _PARALLEL_MIN = 1 << 15
 
 
-def _fast(*arrays) -> bool:
+def _use_kernel(method, *arrays) -> bool:
+    """Run the Numba ReLU? "auto": for big float arrays of one dtype and shape, contiguous;
+    "fast": always (such arrays required); "reference": never."""
     a = arrays[0]
-    return (a.size >= _PARALLEL_MIN and a.dtype in (np.float32, np.float64)
+    fits = (a.dtype in (np.float32, np.float64)
             and all(b.dtype == a.dtype and b.shape == a.shape and b.flags.c_contiguous for b in arrays))
+    if check_method(method) == "reference" or (method == "auto" and not (fits and a.size >= _PARALLEL_MIN)):
+        return False
+    if not fits:
+        raise UsageError(f"the fast ReLU kernel needs contiguous float32/float64 arrays of one dtype and shape, "
+                         f"got {[(b.dtype.name, b.shape) for b in arrays]}")
+    ensure_configured()
+    return True
 
 
-def relu_forward(x, out=None):
-    """``y = max(x, 0)``; NaN stays NaN. ``out``: the array to write (may be ``x`` itself: in place)."""
+def relu_forward(x, out=None, method="auto"):
+    """``y = max(x, 0)``; NaN stays NaN. ``out``: the array to write (may be ``x`` itself: in place).
+    ``method``: "auto" | "fast" | "reference" (``minicnn.kernels.methods``)."""
     x = np.asarray(x)
     if out is None:
         out = np.empty(x.shape, x.dtype)
-    if _fast(x, out):
+    if _use_kernel(method, x, out):
         _relu_kernel(x.reshape(-1), out.reshape(-1))
     else:
         out[...] = relu_forward_reference(x)
     return out
 
 
-def relu_backward(dy, x):
+def relu_backward(dy, x, method="auto"):
     """``dx = dy where x > 0, else 0`` (the subgradient at 0 is 0, as in torch)."""
     dy, x = np.asarray(dy), np.asarray(x)
-    if _fast(dy, x):
+    if _use_kernel(method, dy, x):
         dx = np.empty(dy.shape, dy.dtype)
         _relu_backward_kernel(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
         return dx

@@ -28,14 +28,17 @@ an array allocated inside Numba) and filled by the kernels.
 
 The fast kernels run ``prange`` over channels (each iteration reads and writes only its own
 channel) and must be entered from one Python thread at a time. The ``*_reference`` functions beside
-them loop over channels with plain NumPy; the tests hold the two equal.
+them loop over channels with plain NumPy; the tests hold the two equal. Every entry point takes
+``method="auto"|"fast"|"reference"`` (``minicnn.kernels.methods``).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
+from ..runtime import njit
+from .methods import run_fast
 
 
 def _per_channel(v, C, fill, dtype):
@@ -126,7 +129,7 @@ def _channel_dot(dy, x, c, shift):
 
 
 # -- training mode --------------------------------------------------------------------------------
-def batchnorm2d_forward_train(x, gamma, beta, eps):
+def batchnorm2d_forward_train(x, gamma, beta, eps, method="auto"):
     """Training-mode forward.
 
     Inputs: ``x`` (N, C, H, W); ``gamma``, ``beta`` (C,) or ``None``; ``eps`` float.
@@ -134,6 +137,8 @@ def batchnorm2d_forward_train(x, gamma, beta, eps):
     ``mean`` and ``inv_std`` are what :func:`batchnorm2d_backward_train` needs (with ``x``);
     ``mean`` and ``unbiased_var`` feed the running-statistics update.
     """
+    if not run_fast(method):
+        return batchnorm2d_forward_train_reference(x, gamma, beta, eps)
     _check_count(x)
     C = x.shape[1]
     g = _per_channel(gamma, C, 1.0, x.dtype)
@@ -185,12 +190,14 @@ def batchnorm2d_forward_train_reference(x, gamma, beta, eps):
     return y, mean, inv_std, uvar
 
 
-def batchnorm2d_backward_train(dy, x, gamma, mean, inv_std):
+def batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method="auto"):
     """Training-mode backward: ``(dx, dgamma, dbeta)`` with shapes (N, C, H, W), (C,), (C,).
 
     ``mean`` and ``inv_std`` are the forward's batch statistics; ``gamma=None`` means 1.
     """
     _check_dy(dy, x)
+    if not run_fast(method):
+        return batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std)
     C = x.shape[1]
     g = _per_channel(gamma, C, 1.0, x.dtype)
     dx = np.empty(x.shape, x.dtype)
@@ -236,11 +243,17 @@ def batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std):
 
 
 # -- inference mode -------------------------------------------------------------------------------
-def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, out=None):
+def batchnorm2d_forward_eval(x, gamma, beta, running_mean, running_var, eps, out=None, method="auto"):
     """Inference-mode forward with running statistics: ``y`` (N, C, H, W).
 
     ``out``: a contiguous array of x's shape and dtype to write ``y`` into (may be ``x``: in place).
     """
+    if not run_fast(method):
+        y = batchnorm2d_forward_eval_reference(x, gamma, beta, running_mean, running_var, eps)
+        if out is None:
+            return y
+        out[...] = y
+        return out
     C = x.shape[1]
     a, b = _eval_affine(C, gamma, beta, running_mean, running_var, eps)
     y = np.empty(x.shape, x.dtype) if out is None else out
@@ -281,9 +294,11 @@ def batchnorm2d_forward_eval_reference(x, gamma, beta, running_mean, running_var
     return y
 
 
-def batchnorm2d_backward_eval(dy, x, gamma, running_mean, running_var, eps):
+def batchnorm2d_backward_eval(dy, x, gamma, running_mean, running_var, eps, method="auto"):
     """Inference-mode backward: ``(dx, dgamma, dbeta)``; the running statistics are constants."""
     _check_dy(dy, x)
+    if not run_fast(method):
+        return batchnorm2d_backward_eval_reference(dy, x, gamma, running_mean, running_var, eps)
     C = x.shape[1]
     rm = _per_channel(running_mean, C, 0.0, x.dtype)
     inv_std = (1.0 / np.sqrt(_per_channel(running_var, C, 1.0, np.float64) + eps)).astype(x.dtype)

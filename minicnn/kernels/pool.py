@@ -12,8 +12,9 @@ one real cell; :func:`check_pool_geometry` enforces it.
 
 Each fast Numba kernel (``prange`` over the P planes: every iteration writes its own plane of the
 output, so no two threads ever write the same cell) has a plain loop version ``<name>_reference``
-beside it; the tests hold the two equal. The parallel kernels must be entered from one Python
-thread at a time (Numba's default workqueue threading layer is not re-entrant).
+beside it; the tests hold the two equal. The entry points take ``method="auto"|"fast"|"reference"``
+(``minicnn.kernels.methods``); global pooling is plain NumPy and has no choice. The parallel
+kernels must be entered from one Python thread at a time (Numba's default workqueue threading layer is not re-entrant).
 
 Float32 and float64 inputs are supported; outputs have the input's dtype. Outputs are allocated
 by NumPy in the Python wrapper and filled by the kernels: NumPy's allocator asks the OS for huge
@@ -23,10 +24,12 @@ allocated inside Numba.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ..errors import UsageError
-from .._validate import as_pair, conv_output_size, normalize_padding
+from ..shapes import as_pair, conv_output_size, normalize_padding
+from ..runtime import njit
+from .methods import run_fast
 
 
 # -- geometry -------------------------------------------------------------------------------------
@@ -34,7 +37,7 @@ def check_pool_geometry(x_shape, kernel_size, stride=None, padding=0):
     """Resolve and check a pooling geometry for an input of shape ``(N, C, H, W)``.
 
     Returns ``(kh, kw), (sh, sw), (top, bottom, left, right), (oh, ow)``. ``stride=None`` means
-    ``stride = kernel_size``; ``padding`` is anything :func:`minicnn._validate.normalize_padding`
+    ``stride = kernel_size``; ``padding`` is anything :func:`minicnn.shapes.normalize_padding`
     accepts (``'same'`` resolved with the input size). Raises ``ValueError`` for an impossible one.
     """
     kh, kw = as_pair(kernel_size, "kernel_size")
@@ -67,7 +70,7 @@ def _planes(a):
 
 
 # -- max pooling ----------------------------------------------------------------------------------
-def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
+def max_pool2d_forward(x, kernel_size, stride=None, padding=0, method="auto"):
     """Max pooling forward.
 
     Inputs: ``x`` (N, C, H, W); ``kernel_size`` (KH, KW); ``stride`` (SH, SW) or ``None`` (= kernel);
@@ -82,6 +85,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
 
     Backward: ``dx[n, c, argmax[n,c,i,j]] += dy[n,c,i,j]`` (see :func:`max_pool2d_backward`).
     """
+    if not run_fast(method):
+        return max_pool2d_forward_reference(x, kernel_size, stride, padding)
     (kh, kw), (sh, sw), (top, _, left, _), (oh, ow) = check_pool_geometry(x.shape, kernel_size, stride, padding)
     N, C = x.shape[:2]
     y = np.empty((N, C, oh, ow), x.dtype)
@@ -90,7 +95,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
-def max_pool2d_values(x, kernel_size, stride=None, padding=0):
+def max_pool2d_values(x, kernel_size, stride=None, padding=0, method="auto"):
     """``y`` of :func:`max_pool2d_forward` without the argmax (inference: nothing to backpropagate).
 
     Equal values (where a window's maximum is 0 held as both -0.0 and +0.0, the sign may differ).
@@ -100,6 +105,8 @@ def max_pool2d_values(x, kernel_size, stride=None, padding=0):
     one window at a time: DenseNet's stem pool took 35 ms that way at batch 8, 6.7 ms this way
     (batch 1: 3.5 ms, 0.5 ms).
     """
+    if not run_fast(method):
+        return max_pool2d_forward_reference(x, kernel_size, stride, padding)[0]
     (kh, kw), (sh, sw), (top, _, left, _), (oh, ow) = check_pool_geometry(x.shape, kernel_size, stride, padding)
     N, C = x.shape[:2]
     y = np.empty((N, C, oh, ow), x.dtype)
@@ -182,12 +189,14 @@ def max_pool2d_forward_reference(x, kernel_size, stride=None, padding=0):
     return y, argmax
 
 
-def max_pool2d_backward(dy, argmax, x_shape):
+def max_pool2d_backward(dy, argmax, x_shape, method="auto"):
     """Max pooling backward: ``dx`` (N, C, H, W) from ``dy`` (N, C, OH, OW) and the forward's ``argmax``.
 
     ``dx[n, c, h, w] = sum of dy[n, c, i, j] over the windows (i, j) whose argmax is h * W + w``
     (overlapping windows may route several gradients to one cell).
     """
+    if not run_fast(method):
+        return max_pool2d_backward_reference(dy, argmax, x_shape)
     N, C, H, W = x_shape
     _check_dy(dy, argmax.shape)
     dx = np.empty((N, C, H, W), dy.dtype)
@@ -219,7 +228,7 @@ def max_pool2d_backward_reference(dy, argmax, x_shape):
 
 
 # -- average pooling ------------------------------------------------------------------------------
-def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad=True, method="auto"):
     """Average pooling forward: ``y`` (N, C, OH, OW).
 
     ``y[n,c,i,j] = sum of the real cells of window (i, j) / D[i, j]`` where padded cells are zeros
@@ -228,6 +237,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0, count_include_pad
 
     Backward: every cell of window (i, j) receives ``dy[n,c,i,j] / D[i, j]``.
     """
+    if not run_fast(method):
+        return avg_pool2d_forward_reference(x, kernel_size, stride, padding, count_include_pad)
     (kh, kw), (sh, sw), (top, _, left, _), (oh, ow) = check_pool_geometry(x.shape, kernel_size, stride, padding)
     N, C = x.shape[:2]
     y = np.empty((N, C, oh, ow), x.dtype)
@@ -272,9 +283,12 @@ def avg_pool2d_forward_reference(x, kernel_size, stride=None, padding=0, count_i
     return y
 
 
-def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True):
+def avg_pool2d_backward(dy, x_shape, kernel_size, stride=None, padding=0, count_include_pad=True,
+                        method="auto"):
     """Average pooling backward: ``dx`` (N, C, H, W); each real cell of window (i, j) gets
     ``dy[n,c,i,j] / D[i, j]`` (D as in :func:`avg_pool2d_forward`), summed over overlapping windows."""
+    if not run_fast(method):
+        return avg_pool2d_backward_reference(dy, x_shape, kernel_size, stride, padding, count_include_pad)
     (kh, kw), (sh, sw), (top, _, left, _), (oh, ow) = check_pool_geometry(x_shape, kernel_size, stride, padding)
     N, C, H, W = x_shape
     _check_dy(dy, (N, C, oh, ow))
@@ -355,13 +369,15 @@ def adaptive_bins(size: int, out: int):
     return starts, ends
 
 
-def adaptive_avg_pool2d_forward(x, output_size):
+def adaptive_avg_pool2d_forward(x, output_size, method="auto"):
     """Adaptive average pooling to ``output_size = (OH, OW)``: ``y`` (N, C, OH, OW).
 
     ``y[n,c,i,j] = mean of x[n, c, hs_i:he_i, ws_j:we_j]`` with torch's bins (:func:`adaptive_bins`);
     bins may overlap when H is not a multiple of OH.
     Backward: every cell of bin (i, j) receives ``dy[n,c,i,j] / (bin area)``.
     """
+    if not run_fast(method):
+        return adaptive_avg_pool2d_forward_reference(x, output_size)
     oh, ow = as_pair(output_size, "output_size")
     if oh < 1 or ow < 1:
         raise UsageError(f"output_size must be >= 1, got {(oh, ow)}")
@@ -400,8 +416,10 @@ def adaptive_avg_pool2d_forward_reference(x, output_size):
     return y
 
 
-def adaptive_avg_pool2d_backward(dy, x_shape):
+def adaptive_avg_pool2d_backward(dy, x_shape, method="auto"):
     """Adaptive average pooling backward: ``dx`` (N, C, H, W); (OH, OW) is read from ``dy``."""
+    if not run_fast(method):
+        return adaptive_avg_pool2d_backward_reference(dy, x_shape)
     N, C, H, W = x_shape
     _check_dy(dy[:, :, :0, :0], (N, C, 0, 0))
     hs, he = adaptive_bins(H, dy.shape[2])

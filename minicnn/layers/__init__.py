@@ -9,7 +9,7 @@ from .activation import Dropout, ReLU, Sigmoid, Softmax
 from .base import Layer
 from .conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from .dense import Dense
-from .extra import Activation, Identity, Rescaling
+from .elementwise import Activation, Identity, Rescaling
 from .norm import BatchNorm2D
 from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from .shape import Add, BufferedConcat, Concat, Flatten, ZeroPad2D

@@ -10,8 +10,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .._validate import check_input
+from ..shapes import check_input
 from ..kernels import activation as K
+from ..kernels.methods import KERNEL_METHODS
 from .base import Layer
 
 
@@ -21,22 +22,31 @@ def _any_rank(layer, x):
 
 
 class ReLU(Layer):
-    """``ReLU()``: ``y = max(x, 0)``; the gradient at exactly 0 is 0."""
+    """``ReLU(method="auto")``: ``y = max(x, 0)``; the gradient at exactly 0 is 0.
+    ``method``: "auto" | "fast" | "reference" kernel (``minicnn.kernels.activation``)."""
+    kernel_methods = KERNEL_METHODS
+
+    def __init__(self, method: str = "auto"):
+        super().__init__()
+        self.set_kernel_method(method)
 
     def forward(self, x, training: bool = False):
         x = _any_rank(self, x)
         self._cache = x
-        return K.relu_forward(x)
+        return K.relu_forward(x, method=self.method)
 
     def infer(self, x, overwrite: bool = False):
         if not self._own_infer(ReLU):
             return super().infer(x, overwrite)
         x = _any_rank(self, x)
-        return K.relu_forward(x, out=x if overwrite else None)
+        return K.relu_forward(x, out=x if overwrite else None, method=self.method)
 
     def backward(self, dy, need_dx: bool = True):
         x = self._pop_cache()
-        return K.relu_backward(dy, x) if need_dx else None
+        return K.relu_backward(dy, x, method=self.method) if need_dx else None
+
+    def get_config(self):
+        return self._method_config()
 
 
 class Sigmoid(Layer):

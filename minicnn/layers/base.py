@@ -20,10 +20,19 @@ Multi-input layers (Concat, Add) take a list and return a list from ``backward``
 ``infer(x, overwrite=False) -> y`` is the inference forward ``Graph.predict`` runs: the same
 values as ``forward(x, training=False)``, no cache; by default it is exactly that, and a few layers
 do less (MaxPool2D skips the argmax) or, given ``overwrite=True``, write ``y`` over ``x``.
+
+Kernel methods. A layer whose kernels have a fast path and a readable reference (Conv2D and its
+kinds, MaxPool2D, AvgPool2D, AdaptiveAvgPool2D, BatchNorm2D, ReLU) takes ``method="auto"`` in its
+constructor (saved in its config when not ``"auto"``) and passes it to every kernel it calls:
+``"reference"`` runs the plain loops of ``minicnn.kernels``; the names are in ``kernel_methods``
+(``minicnn.kernels.methods``; conv names its strategies, ``minicnn.kernels.conv``).
+``Graph.set_kernel_method("reference")`` sets it on every such layer of a model.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from ..errors import UsageError
 
 
 class Layer:
@@ -44,6 +53,19 @@ class Layer:
         raise NotImplementedError
 
     uses_rng = False  # True for layers whose training forward draws random numbers (forward takes rng=)
+    kernel_methods: tuple = ()  # the ``method`` values this layer's kernels accept; () for no choice
+
+    def set_kernel_method(self, method: str) -> "Layer":
+        """Run this layer's kernels by ``method`` ("auto", "reference", ...: ``kernel_methods``)."""
+        if method not in self.kernel_methods:
+            choice = ", ".join(self.kernel_methods) if self.kernel_methods else "none (no kernel to choose)"
+            raise UsageError(f"{type(self).__name__}: unknown kernel method {method!r}; choose one of {choice}")
+        self.method = method
+        return self
+
+    def _method_config(self) -> dict:
+        """``{"method": ...}`` for ``get_config`` when not the default (configs of "auto" layers stay as they were)."""
+        return {} if getattr(self, "method", "auto") == "auto" else {"method": self.method}
 
     def infer(self, x, overwrite: bool = False):
         """Inference forward (``training=False``) keeping no cache: what ``Graph.predict`` runs.

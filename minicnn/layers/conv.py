@@ -9,8 +9,8 @@ import numpy as np
 
 from ..errors import UsageError
 from .. import init as _init
-from .._validate import as_pair, check_input, conv_output_size, normalize_padding
-from ..kernels.conv import conv2d_backward, conv2d_forward
+from ..shapes import as_pair, check_input, conv_output_size, normalize_padding
+from ..kernels.conv import CONV_METHODS, conv2d_backward, conv2d_forward
 from .base import Layer
 
 
@@ -30,19 +30,23 @@ def _short_pair(p) -> str:
 
 
 class Conv2D(Layer):
+    kernel_methods = CONV_METHODS
+
     """2-D convolution: x (N, C, H, W) -> y (N, F, OH, OW); params ``W`` (F, C/G, KH, KW), ``b`` (F,).
 
     ``padding``: an int, ``(ph, pw)``, ``(top, bottom, left, right)``, ``'valid'`` or ``'same'``
     (TensorFlow's rule, resolved for each input size; an odd total puts the extra row/column at the
-    bottom/right).
+    bottom/right). ``method``: the conv kernel method, ``"auto"`` or one of ``CONV_METHODS``
+    (``minicnn.kernels.conv``; ``"reference"``: the plain loops), used forward and backward.
 
     >>> Conv2D(3, 8, 3, stride=2, padding='same', seed=0).output_shape((None, 3, 33, 32))
     (None, 8, 17, 16)
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, init="he", seed=None):
+                 bias=True, init="he", seed=None, method="auto"):
         super().__init__()
+        self.set_kernel_method(method)
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
@@ -75,14 +79,15 @@ class Conv2D(Layer):
     def forward(self, x, training=False):
         x = check_input(self, x, ndim=4, channels=self.in_channels)
         pads = self._pads(x.shape[2:])
-        y = conv2d_forward(x, self.params["W"], self.params.get("b"), self.stride, pads, self.dilation, self.groups)
+        y = conv2d_forward(x, self.params["W"], self.params.get("b"), self.stride, pads, self.dilation, self.groups,
+                           method=self.method)
         self._cache = (x, pads)
         return y
 
     def backward(self, dy, need_dx: bool = True):
         x, pads = self._pop_cache()
         dx, dW, db = conv2d_backward(dy, x, self.params["W"], self.stride, pads, self.dilation, self.groups,
-                                     need_dx=need_dx, need_dW=self.trainable)
+                                     need_dx=need_dx, need_dW=self.trainable, method=self.method)
         if self.trainable:
             self.grads["W"] = dW.astype(self.params["W"].dtype, copy=False)
             if self.bias:
@@ -102,7 +107,8 @@ class Conv2D(Layer):
         return dict(in_channels=self.in_channels, out_channels=self.out_channels,
                     kernel_size=list(self.kernel_size), stride=list(self.stride),
                     padding=_padding_config(self.padding), dilation=list(self.dilation), groups=self.groups,
-                    bias=self.bias, init=self.init, seed=self.seed if isinstance(self.seed, (int, type(None))) else None)
+                    bias=self.bias, init=self.init, seed=self.seed if isinstance(self.seed, (int, type(None))) else None,
+                    **self._method_config())
 
     def _repr_parts(self):
         parts = [f"k={_short_pair(self.kernel_size)}"]
@@ -114,6 +120,8 @@ class Conv2D(Layer):
             parts.append(f"d={_short_pair(self.dilation)}")
         if not self.bias:
             parts.append("bias=False")
+        if self.method != "auto":
+            parts.append(f"method={self.method!r}")
         return parts
 
     def _repr_extra(self) -> str | None:
@@ -123,7 +131,7 @@ class Conv2D(Layer):
         parts = self._repr_parts()
         extra = self._repr_extra()
         if extra:
-            parts.insert(len(parts) - (not self.bias), extra)
+            parts.insert(len(parts) - (not self.bias) - (self.method != "auto"), extra)
         return f"{type(self).__name__}({self.in_channels}->{self.out_channels}, {', '.join(parts)})"
 
 
@@ -135,12 +143,13 @@ class DepthwiseConv2D(Conv2D):
     """
 
     def __init__(self, in_channels, kernel_size, stride=1, padding=0, dilation=1, depth_multiplier=1, bias=True,
-                 init="he", seed=None):
+                 init="he", seed=None, method="auto"):
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier < 1:
             raise UsageError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
         super().__init__(in_channels, in_channels * self.depth_multiplier, kernel_size, stride=stride,
-                         padding=padding, dilation=dilation, groups=in_channels, bias=bias, init=init, seed=seed)
+                         padding=padding, dilation=dilation, groups=in_channels, bias=bias, init=init, seed=seed,
+                         method=method)
 
     def get_config(self):
         cfg = super().get_config()
@@ -160,12 +169,12 @@ class SeparableConv2D(Conv2D):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, depth_multiplier=1,
-                 bias=True, init="he", seed=None):
+                 bias=True, init="he", seed=None, method="auto"):
         self.depth_multiplier = int(depth_multiplier)
         if self.depth_multiplier < 1:
             raise UsageError(f"depth_multiplier must be >= 1, got {depth_multiplier}")
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                         groups=1, bias=bias, init=init, seed=seed)
+                         groups=1, bias=bias, init=init, seed=seed, method=method)
 
     def _init_params(self, rng):
         KH, KW = self.kernel_size
@@ -180,16 +189,17 @@ class SeparableConv2D(Conv2D):
     def forward(self, x, training=False):
         x = check_input(self, x, ndim=4, channels=self.in_channels)
         pads = self._pads(x.shape[2:])
-        z = conv2d_forward(x, self.params["depthwise_W"], None, self.stride, pads, self.dilation, self.in_channels)
-        y = conv2d_forward(z, self.params["pointwise_W"], self.params.get("b"))
+        z = conv2d_forward(x, self.params["depthwise_W"], None, self.stride, pads, self.dilation, self.in_channels,
+                           method=self.method)
+        y = conv2d_forward(z, self.params["pointwise_W"], self.params.get("b"), method=self.method)
         self._cache = (x, z, pads)
         return y
 
     def backward(self, dy, need_dx: bool = True):
         x, z, pads = self._pop_cache()
-        dz, dpw, db = conv2d_backward(dy, z, self.params["pointwise_W"], need_dW=self.trainable)
+        dz, dpw, db = conv2d_backward(dy, z, self.params["pointwise_W"], need_dW=self.trainable, method=self.method)
         dx, ddw, _ = conv2d_backward(dz, x, self.params["depthwise_W"], self.stride, pads, self.dilation,
-                                     self.in_channels, need_dx=need_dx, need_dW=self.trainable)
+                                     self.in_channels, need_dx=need_dx, need_dW=self.trainable, method=self.method)
         if self.trainable:
             self.grads["depthwise_W"] = ddw.astype(self.params["depthwise_W"].dtype, copy=False)
             self.grads["pointwise_W"] = dpw.astype(self.params["pointwise_W"].dtype, copy=False)

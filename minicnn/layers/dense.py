@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import init as _init
-from .._validate import check_input
+from ..shapes import check_input
 from .base import Layer
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .._validate import check_input
+from ..shapes import check_input
 from ..kernels import batchnorm as K
+from ..kernels.methods import KERNEL_METHODS
 from .base import Layer
 
 
@@ -24,12 +25,15 @@ class BatchNorm2D(Layer):
 
     params ``gamma`` (ones, absent when ``scale=False``) and ``beta`` (zeros, absent when
     ``center=False``); buffers ``running_mean`` (zeros) and ``running_var`` (ones). Keras DenseNet
-    uses ``eps=1.001e-5``; Keras' ``momentum=0.99`` is ``momentum=0.01`` here.
+    uses ``eps=1.001e-5``; Keras' ``momentum=0.99`` is ``momentum=0.01`` here. ``method``: "auto" |
+    "fast" | "reference" kernels (``minicnn.kernels.batchnorm``).
     """
+    kernel_methods = KERNEL_METHODS
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-                 center: bool = True, scale: bool = True):
+                 center: bool = True, scale: bool = True, method: str = "auto"):
         super().__init__()
+        self.set_kernel_method(method)
         self.num_features = int(num_features)
         if self.num_features < 1:
             raise UsageError(f"BatchNorm2D: num_features must be >= 1, got {num_features!r}")
@@ -54,7 +58,7 @@ class BatchNorm2D(Layer):
             if x.shape[0] * x.shape[2] * x.shape[3] < 2:
                 raise UsageError(f"{self!r} needs more than 1 value per channel in training, "
                                  f"got x.shape={x.shape}")
-            y, mean, inv_std, uvar = K.batchnorm2d_forward_train(x, gamma, beta, self.eps)
+            y, mean, inv_std, uvar = K.batchnorm2d_forward_train(x, gamma, beta, self.eps, method=self.method)
             m = self.momentum
             for name, stat in (("running_mean", mean), ("running_var", uvar)):
                 run = self.buffers[name]
@@ -63,7 +67,7 @@ class BatchNorm2D(Layer):
             self._cache = ("train", x, mean, inv_std)
         else:
             rm, rv = self.buffers["running_mean"], self.buffers["running_var"]
-            y = K.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, self.eps)
+            y = K.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, self.eps, method=self.method)
             self._cache = ("eval", x, rm.copy(), rv.copy())
         return y
 
@@ -73,7 +77,7 @@ class BatchNorm2D(Layer):
         x = check_input(self, x, ndim=4, channels=self.num_features)
         return K.batchnorm2d_forward_eval(x, self.params.get("gamma"), self.params.get("beta"),
                                           self.buffers["running_mean"], self.buffers["running_var"], self.eps,
-                                          out=x if overwrite else None)
+                                          out=x if overwrite else None, method=self.method)
 
     def backward(self, dy, need_dx: bool = True):
         mode, x, a, b = self._pop_cache()
@@ -81,9 +85,9 @@ class BatchNorm2D(Layer):
             return None
         gamma = self.params.get("gamma")
         if mode == "train":
-            dx, dgamma, dbeta = K.batchnorm2d_backward_train(dy, x, gamma, a, b)
+            dx, dgamma, dbeta = K.batchnorm2d_backward_train(dy, x, gamma, a, b, method=self.method)
         else:
-            dx, dgamma, dbeta = K.batchnorm2d_backward_eval(dy, x, gamma, a, b, self.eps)
+            dx, dgamma, dbeta = K.batchnorm2d_backward_eval(dy, x, gamma, a, b, self.eps, method=self.method)
         if self.trainable:
             for name, g in (("gamma", dgamma), ("beta", dbeta)):
                 if name in self.params:
@@ -92,4 +96,4 @@ class BatchNorm2D(Layer):
 
     def get_config(self):
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum,
-                "center": self.center, "scale": self.scale}
+                "center": self.center, "scale": self.scale, **self._method_config()}

@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .._validate import as_pair, check_input
+from ..shapes import as_pair, check_input
 from ..kernels import pool as K
+from ..kernels.methods import KERNEL_METHODS
 from .base import Layer
 
 
@@ -25,10 +26,12 @@ def _jsonable(value):
 
 
 class _WindowPool(Layer):
-    """Shared geometry for MaxPool2D and AvgPool2D."""
+    """Shared geometry for MaxPool2D and AvgPool2D; ``method``: "auto" | "fast" | "reference" kernels."""
+    kernel_methods = KERNEL_METHODS
 
-    def __init__(self, kernel_size, stride=None, padding=0):
+    def __init__(self, kernel_size, stride=None, padding=0, method="auto"):
         super().__init__()
+        self.set_kernel_method(method)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else as_pair(stride, "stride")
         if min(self.kernel_size + self.stride) < 1:
@@ -49,7 +52,8 @@ class _WindowPool(Layer):
         return (n, c, oh, ow)
 
     def get_config(self):
-        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": self.padding}
+        return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": self.padding,
+                **self._method_config()}
 
 
 class MaxPool2D(_WindowPool):
@@ -61,20 +65,20 @@ class MaxPool2D(_WindowPool):
     def forward(self, x, training: bool = False):
         x = check_input(self, x, ndim=4)
         _, _, pad, _ = self._geometry(x.shape)
-        y, argmax = K.max_pool2d_forward(x, self.kernel_size, self.stride, pad)
+        y, argmax = K.max_pool2d_forward(x, self.kernel_size, self.stride, pad, method=self.method)
         self._cache = (argmax, x.shape)
         return y
 
     def backward(self, dy, need_dx: bool = True):
         argmax, x_shape = self._pop_cache()
-        return K.max_pool2d_backward(dy, argmax, x_shape) if need_dx else None
+        return K.max_pool2d_backward(dy, argmax, x_shape, method=self.method) if need_dx else None
 
     def infer(self, x, overwrite: bool = False):
         if not self._own_infer(MaxPool2D):
             return super().infer(x, overwrite)
         x = check_input(self, x, ndim=4)
         _, _, pad, _ = self._geometry(x.shape)
-        return K.max_pool2d_values(x, self.kernel_size, self.stride, pad)
+        return K.max_pool2d_values(x, self.kernel_size, self.stride, pad, method=self.method)
 
 
 class AvgPool2D(_WindowPool):
@@ -84,21 +88,23 @@ class AvgPool2D(_WindowPool):
     number of real cells in the window (Keras ``AveragePooling2D(padding='same')``).
     """
 
-    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True):
-        super().__init__(kernel_size, stride, padding)
+    def __init__(self, kernel_size, stride=None, padding=0, count_include_pad: bool = True, method="auto"):
+        super().__init__(kernel_size, stride, padding, method)
         self.count_include_pad = bool(count_include_pad)
 
     def forward(self, x, training: bool = False):
         x = check_input(self, x, ndim=4)
         _, _, pad, _ = self._geometry(x.shape)
         self._cache = (x.shape, pad)
-        return K.avg_pool2d_forward(x, self.kernel_size, self.stride, pad, self.count_include_pad)
+        return K.avg_pool2d_forward(x, self.kernel_size, self.stride, pad, self.count_include_pad,
+                                    method=self.method)
 
     def backward(self, dy, need_dx: bool = True):
         x_shape, pad = self._pop_cache()
         if not need_dx:
             return None
-        return K.avg_pool2d_backward(dy, x_shape, self.kernel_size, self.stride, pad, self.count_include_pad)
+        return K.avg_pool2d_backward(dy, x_shape, self.kernel_size, self.stride, pad, self.count_include_pad,
+                                     method=self.method)
 
     def get_config(self):
         return {**super().get_config(), "count_include_pad": self.count_include_pad}
@@ -140,9 +146,11 @@ class GlobalMaxPool2D(Layer):
 class AdaptiveAvgPool2D(Layer):
     """``AdaptiveAvgPool2D(output_size)``: average over torch's adaptive bins to (OH, OW)
     (bin i spans ``floor(i * H / OH)`` to ``ceil((i + 1) * H / OH)``), e.g. VGG16's ``(7, 7)``."""
+    kernel_methods = KERNEL_METHODS
 
-    def __init__(self, output_size):
+    def __init__(self, output_size, method="auto"):
         super().__init__()
+        self.set_kernel_method(method)
         self.output_size = as_pair(output_size, "output_size")
         if min(self.output_size) < 1:
             raise UsageError(f"AdaptiveAvgPool2D: output_size must be >= 1, got {output_size!r}")
@@ -150,14 +158,14 @@ class AdaptiveAvgPool2D(Layer):
     def forward(self, x, training: bool = False):
         x = check_input(self, x, ndim=4)
         self._cache = x.shape
-        return K.adaptive_avg_pool2d_forward(x, self.output_size)
+        return K.adaptive_avg_pool2d_forward(x, self.output_size, method=self.method)
 
     def backward(self, dy, need_dx: bool = True):
         x_shape = self._pop_cache()
-        return K.adaptive_avg_pool2d_backward(dy, x_shape) if need_dx else None
+        return K.adaptive_avg_pool2d_backward(dy, x_shape, method=self.method) if need_dx else None
 
     def output_shape(self, input_shape):
         return (input_shape[0], input_shape[1], *self.output_size)
 
     def get_config(self):
-        return {"output_size": list(self.output_size)}
+        return {"output_size": list(self.output_size), **self._method_config()}

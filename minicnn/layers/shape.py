@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import UsageError
-from .._validate import check_input, normalize_padding
+from ..shapes import check_input, normalize_padding
 from .base import Layer
 
 

@@ -14,7 +14,8 @@ import os
 from ..errors import UnknownNameError, UsageError, file_not_found
 from ..data.datasets import default_positive_class
 from ..data.preprocessing import Preprocessing
-from ..model import Graph, load
+from ..model import Graph
+from ..serialization import load
 from ..readers.detect import detect_format
 from ..readers.torch import read_torch_state_dict
 from .keras_import import load_keras

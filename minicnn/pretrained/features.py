@@ -1,7 +1,7 @@
 """The model side of transfer learning: a new head, backbone + head as one model, identities.
 
     head = build_head(features.shape[1], classes=2, hidden=256, dropout=0.2)
-    model = combine(backbone, head); model.save("xray.npz")      # minicnn.model.load -> predict
+    model = combine(backbone, head); model.save("xray.npz")      # minicnn.load -> predict
 
 ``model_fingerprint`` (a hash of a model's architecture and every weight) and ``image_key`` (of an
 image file's bytes) name the feature cache of ``minicnn.transfer.extract_features``, which also
@@ -87,7 +87,7 @@ def combine(backbone: Graph, head: Graph, pool_name: str = "pool") -> Graph:
     """One Graph: the backbone's nodes, a global average pool when its output is a map, then the head.
 
     The result shares the layer objects of both (no copy): save it with ``.save(path)`` and
-    ``minicnn.model.load(path).predict(x)`` gives the same as ``head.predict(pooled(backbone(x)))``.
+    ``minicnn.load(path).predict(x)`` gives the same as ``head.predict(pooled(backbone(x)))``.
     """
     shapes = backbone.output_shapes()
     clash = set(backbone.nodes) & set(head.nodes)

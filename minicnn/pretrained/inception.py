@@ -56,7 +56,7 @@ from ..init import rng_from
 from ..layers.activation import Dropout, ReLU
 from ..layers.conv import Conv2D
 from ..layers.dense import Dense
-from ..layers.extra import Rescaling
+from ..layers.elementwise import Rescaling
 from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat

@@ -58,7 +58,7 @@ from ..errors import KerasImportError
 from ..layers.activation import Dropout, ReLU, Sigmoid, Softmax
 from ..layers.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from ..layers.dense import Dense
-from ..layers.extra import ACTIVATIONS, Activation, Identity, Rescaling
+from ..layers.elementwise import ACTIVATIONS, Activation, Identity, Rescaling
 from ..layers.norm import BatchNorm2D
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Add, Concat, Flatten, ZeroPad2D

@@ -1,17 +1,21 @@
-"""The fast conv kernels equal the plain-loop references on generated geometries.
+"""Every conv method equals the plain-loop reference on generated geometries, chosen explicitly.
 
 Geometries are built to be valid by construction: draw kernel, stride, dilation, padding and groups,
-then derive the smallest input that gives at least one output row/column and add a little.
+then derive the smallest input that gives at least one output row/column and add a little. A
+method that only applies to some geometries (``direct``: one input channel per group;
+``pointwise``: 1x1, stride 1, no padding, groups 1 forward) gets geometries of that kind.
 """
 import numpy as np
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from minicnn.kernels.conv import (conv2d_backward, conv2d_backward_reference, conv2d_forward,
-                                  conv2d_forward_reference)
+from minicnn.kernels import conv_im2col
+from minicnn.kernels.conv import (CONV_METHODS, conv2d_backward, conv2d_backward_reference, conv2d_forward,
+                                  conv2d_forward_reference, conv_geometry, conv_method)
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
+FAST_METHODS = [m for m in CONV_METHODS if m != "reference"]          # auto, im2col, banded, pointwise, direct
 
 
 def rel_err(a, b):
@@ -19,13 +23,16 @@ def rel_err(a, b):
 
 
 @st.composite
-def geometries(draw, depthwise=None):
-    KH, KW = draw(st.integers(1, 4), label="KH"), draw(st.integers(1, 4), label="KW")
-    stride = (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
+def geometries(draw, method="auto", backward=False):
+    """A valid geometry; of the kind ``method`` needs (``backward``: pointwise may have groups)."""
+    pointwise = method == "pointwise"
+    KH, KW = (1, 1) if pointwise else (draw(st.integers(1, 4), label="KH"), draw(st.integers(1, 4), label="KW"))
+    stride = (1, 1) if pointwise else (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
     dilation = (draw(st.integers(1, 2), label="dh"), draw(st.integers(1, 2), label="dw"))
-    padding = tuple(draw(st.integers(0, 2), label=name) for name in ("top", "bottom", "left", "right"))
-    G = draw(st.integers(1, 3), label="groups")
-    dw_mode = draw(st.booleans(), label="depthwise") if depthwise is None else depthwise
+    padding = (0, 0, 0, 0) if pointwise else tuple(draw(st.integers(0, 2), label=name)
+                                                    for name in ("top", "bottom", "left", "right"))
+    G = 1 if pointwise and not backward else draw(st.integers(1, 3), label="groups")
+    dw_mode = True if method == "direct" else draw(st.booleans(), label="depthwise")
     if dw_mode:                                       # one input channel per group (direct kernel)
         Cg, Fg = 1, draw(st.integers(1, 3), label="depth multiplier")
     else:
@@ -50,27 +57,32 @@ def conv_args(g):
     return dict(stride=g["stride"], padding=g["padding"], dilation=g["dilation"], groups=g["groups"])
 
 
+@pytest.mark.parametrize("method", FAST_METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(g=geometries(), seed=st.integers(0, 2**16), use_bias=st.booleans())
-def test_forward_matches_reference(dtype, g, seed, use_bias):
+@given(data=st.data(), seed=st.integers(0, 2**16), use_bias=st.booleans())
+def test_forward_matches_reference(method, dtype, data, seed, use_bias):
+    g = data.draw(geometries(method))
     note(g)
     x, W, b = make(g, dtype, seed)
     b = b if use_bias else None
-    y = conv2d_forward(x, W, b, **conv_args(g))
+    y = conv2d_forward(x, W, b, **conv_args(g), method=method)
     y_ref = conv2d_forward_reference(x, W, b, **conv_args(g))
+    assert np.array_equal(conv2d_forward(x, W, b, **conv_args(g), method="reference"), y_ref)
     assert y.dtype == dtype and y.shape == y_ref.shape
     assert rel_err(y, y_ref) < TOL[dtype]
 
 
+@pytest.mark.parametrize("method", FAST_METHODS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(g=geometries(), seed=st.integers(0, 2**16))
-def test_backward_matches_reference(dtype, g, seed):
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_backward_matches_reference(method, dtype, data, seed):
+    g = data.draw(geometries(method, backward=True))
     note(g)
     x, W, _ = make(g, dtype, seed)
     y = conv2d_forward_reference(x, W, None, **conv_args(g))
     dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
     dy_before = dy.copy()
-    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g))
+    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), method=method)
     dx_ref, dW_ref, db_ref = conv2d_backward_reference(dy, x, W, **conv_args(g))
     np.testing.assert_array_equal(dy, dy_before)
     for name, got, ref in (("dx", dx, dx_ref), ("dW", dW, dW_ref), ("db", db, db_ref)):
@@ -78,23 +90,24 @@ def test_backward_matches_reference(dtype, g, seed):
         assert rel_err(got, ref) < TOL[dtype], (name, rel_err(got, ref))
 
 
-@given(g=geometries(), seed=st.integers(0, 2**16))
-def test_backward_need_flags(g, seed):
+@pytest.mark.parametrize("method", FAST_METHODS + ["reference"])
+@given(data=st.data(), seed=st.integers(0, 2**16))
+def test_backward_need_flags(method, data, seed):
+    g = data.draw(geometries(method, backward=True))
     x, W, _ = make(g, np.float64, seed)
-    dy = np.random.default_rng(seed).standard_normal(conv2d_forward(x, W, None, **conv_args(g)).shape)
-    full = conv2d_backward(dy, x, W, **conv_args(g))
-    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), need_dW=False)
+    dy = np.random.default_rng(seed).standard_normal(conv2d_forward_reference(x, W, None, **conv_args(g)).shape)
+    full = conv2d_backward(dy, x, W, **conv_args(g), method=method)
+    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), need_dW=False, method=method)
     assert dW is None and db is None
     np.testing.assert_allclose(dx, full[0], rtol=1e-12, atol=1e-12)
-    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), need_dx=False)
+    dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), need_dx=False, method=method)
     assert dx is None
     np.testing.assert_allclose(dW, full[1], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db, full[2], rtol=1e-12, atol=1e-12)
 
 
-def test_pointwise_and_chunked_paths_match_reference(monkeypatch):
+def test_im2col_chunks_match_reference():
     """1x1 (no im2col), depthwise 1x1, and small column buffers (several chunks, a partial last one)."""
-    import minicnn.kernels.conv as conv
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 4, 5, 6))
     for W, kw in ((rng.standard_normal((6, 2, 1, 1)), dict(groups=2)),
@@ -104,12 +117,42 @@ def test_pointwise_and_chunked_paths_match_reference(monkeypatch):
         y_ref = conv2d_forward_reference(x, W, None, **kw)
         dy = rng.standard_normal(y_ref.shape)
         ref = conv2d_backward_reference(dy, x, W, **kw)
+        g = conv_geometry(x.shape, W.shape, **kw)
         per_sample = x.shape[1] * W.shape[2] * W.shape[3] * y_ref.shape[2] * y_ref.shape[3] * x.itemsize
-        for budget in (conv._COLS_BYTES, 1, 2 * per_sample):       # 1 chunk; 3 chunks; chunks of 2 + 1
-            monkeypatch.setattr(conv, "_COLS_BYTES", budget)
-            assert rel_err(conv2d_forward(x, W, None, **kw), y_ref) < 1e-12
-            for got, want in zip(conv2d_backward(dy, x, W, **kw), ref):
-                assert rel_err(got, want) < 1e-12
+        for budget in (conv_im2col.COLS_BYTES, 1, 2 * per_sample):      # 1 chunk; 3 chunks; chunks of 2 + 1
+            assert rel_err(conv_im2col.forward(x, W, None, g, cols_bytes=budget), y_ref) < 1e-12
+            dx, dW = conv_im2col.backward(dy, x, W, g, True, True, cols_bytes=budget)
+            assert rel_err(dx, ref[0]) < 1e-12 and rel_err(dW, ref[1]) < 1e-12
+
+
+@pytest.mark.parametrize("x_shape, w_shape, kw, forward, backward", [
+    ((2, 8, 9, 9), (8, 1, 3, 3), dict(groups=8, padding=1), "direct", "direct"),        # depthwise
+    ((2, 8, 9, 9), (8, 1, 1, 1), dict(groups=8), "direct", "direct"),                   # depthwise 1x1
+    ((2, 8, 9, 9), (4, 8, 1, 1), dict(), "pointwise", "pointwise"),
+    ((2, 8, 9, 9), (4, 4, 1, 1), dict(groups=2), "banded", "pointwise"),                # grouped 1x1
+    ((2, 8, 9, 9), (4, 8, 1, 1), dict(stride=2), "banded", "banded"),
+    ((2, 8, 9, 9), (4, 8, 3, 3), dict(padding=1), "banded", "banded"),
+    ((2, 1, 9, 9), (4, 1, 3, 3), dict(), "banded", "banded"),                           # one channel, groups 1
+])
+def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
+    assert conv_method(x_shape, w_shape, **kw) == forward
+    assert conv_method(x_shape, w_shape, **kw, backward=True) == backward
+
+
+@pytest.mark.parametrize("w_shape, kw, method, match", [
+    ((4, 2, 3, 3), dict(groups=2), "direct", "one input channel per group"),
+    ((4, 4, 3, 3), dict(), "pointwise", "1x1"),
+    ((4, 4, 1, 1), dict(padding=1), "pointwise", "1x1"),
+    ((4, 4, 1, 1), dict(), "winograd", "unknown conv method"),
+])
+def test_methods_refuse_geometries_they_do_not_cover(w_shape, kw, method, match):
+    x = np.zeros((1, 4, 5, 5))
+    W = np.zeros(w_shape)
+    with pytest.raises(ValueError, match=match):
+        conv2d_forward(x, W, None, method=method, **kw)
+    y = conv2d_forward_reference(x, W, None, **kw)
+    with pytest.raises(ValueError, match=match):
+        conv2d_backward(np.zeros_like(y), x, W, method=method, **kw)
 
 
 def test_float32_stays_float32_with_float64_weights():
@@ -135,23 +178,3 @@ def test_bad_arguments_raise(kwargs, match):
 def test_empty_output_raises():
     with pytest.raises(ValueError, match="empty"):
         conv2d_forward(np.zeros((1, 1, 2, 2)), np.zeros((1, 1, 3, 3)))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(g=geometries(), seed=st.integers(0, 2**16))
-def test_fallback_path_without_blas_control_matches_reference(dtype, g, seed):
-    """The im2col + threaded-BLAS path (used when BLAS threads cannot be limited) stays correct too."""
-    import minicnn.kernels.conv as conv
-    original = conv._blas_single_thread
-    conv._blas_single_thread = lambda: None
-    try:
-        x, W, b = make(g, dtype, seed)
-        y = conv2d_forward(x, W, b, **conv_args(g))
-        assert rel_err(y, conv2d_forward_reference(x, W, b, **conv_args(g))) < TOL[dtype]
-        dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
-        got = conv2d_backward(dy, x, W, **conv_args(g))
-        ref = conv2d_backward_reference(dy, x, W, **conv_args(g))
-        for name, a, r in zip(("dx", "dW", "db"), got, ref):
-            assert rel_err(a, r) < TOL[dtype], name
-    finally:
-        conv._blas_single_thread = original

@@ -1,4 +1,7 @@
-"""Fast Numba kernels == their plain-loop references (pooling, batch-norm), plus kernel edge cases.
+"""Fast Numba kernels == their plain-loop references (pooling, batch-norm, ReLU), plus kernel edge cases.
+
+Each fast-vs-reference test runs the fast kernel by ``method="auto"`` and ``method="fast"`` and
+the reference both directly and as ``method="reference"``.
 
 Geometries are valid by construction: draw the window, stride and padding (each pad smaller than
 the window), then derive the smallest input that gives the drawn output size, plus some slack.
@@ -15,6 +18,7 @@ from minicnn.kernels import pool as P
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
 dtypes = st.sampled_from([np.float32, np.float64])
+FAST = pytest.mark.parametrize("method", ["auto", "fast"])
 
 
 def rel_err(a, b):
@@ -42,49 +46,63 @@ def pool_geometry(draw):
     return (n, c, H, W), (kh, kw), (sh, sw), (top, bottom, left, right)
 
 
+@FAST
 @given(geom=pool_geometry(), dtype=dtypes, seed=st.integers(0, 2**16), ties=st.booleans())
-def test_max_pool_fast_equals_reference(geom, dtype, seed, ties):
+def test_max_pool_fast_equals_reference(method, geom, dtype, seed, ties):
     shape, k, s, pad = geom
     rng = np.random.default_rng(seed)
     # with ties=True values come from {0, 1, 2}: many equal maxima, so the tie rule is exercised
     x = (rng.integers(0, 3, shape) if ties else rng.standard_normal(shape)).astype(dtype)
-    y, idx = P.max_pool2d_forward(x, k, s, pad)
+    y, idx = P.max_pool2d_forward(x, k, s, pad, method=method)
     y_ref, idx_ref = P.max_pool2d_forward_reference(x, k, s, pad)
+    assert all(np.array_equal(a, b) for a, b in zip(P.max_pool2d_forward(x, k, s, pad, method="reference"),
+                                                    (y_ref, idx_ref)))
     assert np.array_equal(idx, idx_ref), "argmax (tie rule) differs"
     assert_close(y, y_ref, dtype, "max forward")
-    assert np.array_equal(P.max_pool2d_values(x, k, s, pad), y_ref), "inference max pool (no argmax) differs"
+    assert np.array_equal(P.max_pool2d_values(x, k, s, pad, method=method), y_ref), "inference max pool differs"
+    assert np.array_equal(P.max_pool2d_values(x, k, s, pad, method="reference"), y_ref)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_close(P.max_pool2d_backward(dy, idx, shape), P.max_pool2d_backward_reference(dy, idx_ref, shape),
-                 dtype, "max backward")
+    dx_ref = P.max_pool2d_backward_reference(dy, idx_ref, shape)
+    assert_close(P.max_pool2d_backward(dy, idx, shape, method=method), dx_ref, dtype, "max backward")
+    assert np.array_equal(P.max_pool2d_backward(dy, idx, shape, method="reference"), dx_ref)
 
 
+@FAST
 @given(geom=pool_geometry(), dtype=dtypes, seed=st.integers(0, 2**16), cip=st.booleans())
-def test_avg_pool_fast_equals_reference(geom, dtype, seed, cip):
+def test_avg_pool_fast_equals_reference(method, geom, dtype, seed, cip):
     shape, k, s, pad = geom
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
-    y = P.avg_pool2d_forward(x, k, s, pad, cip)
-    assert_close(y, P.avg_pool2d_forward_reference(x, k, s, pad, cip), dtype, "avg forward")
+    y = P.avg_pool2d_forward(x, k, s, pad, cip, method=method)
+    y_ref = P.avg_pool2d_forward_reference(x, k, s, pad, cip)
+    assert_close(y, y_ref, dtype, "avg forward")
+    assert np.array_equal(P.avg_pool2d_forward(x, k, s, pad, cip, method="reference"), y_ref)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_close(P.avg_pool2d_backward(dy, shape, k, s, pad, cip),
-                 P.avg_pool2d_backward_reference(dy, shape, k, s, pad, cip), dtype, "avg backward")
+    dx_ref = P.avg_pool2d_backward_reference(dy, shape, k, s, pad, cip)
+    assert_close(P.avg_pool2d_backward(dy, shape, k, s, pad, cip, method=method), dx_ref, dtype, "avg backward")
+    assert np.array_equal(P.avg_pool2d_backward(dy, shape, k, s, pad, cip, method="reference"), dx_ref)
 
 
+@FAST
 @given(n=st.integers(1, 2), c=st.integers(1, 3), H=st.integers(1, 9), W=st.integers(1, 9),
        oh=st.integers(1, 5), ow=st.integers(1, 5), dtype=dtypes, seed=st.integers(0, 2**16))
-def test_adaptive_avg_fast_equals_reference(n, c, H, W, oh, ow, dtype, seed):
+def test_adaptive_avg_fast_equals_reference(method, n, c, H, W, oh, ow, dtype, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, H, W)).astype(dtype)
-    y = P.adaptive_avg_pool2d_forward(x, (oh, ow))
-    assert_close(y, P.adaptive_avg_pool2d_forward_reference(x, (oh, ow)), dtype, "adaptive forward")
+    y = P.adaptive_avg_pool2d_forward(x, (oh, ow), method=method)
+    y_ref = P.adaptive_avg_pool2d_forward_reference(x, (oh, ow))
+    assert_close(y, y_ref, dtype, "adaptive forward")
+    assert np.array_equal(P.adaptive_avg_pool2d_forward(x, (oh, ow), method="reference"), y_ref)
     dy = rng.standard_normal(y.shape).astype(dtype)
-    assert_close(P.adaptive_avg_pool2d_backward(dy, x.shape), P.adaptive_avg_pool2d_backward_reference(dy, x.shape),
-                 dtype, "adaptive backward")
+    dx_ref = P.adaptive_avg_pool2d_backward_reference(dy, x.shape)
+    assert_close(P.adaptive_avg_pool2d_backward(dy, x.shape, method=method), dx_ref, dtype, "adaptive backward")
+    assert np.array_equal(P.adaptive_avg_pool2d_backward(dy, x.shape, method="reference"), dx_ref)
 
 
+@FAST
 @given(n=st.integers(1, 3), c=st.integers(1, 4), H=st.integers(1, 6), W=st.integers(1, 7),
        dtype=dtypes, seed=st.integers(0, 2**16), affine=st.booleans())
-def test_batchnorm_fast_equals_reference(n, c, H, W, dtype, seed, affine):
+def test_batchnorm_fast_equals_reference(method, n, c, H, W, dtype, seed, affine):
     if n * H * W < 2:
         H = 2  # training needs more than one value per channel
     rng = np.random.default_rng(seed)
@@ -92,24 +110,34 @@ def test_batchnorm_fast_equals_reference(n, c, H, W, dtype, seed, affine):
     gamma = rng.standard_normal(c).astype(dtype) if affine else None
     beta = rng.standard_normal(c).astype(dtype) if affine else None
     eps = 1.001e-5
-    fast = B.batchnorm2d_forward_train(x, gamma, beta, eps)
+    fast = B.batchnorm2d_forward_train(x, gamma, beta, eps, method=method)
     ref = B.batchnorm2d_forward_train_reference(x, gamma, beta, eps)
-    for name, f, r in zip(("y", "mean", "inv_std", "unbiased_var"), fast, ref):
+    for name, f, r, r2 in zip(("y", "mean", "inv_std", "unbiased_var"), fast, ref,
+                              B.batchnorm2d_forward_train(x, gamma, beta, eps, method="reference")):
         assert_close(f, r, dtype, f"bn train forward {name}")
+        assert np.array_equal(r2, r)
     dy = rng.standard_normal(x.shape).astype(dtype)
     _, mean, inv_std, _ = ref
-    for name, f, r in zip(("dx", "dgamma", "dbeta"), B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std),
-                          B.batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std)):
+    for name, f, r, r2 in zip(("dx", "dgamma", "dbeta"),
+                              B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method=method),
+                              B.batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std),
+                              B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method="reference")):
         assert_close(f, r, dtype, f"bn train backward {name}")
+        assert np.array_equal(r2, r)
     rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
     y_eval = B.batchnorm2d_forward_eval_reference(x, gamma, beta, rm, rv, eps)
-    assert_close(B.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, eps), y_eval, dtype, "bn eval forward")
-    xc = x.copy()
-    assert B.batchnorm2d_forward_eval(xc, gamma, beta, rm, rv, eps, out=xc) is xc       # in place
-    assert_close(xc, y_eval, dtype, "bn eval forward in place")
-    for name, f, r in zip(("dx", "dgamma", "dbeta"), B.batchnorm2d_backward_eval(dy, x, gamma, rm, rv, eps),
-                          B.batchnorm2d_backward_eval_reference(dy, x, gamma, rm, rv, eps)):
+    assert_close(B.batchnorm2d_forward_eval(x, gamma, beta, rm, rv, eps, method=method), y_eval, dtype,
+                 "bn eval forward")
+    for m in (method, "reference"):
+        xc = x.copy()
+        assert B.batchnorm2d_forward_eval(xc, gamma, beta, rm, rv, eps, out=xc, method=m) is xc   # in place
+        assert_close(xc, y_eval, dtype, f"bn eval forward in place ({m})")
+    for name, f, r, r2 in zip(("dx", "dgamma", "dbeta"),
+                              B.batchnorm2d_backward_eval(dy, x, gamma, rm, rv, eps, method=method),
+                              B.batchnorm2d_backward_eval_reference(dy, x, gamma, rm, rv, eps),
+                              B.batchnorm2d_backward_eval(dy, x, gamma, rm, rv, eps, method="reference")):
         assert_close(f, r, dtype, f"bn eval backward {name}")
+        assert np.array_equal(r2, r)
 
 
 def test_batchnorm_statistics_by_hand():
@@ -203,21 +231,22 @@ def test_dropout_mask_rule_and_backward():
         A.dropout_forward(x, 1.0, np.random.default_rng(0))
 
 
+@pytest.mark.parametrize("method", ["auto", "fast", "reference"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("size", [7, 3 * A._PARALLEL_MIN + 5])             # NumPy path and Numba path
-def test_relu_fast_equals_reference_in_and_out_of_place(dtype, size):
+@pytest.mark.parametrize("size", [7, 3 * A._PARALLEL_MIN + 5])             # auto: NumPy path and Numba path
+def test_relu_fast_equals_reference_in_and_out_of_place(method, dtype, size):
     rng = np.random.default_rng(size)
     x = rng.standard_normal(size).astype(dtype)
     x[[1, 3, 5]] = [np.nan, 0.0, -0.0]
     x = x.reshape(1, -1, 1)
     ref = A.relu_forward_reference(x)
     assert np.isnan(ref[0, 1, 0]) and (ref >= 0).sum() == size - 1          # NaN passes through
-    y = A.relu_forward(x)
+    y = A.relu_forward(x, method=method)
     assert y.dtype == dtype and np.array_equal(y, ref, equal_nan=True)
     xc = x.copy()
-    assert A.relu_forward(xc, out=xc) is xc and np.array_equal(xc, ref, equal_nan=True)
+    assert A.relu_forward(xc, out=xc, method=method) is xc and np.array_equal(xc, ref, equal_nan=True)
     dy = rng.standard_normal(x.shape).astype(dtype)
-    dx = A.relu_backward(dy, x)
+    dx = A.relu_backward(dy, x, method=method)
     assert dx.dtype == dtype and np.array_equal(dx, A.relu_backward_reference(dy, x))
     assert np.array_equal(dx, np.where(x > 0, dy, 0))                       # the kink and NaN get 0
 
@@ -226,6 +255,18 @@ def test_relu_non_contiguous_and_integer_inputs():
     x = np.arange(-50000, 50000, dtype=np.float32).reshape(100, 1000)[:, ::2]
     assert np.array_equal(A.relu_forward(x), np.maximum(x, 0))
     assert np.array_equal(A.relu_forward(np.array([-2, 3])), [0, 3])
+    with pytest.raises(ValueError, match="fast ReLU kernel needs"):
+        A.relu_forward(np.array([-2, 3]), method="fast")
+
+
+@pytest.mark.parametrize("call", [
+    lambda m: P.max_pool2d_forward(np.zeros((1, 1, 2, 2)), 2, method=m),
+    lambda m: B.batchnorm2d_forward_eval(np.zeros((1, 1, 2, 2)), None, None, None, None, 1e-5, method=m),
+    lambda m: A.relu_forward(np.zeros(3), method=m),
+])
+def test_unknown_kernel_method_is_refused(call):
+    with pytest.raises(ValueError, match="unknown kernel method 'numpy'"):
+        call("numpy")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

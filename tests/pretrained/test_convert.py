@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from minicnn.cli import main
-from minicnn.model import load
+from minicnn.serialization import load
 from minicnn.pretrained import densenet121
 from minicnn.pretrained.convert import guess_torch_architecture
 

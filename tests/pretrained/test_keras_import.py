@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from minicnn.layers.activation import Dropout
-from minicnn.layers.extra import Identity
+from minicnn.layers.elementwise import Identity
 from minicnn.layers.norm import BatchNorm2D
 from minicnn.pretrained.keras_import import KerasImportError, load_keras
 
@@ -114,7 +114,7 @@ def test_imported_graph_trains_and_round_trips(tmp_path, outputs):
     dx = g.backward(np.ones_like(z))
     assert dx.shape == x.shape and set(g.grads()) == set(g.params())
     g.save(tmp_path / "m.npz")
-    from minicnn.model import load
+    from minicnn.serialization import load
     h = load(tmp_path / "m.npz")
     np.testing.assert_array_equal(h.predict(x), g.predict(x))
     assert h.meta["source"] == "keras" and h.output_activation == "softmax"

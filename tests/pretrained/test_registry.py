@@ -53,7 +53,7 @@ def test_registry_entries_carry_upstream_digests():
     assert registry.get("densenet121-keras-imagenet").digest[1] == "9d60b8095a5708f2dcce2bca79d332c7"
     tv = registry.get("densenet121-torchvision-imagenet")
     assert tv.digest == ("sha256", "a639ec97") and tv.filename == "densenet121-a639ec97.pth"
-    assert all(registry.get(n).preprocessing in ("torch", "caffe", "tf") and registry.get(n).licence
+    assert all(registry.get(n).preprocessing in ("imagenet-torch", "imagenet-caffe", "tf") and registry.get(n).licence
                for n in registry.names())
     with pytest.raises(KeyError, match="densenet121-keras-imagenet"):
         registry.get("densenet-imaginary")

@@ -154,13 +154,13 @@ def test_inception_v3_matches_torchvision(inception_case, fmt):
 def test_inception_v3_transform_input_off(inception_case):
     paths, _, x, _, ref_off = inception_case
     model = inception_v3(paths["safetensors"], transform_input=False, input_shape=(3, 75, 75))
-    assert "transform_input" not in model.nodes and model.meta["preprocessing"] == "tf"
+    assert "transform_input" not in model.nodes and model.meta["preprocessing"]["normalization"]["mode"] == "tf"
     assert rel_err(model.predict(x["safetensors"]), ref_off) < TOL
 
 
 def test_inception_v3_transform_input_is_an_explicit_node(inception_case):
     model = inception_v3(inception_case[0]["safetensors"], input_shape=(3, 75, 75))
-    assert model.meta["transform_input"] and model.meta["preprocessing"] == "torch"
+    assert model.meta["transform_input"] and model.meta["preprocessing"]["normalization"]["mode"] == "imagenet-torch"
     node = model.nodes["transform_input"]
     assert np.allclose(node.layer.scale, [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5])
     assert np.allclose(node.layer.offset, [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5])

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-threadpoolctl = pytest.importorskip("threadpoolctl")
+import threadpoolctl
 
-from minicnn import Sequential, layers  # noqa: E402
-from minicnn.kernels.threads import blas_single_thread  # noqa: E402
+from minicnn import Sequential, layers
+from minicnn.runtime import blas_single_thread
 
 
 def blas_threads():

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from minicnn.gradient_check import gradcheck
-from minicnn.layers.extra import ACTIVATIONS, Activation, Identity, Rescaling
+from minicnn.layers.elementwise import ACTIVATIONS, Activation, Identity, Rescaling
 
 TOL = 1e-6
 

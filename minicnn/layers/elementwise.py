@@ -37,7 +37,7 @@ import numpy as np
 from scipy.special import erf
 
 from ..errors import UsageError
-from .._validate import check_input
+from ..shapes import check_input
 from ..kernels.activation import sigmoid_forward, softplus
 from .base import Layer
 
