@@ -219,46 +219,22 @@ def cmd_demo(a):
 
 
 # -- parser -----------------------------------------------------------------------------------------
-def _positive_int(text):
-    v = int(text)
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text}")
-    return v
+def _checked(convert, ok, what):
+    """An argparse ``type``: ``convert`` the text, then refuse values for which ``ok`` is false."""
+    def parse(text):
+        value = convert(text)
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+        return value
+    return parse
 
 
-def _image_size(text):
-    v = int(text)
-    if v < 8:
-        raise argparse.ArgumentTypeError(f"must be at least 8 pixels, got {text}")
-    return v
-
-
-def _nonnegative_int(text):
-    v = int(text)
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text}")
-    return v
-
-
-def _positive_float(text):
-    v = float(text)
-    if not (v > 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return v
-
-
-def _fraction(text):
-    v = float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return v
-
-
-def _nonnegative_float(text):
-    v = float(text)
-    if not (v >= 0 and np.isfinite(v)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return v
+_positive_int = _checked(int, lambda v: v >= 1, "a whole number >= 1")
+_nonnegative_int = _checked(int, lambda v: v >= 0, "a whole number >= 0")
+_image_size = _checked(int, lambda v: v >= 8, "at least 8 pixels")
+_positive_float = _checked(float, lambda v: v > 0 and np.isfinite(v), "a finite number > 0")
+_nonnegative_float = _checked(float, lambda v: v >= 0 and np.isfinite(v), "a finite number >= 0")
+_fraction = _checked(float, lambda v: 0 <= v < 1, "in [0, 1)")
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -322,6 +298,7 @@ def _add_train(sub):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand and option (long, but declarative: one line per option, read top to bottom)."""
     p = argparse.ArgumentParser(prog="minicnn", description="A readable CNN engine in NumPy/Numba for chest X-rays. "
                                 "Research and teaching use only: not a medical device.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

@@ -131,6 +131,8 @@ def write_html_report(out_dir, metrics: dict, y_true, y_prob, classes, images=No
                       n_bins: int = 10) -> Path:
     """Write ``out_dir/report.html`` and its PNGs; return the path of ``report.html``.
 
+    (Long because it is the page itself, section after section, in the order a reader sees them.)
+
     ``metrics``: the dict of :func:`minicnn.metrics.evaluate_predictions` (optionally with ``split``
     and ``threshold_rule``). ``y_true``/``y_prob``: ``(N, K)`` or ``(N,)``, the same predictions the
     metrics were computed from (for the ROC and calibration plots). ``classes``: the class names.

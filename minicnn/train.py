@@ -197,53 +197,19 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     """
     state = resume_state or TrainState()
     if val is not None:
-        yv = np.asarray(val.labels)
-        if not any(0 < yv[:, k].sum() < len(yv) for k in range(yv.shape[1])):
-            raise TrainingError(f"the validation set ({len(yv)} images) holds only one class in every output, so "
-                                f"its ROC-AUC is undefined and no best model can be chosen; give a larger "
-                                f"--val-from-train fraction or a validation split with both classes")
+        _check_validation(val)
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     last_path = os.path.join(out_dir, "last.npz") if out_dir else None
-    batches_run = 0
+    budget = [stop_after_batches]
     with _StopFlag() as stop:
         while state.epoch < epochs:
             epoch = state.epoch
-            bar = tqdm(total=len(train), initial=state.batch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
-                       disable=None if progress else True, leave=True, dynamic_ncols=True)  # None: bars only on a terminal
-            t0, images = time.perf_counter(), 0
-            batches = train.epoch(epoch, training=True, start_batch=state.batch)
-            try:
-                for x, y in batches:
-                    z = model.forward(x, training=True, rngs=batch_rngs(model, seed, epoch, state.batch))
-                    value = loss.forward(z, y)
-                    if not np.isfinite(value):
-                        kept = f"; the last good checkpoint {last_path} is kept" if last_path and os.path.exists(last_path) else ""
-                        raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {state.batch + 1}: "
-                                            f"training diverged{kept}. Lower the learning rate (--lr) and retry.")
-                    model.backward(loss.backward(), input_grad=False)
-                    optimizer.step(model.grads())
-                    state.batch += 1
-                    state.loss_sum += value * len(x)
-                    state.seen += len(x)
-                    images += len(x)
-                    batches_run += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
-                                    img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
-                    if stop.requested or (stop_after_batches is not None and batches_run >= stop_after_batches):
-                        if last_path:
-                            save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
-                        raise TrainingInterrupted(last_path)
-            finally:
-                bar.close()
-                close = getattr(batches, "close", None)
-                if close:
-                    close()
-            seconds = time.perf_counter() - t0
-            row = {"epoch": epoch + 1, "loss": state.loss_sum / max(state.seen, 1), "lr": optimizer.lr,
-                   "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
-            score = None
+            row = _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, stop, budget,
+                               lambda: last_path and save_checkpoint(last_path, model, optimizer, state, scheduler,
+                                                                    checkpoint_extra),
+                               last_path)
+            score, y_val, p_val = None, None, None
             if val is not None:
                 y_val, p_val, val_loss = predict_loader(model, val, loss)
                 score = metrics.macro_roc_auc(y_val, p_val)
@@ -256,11 +222,7 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
             if improved:
                 state.best_score, state.best_epoch, state.bad_epochs = score, epoch + 1, 0
                 if out_dir:
-                    if val is not None:
-                        model.meta["threshold"] = metrics.youden_thresholds(y_val, p_val)
-                        model.meta["threshold_rule"] = "youden-validation"
-                    model.meta["best_epoch"] = epoch + 1
-                    (model if export is None else export(model)).save(os.path.join(out_dir, "model.npz"))
+                    _save_best(model, export, out_dir, epoch, y_val, p_val)
             else:
                 state.bad_epochs += 1
             state.epoch, state.batch, state.loss_sum, state.seen = epoch + 1, 0, 0.0, 0
@@ -271,6 +233,65 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                 log(f"early stopping: no better validation AUC for {patience} epoch(s)")
                 break
     return state
+
+
+def _check_validation(val) -> None:
+    yv = np.asarray(val.labels)
+    if not any(0 < yv[:, k].sum() < len(yv) for k in range(yv.shape[1])):
+        raise TrainingError(f"the validation set ({len(yv)} images) holds only one class in every output, so "
+                            f"its ROC-AUC is undefined and no best model can be chosen; give a larger "
+                            f"--val-from-train fraction or a validation split with both classes")
+
+
+def _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, stop, budget, checkpoint,
+                 last_path) -> dict:
+    """One epoch's batches (from ``state.batch`` on): forward, loss, backward, step. Returns its history row.
+
+    ``budget``: a one-item list, batches left before stopping as Ctrl-C would (None: no limit)."""
+    epoch = state.epoch
+    bar = tqdm(total=len(train), initial=state.batch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+               disable=None if progress else True, leave=True, dynamic_ncols=True)  # None: bars only on a terminal
+    t0, images = time.perf_counter(), 0
+    batches = train.epoch(epoch, training=True, start_batch=state.batch)
+    try:
+        for x, y in batches:
+            z = model.forward(x, training=True, rngs=batch_rngs(model, seed, epoch, state.batch))
+            value = loss.forward(z, y)
+            if not np.isfinite(value):
+                kept = f"; the last good checkpoint {last_path} is kept" if last_path and os.path.exists(last_path) else ""
+                raise TrainingError(f"the loss became {value} at epoch {epoch + 1}, batch {state.batch + 1}: "
+                                    f"training diverged{kept}. Lower the learning rate (--lr) and retry.")
+            model.backward(loss.backward(), input_grad=False)
+            optimizer.step(model.grads())
+            state.batch += 1
+            state.loss_sum += value * len(x)
+            state.seen += len(x)
+            images += len(x)
+            bar.update(1)
+            bar.set_postfix(loss=f"{state.loss_sum / state.seen:.4f}",
+                            img_s=f"{images / max(time.perf_counter() - t0, 1e-9):.0f}")
+            if budget[0] is not None:
+                budget[0] -= 1
+            if stop.requested or (budget[0] is not None and budget[0] <= 0):
+                checkpoint()
+                raise TrainingInterrupted(last_path)
+    finally:
+        bar.close()
+        close = getattr(batches, "close", None)
+        if close:
+            close()
+    seconds = time.perf_counter() - t0
+    return {"epoch": epoch + 1, "loss": state.loss_sum / max(state.seen, 1), "lr": optimizer.lr,
+            "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
+
+
+def _save_best(model, export, out_dir, epoch, y_val, p_val) -> None:
+    """``model.npz`` for a new best epoch, with the Youden thresholds chosen on validation."""
+    if y_val is not None:
+        model.meta["threshold"] = metrics.youden_thresholds(y_val, p_val)
+        model.meta["threshold_rule"] = "youden-validation"
+    model.meta["best_epoch"] = epoch + 1
+    (model if export is None else export(model)).save(os.path.join(out_dir, "model.npz"))
 
 
 def _format_row(row: dict) -> str:

@@ -109,11 +109,11 @@ def test_the_removed_arrows_stay_removed():
             assert (_top(mod), _top(t)) not in FORBIDDEN, f"{mod} (line {line}) imports {t}"
 
 
-def test_no_import_cycles_even_through_function_level_imports():
-    graph = {m: {t for _, t in ts if t in _graph_keys()} for m, ts in _graph().items()}
+def _cycles(graph: dict) -> list:
+    """Strongly connected components of more than one module (Tarjan), each sorted."""
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]
 
-    def visit(v):                                   # Tarjan's strongly connected components
+    def visit(v):
         index[v] = low[v] = counter[0]
         counter[0] += 1
         stack.append(v)
@@ -135,39 +135,33 @@ def test_no_import_cycles_even_through_function_level_imports():
             if len(comp) > 1:
                 cycles.append(sorted(comp))
 
-    for v in graph:
+    for v in sorted(graph):
         if v not in index:
             visit(v)
-    # a package's __init__ importing its own submodules, which import siblings, is not a cycle
-    real = [c for c in cycles if not _only_package_init(c)]
-    assert not real, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in real)
+    return cycles
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycles_even_through_function_level_imports():
+    keys = _graph_keys()
+    graph = {m: {t for _, t in ts if t in keys} for m, ts in _graph().items()}
+    cycles = _cycles(graph)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_readers_import_only_the_errors():
+    for mod, targets in _graph().items():
+        if _top(mod) == "readers":
+            bad = sorted(t for _, t in targets if _top(t) not in ("readers", "errors"))
+            assert not bad, f"{mod} imports {bad}: readers parse bytes and know only minicnn.errors"
 
 
 def _graph_keys():
     return {_module_name(p) for p in PKG.rglob("*.py")}
-
-
-def _only_package_init(component):
-    """A cycle closed only by a package ``__init__`` that re-exports its submodules' names."""
-    inits = [m for m in component if (PKG.parent.joinpath(*m.split(".")) / "__init__.py").is_file()]
-    if not inits:
-        return False
-    rest = set(component) - set(inits)
-    edges = {m: {t for _, t in ts} for m, ts in _graph().items()}
-    return not _has_cycle(rest, edges)
-
-
-def _has_cycle(nodes, edges):
-    seen, done = set(), set()
-
-    def dfs(v):
-        seen.add(v)
-        for w in edges.get(v, ()):
-            if w in nodes and (w in seen and w not in done or w not in seen and dfs(w)):
-                return True
-        done.add(v)
-        return False
-    return any(dfs(v) for v in nodes if v not in seen)
 
 
 def test_nothing_imports_the_cli():

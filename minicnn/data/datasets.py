@@ -303,6 +303,9 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
              positive_class=None, check_files=True) -> Dataset:
     """A CSV with one image path per row -> Dataset.
 
+    (Long because every column is found and checked here, in the order a CSV is read: columns,
+    split, labels, paths, patients; each step raises a ``DataError`` naming the column.)
+
     Labels come from either ``label_columns`` (one 0/1 column per class; default: every other
     column whose values are all 0/1) or ``findings_column`` (``|``-separated findings, the NIH
     ChestX-ray14 ``Finding Labels`` format; ``No Finding`` means all zeros; detected by name).

@@ -49,6 +49,8 @@ def _exp_neg(z):
 def synthetic_images(pneumonia, size=128, rng=None, patient=None) -> np.ndarray:
     """Images for the given labels -> uint8 (N, size, size).
 
+    (Long because it draws one picture step by step: body, lungs, texture, opacities, noise.)
+
     pneumonia: (N,) bools. patient: (N,) ints; images of one patient share their anatomy
     (default: every image its own patient). rng: a ``numpy.random.Generator``.
     """

@@ -39,6 +39,8 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
                          n_boot: int = 1000, alpha: float = 0.05, seed=0) -> dict:
     """The full evaluation written to ``metrics.json``, already JSON-safe (``nan`` -> ``None``).
 
+    (Long because it checks its arguments and assembles the documented structure in one place.)
+
     ``y_true`` and ``y_prob`` are ``(N, K)`` (or ``(N,)`` for one output), one column per model output.
     ``classes`` names the classes: K names, or, for a binary model with one output (K == 1), either
     ``[positive]`` or both names, in which case ``positive_class`` must say which one the output is.
