@@ -21,15 +21,22 @@ dtypes = st.sampled_from([np.float32, np.float64])
 FAST = pytest.mark.parametrize("method", ["auto", "fast"])
 
 
-def rel_err(a, b):
+def rel_err(a, b, scale=0.0):
+    """Max abs difference over the larger of ``max|b|`` and ``scale``.
+
+    ``scale`` is the size of the terms a result is computed from, when they can cancel: with two
+    values per channel the batch-norm input gradient is ``(dy1 - dy2)/2 * eps/(var + eps)``, a
+    difference of terms of size ``|gamma| inv_std |dy|`` that is far smaller than they are, so
+    rounding is only small relative to the terms (standard forward error bound), not to the result.
+    """
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(b), initial=0.0), 1e-12)
+    return np.max(np.abs(a - b), initial=0.0) / max(np.max(np.abs(b), initial=0.0), scale, 1e-12)
 
 
-def assert_close(fast, ref, dtype, what):
+def assert_close(fast, ref, dtype, what, scale=0.0):
     assert fast.dtype == ref.dtype == dtype, f"{what}: dtypes {fast.dtype}, {ref.dtype}, want {dtype}"
     assert fast.shape == ref.shape, f"{what}: shapes {fast.shape} vs {ref.shape}"
-    err = rel_err(fast, ref)
+    err = rel_err(fast, ref, scale)
     assert err < TOL[dtype], f"{what}: rel err {err:.3g}"
 
 
@@ -118,11 +125,13 @@ def test_batchnorm_fast_equals_reference(method, n, c, H, W, dtype, seed, affine
         assert np.array_equal(r2, r)
     dy = rng.standard_normal(x.shape).astype(dtype)
     _, mean, inv_std, _ = ref
+    g = np.abs(gamma) if affine else np.ones(c)
+    dx_terms = float(np.max(g * inv_std) * np.max(np.abs(dy)))   # the size of what dx cancels
     for name, f, r, r2 in zip(("dx", "dgamma", "dbeta"),
                               B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method=method),
                               B.batchnorm2d_backward_train_reference(dy, x, gamma, mean, inv_std),
                               B.batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method="reference")):
-        assert_close(f, r, dtype, f"bn train backward {name}")
+        assert_close(f, r, dtype, f"bn train backward {name}", scale=dx_terms if name == "dx" else 0.0)
         assert np.array_equal(r2, r)
     rm, rv = rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype)
     y_eval = B.batchnorm2d_forward_eval_reference(x, gamma, beta, rm, rv, eps)
