@@ -32,6 +32,7 @@ ALLOWED = {
                  "pretrained"},
     "experiment": {"model", "serialization", "losses", "optim", "metrics", "data", "predict", "train", "transfer",
                    "small_cnn", "report", "viz", "gradcam"},
+    "distributed": {"model", "serialization", "data", "predict", "transfer"},
     "demo": {"metrics", "gradcam", "pretrained", "report", "model", "serialization", "viz", "data", "predict"},
 }
 # the arrows the redesign removed, stated once more on their own
