@@ -7,13 +7,23 @@
 A run directory holds ``model.npz`` (the best epoch), ``last.npz`` (resumable, with the config),
 ``history.csv/json`` and ``plots/``. ``log`` receives the lines the command line prints
 (progress bars go to stderr); results are returned.
+
+While ``train_run`` works on a run directory it holds ``fcntl.flock`` on ``RUN_LOCK`` in it
+(``run_lock``): a second training into the same directory is refused at once, naming the holder
+(pid, host, start time, written into the lock file). The kernel drops the lock when the holder
+exits, however it exits (a SIGKILL too), so no stale lock is ever left. Where ``fcntl`` does not
+exist (Windows) the directory is not locked and a warning says so.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +35,7 @@ from .data.datasets import available_splits, load_dataset
 from .data.loader import BatchLoader, fit_preprocessing
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
-from .errors import UsageError
+from .errors import TrainingError, UsageError
 from .data.datasets import binary_class_names
 from .serialization import load
 from .predict import predict_loader
@@ -49,9 +59,7 @@ def resume_config(run, epochs: int | None = None) -> TrainConfig:
     """The config ``run/last.npz`` recorded (``out`` = ``run``), to continue it for ``epochs`` in all
     (default: the epochs it was started with)."""
     run = Path(run)
-    if not (run / "last.npz").is_file():
-        raise UsageError(f"{run} has no last.npz to resume (was the run killed before its first checkpoint?); "
-                         f"start it again with --overwrite")
+    _check_resumable(run)
     _, info, _ = load_checkpoint(run / "last.npz")
     saved = info["extra"].get("args")
     if not saved:
@@ -67,15 +75,73 @@ RUN_FILES = ("model.npz", "last.npz", "history.csv", "history.json", "head_histo
              "plots", "report", "bad_files.txt")
 
 
+RUN_LOCK = ".minicnn-lock"
+
+try:
+    import fcntl
+except ImportError:          # Windows: no advisory locks of this kind
+    fcntl = None
+
+
+@contextlib.contextmanager
+def run_lock(out, log=print):
+    """Hold an exclusive ``fcntl.flock`` on ``out/.minicnn-lock`` for the block, or refuse at once.
+
+    The lock file names its holder (``pid``, ``host``, ``started``); it is truncated (not removed,
+    which would race with a process opening it) when the block ends. A killed holder's lock is
+    released by the kernel, so the next run takes it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_LOCK
+    if fcntl is None:
+        log(f"WARNING: this platform has no fcntl: {out} is not locked against a second `minicnn train` into it")
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
+                             f"finish, or choose another --out", path=path) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)          # closing the last descriptor releases the lock
+
+
+def _lock_holder(path) -> str:
+    """``pid 123 on host, started 2026-...Z`` from a held lock file (the holder writes it just after locking)."""
+    for _ in range(20):
+        with contextlib.suppress(OSError, ValueError):
+            h = json.loads(Path(path).read_text())
+            return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+        time.sleep(0.01)
+    return "holder not recorded yet"
+
+
+def _check_resumable(out) -> None:
+    if not (Path(out) / "last.npz").exists():
+        raise UsageError(f"{out} has no last.npz to resume (was the run killed before its first checkpoint?); "
+                         f"start it again with --overwrite")
+
+
 def prepare_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse to mix two runs in one folder: a run directory that already holds a run needs
     ``resume`` (continue it) or ``overwrite`` (remove that run's files first, so none is left stale)."""
     out = Path(out)
     found = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
-        if not (out / "last.npz").exists():
-            raise UsageError(f"{out} has no last.npz to resume (was the run killed before its first checkpoint?); "
-                             f"start it again with --overwrite")
+        _check_resumable(out)
+        fileio.remove_stale_temporaries(out)      # a write a kill interrupted (call it holding run_lock)
         return
     if found and not overwrite:
         raise UsageError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it or "
@@ -90,8 +156,28 @@ def prepare_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
 
 
 def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResult | TransferResult:
-    """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone)."""
-    prepare_run_dir(config.out, resume=resume, overwrite=config.overwrite)
+    """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone).
+
+    Holds the run directory's lock (``run_lock``) throughout. A full disk raises ``TrainingError``
+    naming the file; the checkpoint written before it is kept."""
+    if resume:
+        _check_resumable(config.out)        # refuse before creating anything
+    with run_lock(config.out, log=log):
+        prepare_run_dir(config.out, resume=resume, overwrite=config.overwrite)
+        try:
+            return _train_locked(config, resume, log)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            last = Path(config.out) / "last.npz"
+            then = (f"the previous checkpoint {last} is kept: free some space, then continue with "
+                    f"`minicnn train --resume {config.out}`" if last.exists() else
+                    "free some space, then start the run again with --overwrite")
+            raise TrainingError(f"no space left on the device writing {exc.filename or config.out}; {then}",
+                                path=exc.filename) from exc
+
+
+def _train_locked(config: TrainConfig, resume: bool, log):
     if config.backbone:
         return transfer_learn(config, log=log)
     c = dataclasses.replace(config, image_size=config.image_size or 64)
