@@ -184,9 +184,11 @@ def _train_locked(config: TrainConfig, resume: bool, log):
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    bad = BadFiles(warn_to_stderr)
     pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
-                            sample=c.norm_sample, seed=c.seed)
-    common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20)
+                            sample=c.norm_sample, seed=c.seed, on_bad_file=c.on_bad_file, warn=bad.warn)
+    common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20, on_bad_file=c.on_bad_file,
+                  warn=bad.warn)
     train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)
     val = BatchLoader(val_ds, pre, training=False, **common) if val_ds is not None else None
     log(f"validation: {how}")
@@ -215,8 +217,40 @@ def _train_locked(config: TrainConfig, resume: bool, log):
     state = fit(model, loss, opt, train, val, epochs=c.epochs, out_dir=c.out, scheduler=sched,
                 patience=c.patience, seed=c.seed, resume_state=state, progress=not c.quiet, log=log,
                 checkpoint_extra={"args": dataclasses.asdict(c)})
+    listed = bad.write(c.out, [train, val])
+    if listed:
+        log(f"WARNING: {listed} unreadable image(s) skipped (--on-bad-file skip); listed in {Path(c.out) / BAD_FILES}")
     plots_after_training(c.out, state.history, val if val is not None else train)
     return TrainResult(os.path.join(c.out, "model.npz"), state)
+
+
+BAD_FILES = "bad_files.txt"
+
+
+class BadFiles:
+    """The unreadable images a run skipped: each warned about once, then listed in ``bad_files.txt``
+    (``path<TAB>reason`` lines; a resumed run adds to the list its earlier part wrote)."""
+
+    def __init__(self, warn):
+        self._warn, self._said = warn, set()
+
+    def warn(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self._warn(message)
+
+    def write(self, out, loaders) -> int:
+        """Write the list into ``out`` (if anything was skipped); returns how many files it names."""
+        path = Path(out) / BAD_FILES
+        found = {}
+        if path.exists():
+            found.update(line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line)
+        for loader in loaders:
+            for i, reason in getattr(loader, "skipped", {}).items():
+                found[loader.dataset.name(i)] = " ".join(reason.split())
+        if found:
+            fileio.write_text(path, "".join(f"{name}\t{why}\n" for name, why in sorted(found.items())))
+        return len(found)
 
 
 def _normalisation_text(pre: Preprocessing) -> str:
@@ -274,17 +308,24 @@ def _evaluation_data(model, data, split):
 
 
 def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_boot: int = 1000,
-                 batch_size: int = 32, report: bool = False, report_errors: int = 6) -> EvaluationResult:
+                 batch_size: int = 32, report: bool = False, report_errors: int = 6,
+                 on_bad_file: str = "fail", warn=warn_to_stderr) -> EvaluationResult:
     """Metrics (with a bootstrap CI), ``metrics.json`` and plots of ``model`` on ``data``'s ``split``.
 
     ``model``: a Graph, or the path it was loaded from (then ``out`` defaults to its folder).
+    ``on_bad_file``: ``"fail"`` (an unreadable image is an error: metrics over part of a test set
+    mislead) or ``"skip"`` (left out, warned, counted in ``metrics.json`` as ``skipped_files``).
     """
     where = Path(model) if isinstance(model, (str, os.PathLike)) else None
     model = load(model) if where is not None else model
     pre = Preprocessing.of(model)
     ds = _evaluation_data(model, data, split)
-    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
+    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False, on_bad_file=on_bad_file, warn=warn)
     y, p, _ = predict_loader(model, loader)
+    skipped = sorted(ds.name(i) for i in loader.skipped)
+    if skipped:                        # the rest of the evaluation sees only the images that were read
+        ds = ds.subset([i for i in range(len(ds)) if i not in loader.skipped])
+        loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
     if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
         p = p[:, 1:2]  # P(positive class) from a two-class softmax
     thr = model.meta.get("threshold", 0.5) if threshold is None else threshold
@@ -292,6 +333,8 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=ds.positive_class, n_boot=n_boot)
     rule = model.meta.get("threshold_rule", "given") if threshold is None else "command-line"
     m = {"split": split, **m, "threshold_rule": rule}
+    if skipped:
+        m["skipped_files"] = skipped
     if out is None:
         if where is None:
             raise UsageError("give out=... (where metrics.json and the plots go)")

@@ -94,6 +94,7 @@ class TrainConfig:
     head_epochs: int | None = None        # with backbone: epochs of head training (default 10 x epochs)
     overwrite: bool = False
     cache_mb: int = 512
+    on_bad_file: str = "skip"          # an unreadable training image: "skip" (warned, listed in bad_files.txt) or "fail"
     seed: int = 0
     quiet: bool = False
 
