@@ -100,7 +100,8 @@ def cmd_evaluate(a):
     path = _model_path(a.model)
     out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent)
     ev = evaluate_run(path, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
-                      batch_size=a.batch_size, report=a.report, report_errors=a.report_errors)
+                      batch_size=a.batch_size, report=a.report, report_errors=a.report_errors,
+                      on_bad_file=a.on_bad_file)
     print(metrics.format_metrics_table(ev.metrics))
     print(f"wrote {ev.metrics_path} and plots in {ev.plots}")
     if ev.report_path:
@@ -113,7 +114,8 @@ def cmd_predict(a):
     from .train import set_threads
     set_threads(a.threads)
     model = _load_model(a.model)
-    records = predict_files(model, a.images, batch_size=a.batch_size)
+    records = predict_files(model, a.images, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
+                            warn=lambda message: print(f"WARNING: {message}", file=sys.stderr))
     print(format_records(records, model))
     if a.out:
         print(f"wrote {write_records(records, a.out)}")
@@ -251,6 +253,11 @@ def _add_threads(p):
                    help="threads for Numba kernels and BLAS (default: all cores)")
 
 
+def _add_on_bad_file(p, default, skip_means):
+    p.add_argument("--on-bad-file", choices=("skip", "fail"), default=default,
+                   help=f"an unreadable or corrupt image: fail (an error naming it) or {skip_means}")
+
+
 def _add_train(sub):
     s = sub.add_parser("train", help="train a model on a folder, CSV or .npz dataset", formatter_class=_Help)
     s.add_argument("data", nargs="?", help="dataset: folder (root/<split>/<CLASS>/*), CSV, RSNA labels CSV or MedMNIST .npz")
@@ -291,6 +298,7 @@ def _add_train(sub):
                    help="validate on this patient-aware fraction of the training split instead "
                         "(default: 0.1 when the dataset has no 'val' split)")
     s.add_argument("--cache-mb", type=_nonnegative_int, default=512, help="memory for decoded images, MB")
+    _add_on_bad_file(s, "skip", "skip: warn, leave it out and list it in RUN/bad_files.txt")
     s.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling, augmentation, dropout")
     s.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal anyway)")
     _add_threads(s)
@@ -323,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=32, help="images per batch")
     s.add_argument("--report", action="store_true", help="also write an HTML report with Grad-CAM of errors")
     s.add_argument("--report-errors", type=_nonnegative_int, default=6, help="errors shown in the report")
+    _add_on_bad_file(s, "fail", "skip: warn, leave it out and list it in metrics.json")
     _add_threads(s)
     s.set_defaults(func=cmd_evaluate)
 
@@ -331,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
     s.add_argument("--out", default=None, help="write a .csv or .json")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
+    _add_on_bad_file(s, "fail", "skip: warn and leave it out")
     _add_threads(s)
     s.set_defaults(func=cmd_predict)
 

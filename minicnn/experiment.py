@@ -7,13 +7,23 @@
 A run directory holds ``model.npz`` (the best epoch), ``last.npz`` (resumable, with the config),
 ``history.csv/json`` and ``plots/``. ``log`` receives the lines the command line prints
 (progress bars go to stderr); results are returned.
+
+While ``train_run`` works on a run directory it holds ``fcntl.flock`` on ``RUN_LOCK`` in it
+(``run_lock``): a second training into the same directory is refused at once, naming the holder
+(pid, host, start time, written into the lock file). The kernel drops the lock when the holder
+exits, however it exits (a SIGKILL too), so no stale lock is ever left. Where ``fcntl`` does not
+exist (Windows) the directory is not locked and a warning says so.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +35,7 @@ from .data.datasets import available_splits, load_dataset
 from .data.loader import BatchLoader, fit_preprocessing
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
-from .errors import UsageError
+from .errors import TrainingError, UsageError
 from .data.datasets import binary_class_names
 from .serialization import load
 from .predict import predict_loader
@@ -49,9 +59,7 @@ def resume_config(run, epochs: int | None = None) -> TrainConfig:
     """The config ``run/last.npz`` recorded (``out`` = ``run``), to continue it for ``epochs`` in all
     (default: the epochs it was started with)."""
     run = Path(run)
-    if not (run / "last.npz").is_file():
-        raise UsageError(f"{run} has no last.npz to resume (was the run killed before its first checkpoint?); "
-                         f"start it again with --overwrite")
+    _check_resumable(run)
     _, info, _ = load_checkpoint(run / "last.npz")
     saved = info["extra"].get("args")
     if not saved:
@@ -67,15 +75,73 @@ RUN_FILES = ("model.npz", "last.npz", "history.csv", "history.json", "head_histo
              "plots", "report", "bad_files.txt")
 
 
+RUN_LOCK = ".minicnn-lock"
+
+try:
+    import fcntl
+except ImportError:          # Windows: no advisory locks of this kind
+    fcntl = None
+
+
+@contextlib.contextmanager
+def run_lock(out, log=print):
+    """Hold an exclusive ``fcntl.flock`` on ``out/.minicnn-lock`` for the block, or refuse at once.
+
+    The lock file names its holder (``pid``, ``host``, ``started``); it is truncated (not removed,
+    which would race with a process opening it) when the block ends. A killed holder's lock is
+    released by the kernel, so the next run takes it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / RUN_LOCK
+    if fcntl is None:
+        log(f"WARNING: this platform has no fcntl: {out} is not locked against a second `minicnn train` into it")
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
+                             f"finish, or choose another --out", path=path) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(holder).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)          # closing the last descriptor releases the lock
+
+
+def _lock_holder(path) -> str:
+    """``pid 123 on host, started 2026-...Z`` from a held lock file (the holder writes it just after locking)."""
+    for _ in range(20):
+        with contextlib.suppress(OSError, ValueError):
+            h = json.loads(Path(path).read_text())
+            return f"pid {h['pid']} on {h['host']}, started {h['started']}"
+        time.sleep(0.01)
+    return "holder not recorded yet"
+
+
+def _check_resumable(out) -> None:
+    if not (Path(out) / "last.npz").exists():
+        raise UsageError(f"{out} has no last.npz to resume (was the run killed before its first checkpoint?); "
+                         f"start it again with --overwrite")
+
+
 def prepare_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
     """Refuse to mix two runs in one folder: a run directory that already holds a run needs
     ``resume`` (continue it) or ``overwrite`` (remove that run's files first, so none is left stale)."""
     out = Path(out)
     found = [name for name in RUN_FILES if (out / name).exists()]
     if resume:
-        if not (out / "last.npz").exists():
-            raise UsageError(f"{out} has no last.npz to resume (was the run killed before its first checkpoint?); "
-                             f"start it again with --overwrite")
+        _check_resumable(out)
+        fileio.remove_stale_temporaries(out)      # a write a kill interrupted (call it holding run_lock)
         return
     if found and not overwrite:
         raise UsageError(f"{out} already holds a run ({', '.join(found)}); pass --resume to continue it or "
@@ -90,17 +156,39 @@ def prepare_run_dir(out, resume: bool = False, overwrite: bool = False) -> None:
 
 
 def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResult | TransferResult:
-    """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone)."""
-    prepare_run_dir(config.out, resume=resume, overwrite=config.overwrite)
+    """Train a CNN from scratch (or, with ``config.backbone``, a head on a pretrained backbone).
+
+    Holds the run directory's lock (``run_lock``) throughout. A full disk raises ``TrainingError``
+    naming the file; the checkpoint written before it is kept."""
+    if resume:
+        _check_resumable(config.out)        # refuse before creating anything
+    with run_lock(config.out, log=log):
+        prepare_run_dir(config.out, resume=resume, overwrite=config.overwrite)
+        try:
+            return _train_locked(config, resume, log)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            last = Path(config.out) / "last.npz"
+            then = (f"the previous checkpoint {last} is kept: free some space, then continue with "
+                    f"`minicnn train --resume {config.out}`" if last.exists() else
+                    "free some space, then start the run again with --overwrite")
+            raise TrainingError(f"no space left on the device writing {exc.filename or config.out}; {then}",
+                                path=exc.filename) from exc
+
+
+def _train_locked(config: TrainConfig, resume: bool, log):
     if config.backbone:
         return transfer_learn(config, log=log)
     c = dataclasses.replace(config, image_size=config.image_size or 64)
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    bad = BadFiles(warn_to_stderr)
     pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
-                            sample=c.norm_sample, seed=c.seed)
-    common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20)
+                            sample=c.norm_sample, seed=c.seed, on_bad_file=c.on_bad_file, warn=bad.warn)
+    common = dict(batch_size=c.batch_size, seed=c.seed, cache_bytes=c.cache_mb * 2**20, on_bad_file=c.on_bad_file,
+                  warn=bad.warn)
     train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)
     val = BatchLoader(val_ds, pre, training=False, **common) if val_ds is not None else None
     log(f"validation: {how}")
@@ -129,8 +217,40 @@ def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResu
     state = fit(model, loss, opt, train, val, epochs=c.epochs, out_dir=c.out, scheduler=sched,
                 patience=c.patience, seed=c.seed, resume_state=state, progress=not c.quiet, log=log,
                 checkpoint_extra={"args": dataclasses.asdict(c)})
+    listed = bad.write(c.out, [train, val])
+    if listed:
+        log(f"WARNING: {listed} unreadable image(s) skipped (--on-bad-file skip); listed in {Path(c.out) / BAD_FILES}")
     plots_after_training(c.out, state.history, val if val is not None else train)
     return TrainResult(os.path.join(c.out, "model.npz"), state)
+
+
+BAD_FILES = "bad_files.txt"
+
+
+class BadFiles:
+    """The unreadable images a run skipped: each warned about once, then listed in ``bad_files.txt``
+    (``path<TAB>reason`` lines; a resumed run adds to the list its earlier part wrote)."""
+
+    def __init__(self, warn):
+        self._warn, self._said = warn, set()
+
+    def warn(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            self._warn(message)
+
+    def write(self, out, loaders) -> int:
+        """Write the list into ``out`` (if anything was skipped); returns how many files it names."""
+        path = Path(out) / BAD_FILES
+        found = {}
+        if path.exists():
+            found.update(line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line)
+        for loader in loaders:
+            for i, reason in getattr(loader, "skipped", {}).items():
+                found[loader.dataset.name(i)] = " ".join(reason.split())
+        if found:
+            fileio.write_text(path, "".join(f"{name}\t{why}\n" for name, why in sorted(found.items())))
+        return len(found)
 
 
 def _normalisation_text(pre: Preprocessing) -> str:
@@ -188,17 +308,24 @@ def _evaluation_data(model, data, split):
 
 
 def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_boot: int = 1000,
-                 batch_size: int = 32, report: bool = False, report_errors: int = 6) -> EvaluationResult:
+                 batch_size: int = 32, report: bool = False, report_errors: int = 6,
+                 on_bad_file: str = "fail", warn=warn_to_stderr) -> EvaluationResult:
     """Metrics (with a bootstrap CI), ``metrics.json`` and plots of ``model`` on ``data``'s ``split``.
 
     ``model``: a Graph, or the path it was loaded from (then ``out`` defaults to its folder).
+    ``on_bad_file``: ``"fail"`` (an unreadable image is an error: metrics over part of a test set
+    mislead) or ``"skip"`` (left out, warned, counted in ``metrics.json`` as ``skipped_files``).
     """
     where = Path(model) if isinstance(model, (str, os.PathLike)) else None
     model = load(model) if where is not None else model
     pre = Preprocessing.of(model)
     ds = _evaluation_data(model, data, split)
-    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
+    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False, on_bad_file=on_bad_file, warn=warn)
     y, p, _ = predict_loader(model, loader)
+    skipped = sorted(ds.name(i) for i in loader.skipped)
+    if skipped:                        # the rest of the evaluation sees only the images that were read
+        ds = ds.subset([i for i in range(len(ds)) if i not in loader.skipped])
+        loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
     if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
         p = p[:, 1:2]  # P(positive class) from a two-class softmax
     thr = model.meta.get("threshold", 0.5) if threshold is None else threshold
@@ -206,6 +333,8 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=ds.positive_class, n_boot=n_boot)
     rule = model.meta.get("threshold_rule", "given") if threshold is None else "command-line"
     m = {"split": split, **m, "threshold_rule": rule}
+    if skipped:
+        m["skipped_files"] = skipped
     if out is None:
         if where is None:
             raise UsageError("give out=... (where metrics.json and the plots go)")

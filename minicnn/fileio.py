@@ -15,14 +15,25 @@ import contextlib
 import json
 import os
 import tempfile
+import time
 
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
 
 
+PAUSE_ENV = "MINICNN_TEST_PAUSE_BEFORE_RENAME"
+
+
 def _fail_hook(path: str) -> None:
-    """Called before each rename; tests replace it to inject a failure (e.g. ``ENOSPC``)."""
+    """Called before each rename; tests replace it to inject a failure (e.g. ``ENOSPC``).
+
+    Test hook for the kill tests: with ``$MINICNN_TEST_PAUSE_BEFORE_RENAME=SECONDS`` every atomic
+    write sleeps here, its temporary file complete and the target not yet replaced, so a test can
+    SIGKILL a process inside a checkpoint write. Unset (always, outside tests) it does nothing."""
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
 
 
 @contextlib.contextmanager
@@ -41,9 +52,11 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
             os.fsync(f.fileno())
         _fail_hook(path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, path) from exc   # name the file (a full disk names none)
         raise
 
 

@@ -72,9 +72,11 @@ def expand_paths(inputs) -> list[str]:
     return out
 
 
-def file_loader(paths, preprocessing: Preprocessing, batch_size: int = 16) -> BatchLoader:
+def file_loader(paths, preprocessing: Preprocessing, batch_size: int = 16, on_bad_file: str = "fail",
+                warn=None) -> BatchLoader:
     """An evaluation loader over image files (unlabelled: the labels are zeros)."""
-    return BatchLoader(Dataset.from_paths(paths), preprocessing, batch_size=batch_size, training=False)
+    return BatchLoader(Dataset.from_paths(paths), preprocessing, batch_size=batch_size, training=False,
+                       on_bad_file=on_bad_file, warn=warn)
 
 
 def output_names(model: Graph) -> list[str]:
@@ -117,10 +119,12 @@ def true_labels(model: Graph, files) -> list[str | None]:
     return [Path(f).parent.name if Path(f).parent.name in classes else None for f in files]
 
 
-def predict_files(model, paths, batch_size: int = 16) -> list[dict]:
+def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail", warn=None) -> list[dict]:
     """``[{"file", "probabilities": {class: p}, "prediction", "true_label"}]`` for image files or folders.
 
-    ``true_label`` is the file's class folder when that is one of the model's classes, else None."""
+    ``true_label`` is the file's class folder when that is one of the model's classes, else None.
+    ``on_bad_file``: ``"fail"`` (default: an unreadable image is an error, never a silently missing
+    row) or ``"skip"`` (no record for it; ``warn(message)`` names it)."""
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     if is_feature_extractor(model):
@@ -128,7 +132,9 @@ def predict_files(model, paths, batch_size: int = 16) -> list[dict]:
                         f"{model.meta.get('architecture', '')} outputs are features, not class probabilities; "
                         "use `minicnn features` (or train a head with `minicnn train --backbone`)")
     files = expand_paths(paths)
-    _, probs, _ = predict_loader(model, file_loader(files, Preprocessing.of(model), batch_size))
+    loader = file_loader(files, Preprocessing.of(model), batch_size, on_bad_file, warn)
+    _, probs, _ = predict_loader(model, loader)
+    files = [f for i, f in enumerate(files) if i not in loader.skipped]
     return [{"file": f, "probabilities": pr, "prediction": label, "true_label": truth}
             for f, pr, label, truth in zip(files, probabilities_by_class(model, probs), decide(model, probs),
                                            true_labels(model, files))]

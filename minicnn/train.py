@@ -5,6 +5,11 @@ validation loss and ROC-AUC; the best model by validation AUC is saved as ``mode
 resumable ``last.npz`` (weights, optimizer state, epoch and batch, scheduler, history) after every
 epoch, and ``history.csv`` / ``history.json``. All files are written atomically.
 
+Write order (what a kill or a full disk can leave): ``last.npz`` before the first batch, then per
+epoch ``model.npz`` (when best) -> ``last.npz`` -> ``history.csv/json``. So ``model.npz`` never
+exists without ``last.npz``, and ``last.npz`` is at most the one epoch behind ``model.npz`` that a
+resume recomputes (bit for bit, rewriting the same ``model.npz``).
+
 Determinism: given a seed and a thread count, a run is reproducible bit for bit. The loader
 derives each epoch's shuffle and each batch's augmentation from ``SeedSequence([seed, ..., epoch,
 batch])``; Dropout layers get a generator from ``SeedSequence([seed, DROPOUT, epoch, batch, node])``
@@ -89,6 +94,7 @@ class TrainConfig:
     head_epochs: int | None = None        # with backbone: epochs of head training (default 10 x epochs)
     overwrite: bool = False
     cache_mb: int = 512
+    on_bad_file: str = "skip"          # an unreadable training image: "skip" (warned, listed in bad_files.txt) or "fail"
     seed: int = 0
     quiet: bool = False
 
@@ -201,6 +207,8 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     last_path = os.path.join(out_dir, "last.npz") if out_dir else None
+    if last_path and resume_state is None:    # write order: last.npz first, so model.npz never exists without it
+        save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
     budget = [stop_after_batches]
     with _StopFlag() as stop:
         while state.epoch < epochs:
@@ -232,6 +240,8 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
             if patience is not None and state.bad_epochs >= patience:
                 log(f"early stopping: no better validation AUC for {patience} epoch(s)")
                 break
+    if out_dir:
+        _write_history(out_dir, state.history)   # a resumed run killed after its last checkpoint, before its history
     return state
 
 

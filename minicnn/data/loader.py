@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import queue
 import threading
+import warnings
 
 import numpy as np
 
@@ -35,6 +36,7 @@ from .images import ImageLoadError
 from .preprocessing import Preprocessing
 
 SHUFFLE, AUGMENT = 1, 2      # stream tags, so the two kinds of generator never share a seed
+ON_BAD_FILE = ("fail", "skip")
 _END = object()
 
 
@@ -133,10 +135,17 @@ class BatchLoader(_Epochs):
     prefetch: batches prepared ahead in a background thread (0 = prepare in the caller's thread).
     cache_bytes: keep decoded + resized images (before augmentation) in memory up to this many
         bytes; later images are decoded every time. 0 disables the cache.
+    on_bad_file: ``"fail"`` (default): an unreadable image raises ``ImageLoadError``; ``"skip"``: it
+        is left out of its batch (which is then smaller; a batch of nothing but unreadable images
+        still fails), ``warn(message)`` is called once per file, and ``skipped`` maps its index to the
+        reason. The same files are skipped in every epoch, so runs stay reproducible.
     """
 
     def __init__(self, dataset, preprocessing: Preprocessing, batch_size=32, training=True, shuffle=None,
-                 augment=None, seed=0, prefetch=2, drop_last=False, return_indices=False, cache_bytes=0):
+                 augment=None, seed=0, prefetch=2, drop_last=False, return_indices=False, cache_bytes=0,
+                 on_bad_file="fail", warn=None):
+        if on_bad_file not in ON_BAD_FILE:
+            raise DataError(f"on_bad_file must be one of {ON_BAD_FILE}, got {on_bad_file!r}")
         if not isinstance(preprocessing, Preprocessing):
             raise DataError(f"preprocessing must be a Preprocessing, got {type(preprocessing).__name__}")
         if not preprocessing.is_fitted:
@@ -154,6 +163,9 @@ class BatchLoader(_Epochs):
         self._cached_bytes = 0
         self._lock = threading.Lock()
         self._open: set = set()
+        self.on_bad_file = on_bad_file
+        self.warn = warn or (lambda message: warnings.warn(message, stacklevel=2))
+        self.skipped: dict[int, str] = {}
 
     def __repr__(self) -> str:
         return (f"BatchLoader({len(self.dataset)} images, batch_size={self.batch_size}, "
@@ -192,11 +204,34 @@ class BatchLoader(_Epochs):
         """Decoded, resized images ``indices`` as (B, C, H, W) float32 in [0, 255] (no augmentation)."""
         return Preprocessing.stack(self._image(int(i)) for i in indices)
 
+    def _readable(self, idx):
+        """``(indices, images)`` of ``idx`` without the unreadable ones (``on_bad_file="skip"``)."""
+        kept, images = [], []
+        for i in map(int, idx):
+            if i in self.skipped:
+                continue
+            try:
+                images.append(self._image(i))
+            except ImageLoadError as exc:
+                with self._lock:
+                    first = i not in self.skipped
+                    self.skipped[i] = str(exc)
+                if first:
+                    self.warn(f"skipping an unreadable image (--on-bad-file skip): {exc}")
+                continue
+            kept.append(i)
+        if not kept:
+            raise ImageLoadError(f"every image of the batch is unreadable, e.g. {self.skipped[int(idx[0])]}")
+        return np.asarray(kept, dtype=np.int64), Preprocessing.stack(images)
+
     def batch(self, epoch: int, batch_index: int, training: bool | None = None, order=None):
         """Batch ``batch_index`` of epoch ``epoch``: ``(x, y)`` or ``(x, y, indices)``."""
         training = self.training if training is None else training
         idx = self._indices(epoch, batch_index, training, order)
-        x = self.images(idx)
+        if self.on_bad_file == "skip":
+            idx, x = self._readable(idx)
+        else:
+            x = self.images(idx)
         try:
             if training and self.augment is not None:
                 x = self.augment(x, batch_rng(self.seed, epoch, batch_index))
@@ -276,11 +311,12 @@ class BatchLoader(_Epochs):
         self.close()
 
 
-def fit_preprocessing(preprocessing: Preprocessing, dataset, sample=None, seed=0, batch_size=64) -> Preprocessing:
+def fit_preprocessing(preprocessing: Preprocessing, dataset, sample=None, seed=0, batch_size=64,
+                      on_bad_file="fail", warn=None) -> Preprocessing:
     """``preprocessing`` with statistics of TRAINING images, resized as the model sees them, before augmentation.
 
     ``sample``: use a seeded random subset of that many images (None = all). Modes without
-    statistics are returned as they are.
+    statistics are returned as they are. ``on_bad_file``, ``warn``: as in ``BatchLoader``.
     """
     if not preprocessing.needs_fit:
         return preprocessing
@@ -288,5 +324,6 @@ def fit_preprocessing(preprocessing: Preprocessing, dataset, sample=None, seed=0
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 3]))
         dataset = dataset.subset(np.sort(rng.choice(len(dataset), size=int(sample), replace=False)))
     raw = dataclasses.replace(preprocessing, mode="none", mean=None, std=None, count=0)
-    loader = BatchLoader(dataset, raw, batch_size=batch_size, training=False, prefetch=2)
+    loader = BatchLoader(dataset, raw, batch_size=batch_size, training=False, prefetch=2, on_bad_file=on_bad_file,
+                         warn=warn)
     return preprocessing.fitted(x for x, _ in loader.epoch(0))

@@ -1,0 +1,152 @@
+"""SIGKILL a real `minicnn train` at seeded random moments — some of them inside a checkpoint write —
+then check that the run's files load and that `--resume` ends bit for bit where an uninterrupted
+run ends (weights, optimizer state, training state, history; timings aside).
+
+The kills inside a write use the test hook ``$MINICNN_TEST_PAUSE_BEFORE_RENAME`` of
+``minicnn.fileio``: every atomic write pauses with its temporary file complete and the target not
+yet replaced, so the test can kill while a ``.tmp-last.npz-*`` / ``.tmp-model.npz-*`` exists.
+All processes run with ``--threads 1`` (a run is reproducible for a given thread count).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minicnn.cli import main
+from minicnn.fileio import PAUSE_ENV, TMP_PREFIX
+from minicnn.serialization import load
+from minicnn.train import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fcntl are POSIX-only")
+
+TRAIN = ["--arch", "tiny", "--image-size", "16", "--epochs", "3", "--batch-size", "8", "--seed", "5"]
+COMMON = ["--quiet", "--threads", "1"]
+PAUSE = "0.1"                 # seconds each atomic write waits before its rename
+RANDOM_KILLS, KILLS_IN_WRITES = 7, 3
+TIMING = ("seconds", "images_per_s")
+CHECKPOINTS = ("last.npz", "model.npz")
+
+
+def _cli(*args):
+    return [sys.executable, "-m", "minicnn.cli", *args]
+
+
+def _start(data, out):
+    return subprocess.Popen(_cli("train", str(data), "--out", str(out), *TRAIN, *COMMON), cwd=REPO,
+                            env={**os.environ, PAUSE_ENV: PAUSE}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _temporaries(out):
+    return sorted(n for n in os.listdir(out) if n.startswith(TMP_PREFIX)) if out.is_dir() else []
+
+
+def _wait_for(what, proc, timeout=120):
+    t0 = time.monotonic()
+    while not what():
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() - t0 < timeout, "timed out"
+        time.sleep(0.002)
+    return True
+
+
+def _without_timings(rows):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
+
+
+def _run_files(out):
+    """Everything a finished run's result is made of, timings removed: compared with ==."""
+    files = {}
+    for name in CHECKPOINTS:
+        with np.load(out / name, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        if "train_state" in arrays:
+            info = json.loads(str(arrays.pop("train_state")))
+            info["state"]["history"] = _without_timings(info["state"]["history"])
+            assert info["extra"]["args"].pop("out") == str(out)
+            files[name + ":train_state"] = info
+        files[name] = arrays
+    files["history.json"] = _without_timings(json.loads((out / "history.json").read_text()))
+    return files
+
+
+def _assert_identical(got, want, where):
+    assert got.keys() == want.keys(), where
+    for key in want:
+        if isinstance(want[key], dict) and all(isinstance(v, np.ndarray) for v in want[key].values()):
+            assert got[key].keys() == want[key].keys(), (where, key)
+            for name, array in want[key].items():
+                assert got[key][name].dtype == array.dtype and np.array_equal(got[key][name], array), \
+                    f"{where}: {key} {name} differs"
+        else:
+            assert got[key] == want[key], f"{where}: {key} differs"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kill") / "data"
+    assert main(["synth", str(root), "--n", "120", "--size", "16", "--seed", "4"]) == 0
+    return root
+
+
+def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_path):
+    ref = tmp_path / "reference"
+    proc = _start(data, ref)                        # the reference, timed from its first checkpoint on
+    assert _wait_for(lambda: (ref / "last.npz").exists(), proc)
+    t_first = time.monotonic()
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    span = time.monotonic() - t_first
+    want = _run_files(ref)
+    assert len(want["history.json"]) == 3
+
+    rng = np.random.default_rng(14)
+    outcomes, attempts = [], 0
+    while len(outcomes) < RANDOM_KILLS + KILLS_IN_WRITES:
+        trial, attempts = len(outcomes), attempts + 1
+        assert attempts <= 2 * (RANDOM_KILLS + KILLS_IN_WRITES), "too many runs ended before their kill"
+        out = tmp_path / f"killed{attempts}"
+        proc = _start(data, out)
+        assert _wait_for(lambda: (out / "last.npz").exists(), proc)   # the checkpoint written before batch 1
+        if trial < RANDOM_KILLS:                     # a seeded random moment of the run
+            time.sleep(rng.uniform(0, 0.9 * span))
+        else:                                        # inside the k-th checkpoint write of the run
+            k, seen = int(rng.integers(2, 6)), set()
+
+            def in_kth_write():
+                now = [n for n in _temporaries(out) if n[len(TMP_PREFIX):].startswith(CHECKPOINTS)]
+                seen.update(now)
+                return len(seen) >= k and bool(now)
+            assert _wait_for(in_kth_write, proc), f"trial {trial}: the run ended before write {k}"
+        proc.send_signal(signal.SIGKILL)
+        if proc.wait(timeout=60) == 0 and trial < RANDOM_KILLS:
+            continue                                 # a slow reference: the run ended first; draw again
+        assert proc.returncode == -signal.SIGKILL, f"trial {trial}: {proc.communicate()[1]}"
+        left = _temporaries(out)
+        if trial >= RANDOM_KILLS:
+            assert any(n[len(TMP_PREFIX):].startswith(CHECKPOINTS) for n in left), left
+
+        # what a kill leaves loads: the checkpoint always, the best model when there is one
+        _, info, _ = load_checkpoint(out / "last.npz")
+        if (out / "model.npz").exists():
+            assert load(out / "model.npz").meta["best_epoch"] >= 1
+        r = subprocess.run(_cli("train", "--resume", str(out), *COMMON), cwd=REPO, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, f"trial {trial}: {r.stderr}"
+        assert f"resuming {out} at epoch {info['state']['epoch'] + 1}, batch 0" in r.stdout
+        assert _temporaries(out) == []               # what the killed write left was removed
+        _assert_identical(_run_files(out), want, f"trial {trial}")
+        outcomes.append((trial, info["state"]["epoch"], bool(left)))
+
+    inside = sum(1 for _, _, in_write in outcomes if in_write)
+    print(f"{len(outcomes)} SIGKILLs, {inside} inside an atomic write, resumed from epochs "
+          f"{[e for _, e, _ in outcomes]}; every resumed run identical to the uninterrupted one")
+    assert len(outcomes) >= 10 and inside >= KILLS_IN_WRITES
