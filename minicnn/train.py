@@ -140,7 +140,7 @@ def load_checkpoint(path):
     if config is None or "train_state" not in arrays:
         raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
     info = json.loads(str(arrays["train_state"]))
-    model = model_from_arrays(arrays, config)
+    model = model_from_arrays(arrays, config, str(path))
     state = {}
     for key, value in arrays.items():
         if key.startswith("opt:"):

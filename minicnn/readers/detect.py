@@ -8,8 +8,8 @@ import zipfile
 import h5py
 
 from ..errors import WeightFileError
-from ._files import FORMATS, check_exists
-from .keras import legacy_root, string_list_attr
+from ._files import FORMATS, ZIP_ERRORS, check_exists
+from .keras import H5_ERRORS, check_h5_file, legacy_root, string_list_attr
 from .torch_pickle import is_torch_legacy_file
 
 __all__ = ["FORMATS", "detect_format"]
@@ -24,6 +24,13 @@ def _unknown(path: str, why: str) -> WeightFileError:
                       f"({', '.join(FORMATS)})", path=path)
 
 
+def _is_hdf5(path: str) -> bool:
+    try:
+        return bool(h5py.is_hdf5(path))
+    except H5_ERRORS:
+        return False
+
+
 def detect_format(path) -> str:
     """Identify a weight file by its content (magic bytes, zip members, HDF5 attributes).
 
@@ -34,23 +41,32 @@ def detect_format(path) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
     size = os.path.getsize(path)
-    if head.startswith(_HDF5_MAGIC) or h5py.is_hdf5(path):
+    if head.startswith(_HDF5_MAGIC) or _is_hdf5(path):
         try:
-            with h5py.File(path, "r") as f:
+            f = h5py.File(path, "r")
+        except WeightFileError:
+            raise
+        except H5_ERRORS as e:
+            raise _unknown(path, f"HDF5 file not readable: {e}") from None
+        with f:
+            check_h5_file(f, path)          # refuses external storage/links before anything is read
+            try:
                 if string_list_attr(f, "layer_names") is not None:
                     return "keras_h5"
                 if legacy_root(f) is not None:
                     return "keras_h5_model"
                 if "layers" in f or "vars" in f:
                     return "keras3_weights"
-        except OSError as e:
-            raise _unknown(path, f"HDF5 file not readable: {e}") from None
+            except WeightFileError:
+                raise
+            except H5_ERRORS as e:
+                raise _unknown(path, f"HDF5 file not readable: {e}") from None
         raise _unknown(path, "an HDF5 file with neither Keras 'layer_names' nor a 'layers' group")
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except (zipfile.BadZipFile, OSError) as e:
+        except ZIP_ERRORS as e:
             raise _unknown(path, f"broken zip archive: {e}") from None
         if "config.json" in names and "model.weights.h5" in names:
             return "keras_archive"
