@@ -256,7 +256,7 @@ def evaluate(model, x, y=None, *, batch_size: int = 32, threshold=None, classes=
     loss_obj = _make_loss(model, c.loss, None, np.asarray(loader.labels)) if c is not None else None
     y_true, y_prob, loss_value = predict_loader(model, loader, loss_obj)
     k = y_prob.shape[1]
-    names = classes or model.meta.get("classes") or [f"class {j}" for j in range(k)]
+    names = classes or model.meta.get("classes") or (["positive"] if k == 1 else [f"class {j}" for j in range(k)])
     if k == 1 and len(names) == 2 and positive_class is None:
         positive_class = model.meta.get("positive_class") or names[-1]
     thr = threshold if threshold is not None else model.meta.get("threshold", 0.5)

@@ -94,7 +94,7 @@ def test_evaluate_returns_the_clinical_metrics_at_the_saved_threshold():
     m.fit(x, y, epochs=2, batch_size=16, verbose=0)
     m.meta["threshold"] = [0.4]
     r = m.evaluate(x, y, n_boot=100)
-    want = metrics.evaluate_predictions(y, m.predict(x), ["class 0"], 0.4, n_boot=100)
+    want = metrics.evaluate_predictions(y, m.predict(x), ["positive"], 0.4, n_boot=100)
     for key in ("roc_auc", "sensitivity", "specificity", "ppv", "npv", "sensitivity_ci95", "confusion"):
         assert r[key] == want[key], key
     assert r["threshold"] == 0.4 and np.isfinite(r["loss"])
