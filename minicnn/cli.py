@@ -249,6 +249,10 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def _add_threads(p):
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for Numba kernels and BLAS (default: all cores)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="results independent of --threads (kernels split their work as if "
+                        "minicnn.runtime.DETERMINISTIC_SPLIT threads ran; without it, weights trained "
+                        "with different thread counts differ in the last bits)")
 
 
 def _add_train(sub):
@@ -398,6 +402,9 @@ def main(argv=None) -> int:
         train.print_usage(sys.stderr)
         train.exit(2, "minicnn train: error: give DATA (a dataset) or --resume RUN; see minicnn train --help\n")
     try:
+        if getattr(a, "deterministic", False):
+            from . import runtime
+            runtime.configure(deterministic=True)
         a.func(a)
     except KeyboardInterrupt as e:
         print(f"\nminicnn: {e or 'interrupted'}", file=sys.stderr)
