@@ -121,12 +121,12 @@ def cmd_predict(a):
 
 # -- summary, gradcheck -------------------------------------------------------------------------
 def cmd_summary(a):
-    model = _load_model(a.model)
-    print(model.summary())
-    if model.meta:
-        shown = {k: v for k, v in model.meta.items() if k in ("classes", "outputs", "positive_class", "threshold",
-                                                               "preprocessing", "source")}
-        print(json.dumps(shown, indent=1))
+    from .pretrained.describe import describe_file, format_description
+    d = describe_file(_model_path(a.model))
+    print(format_description(d))
+    if d["model"] is not None and a.layers:
+        print()
+        print(d["model"].summary())
 
 
 def cmd_gradcheck(a):
@@ -347,8 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(s)
     s.set_defaults(func=cmd_explain)
 
-    s = sub.add_parser("summary", help="print a model's layers and parameter counts", formatter_class=_Help)
-    s.add_argument("model", help="run directory or model .npz")
+    s = sub.add_parser("summary", help="what a model or weight file is: format, architecture, input size, "
+                                       "classes, preprocessing (any file minicnn reads)", formatter_class=_Help)
+    s.add_argument("model", help="run directory, minicnn .npz, .pth/.pt, .safetensors, .h5, .weights.h5 or .keras")
+    s.add_argument("--no-layers", dest="layers", action="store_false",
+                   help="leave out the table of layers (shown for files that hold an architecture)")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("gradcheck", help="gradient-check every layer and loss; print relative errors",
