@@ -115,6 +115,12 @@ def cmd_predict(a):
     model = _load_model(a.model)
     records = predict_files(model, a.images, batch_size=a.batch_size)
     print(format_records(records, model))
+    if a.gradcam:
+        from .gradcam import explain_files
+        cams = explain_files(model, [r["file"] for r in records], a.gradcam, node=a.layer)
+        for r, c in zip(records, cams):
+            r["gradcam"] = c["overlay"]
+        print(f"wrote {len(cams)} Grad-CAM overlay(s) of the predicted class to {a.gradcam}")
     if a.out:
         print(f"wrote {write_records(records, a.out)}")
 
@@ -335,6 +341,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
     s.add_argument("--out", default=None, help="write a .csv or .json")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
+    s.add_argument("--gradcam", default=None, metavar="DIR",
+                   help="also write a Grad-CAM overlay of the predicted class for every image into DIR")
+    s.add_argument("--layer", default=None, help="with --gradcam: node explained (default: before global pooling)")
     _add_threads(s)
     s.set_defaults(func=cmd_predict)
 
