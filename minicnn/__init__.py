@@ -2,13 +2,15 @@
 
     from minicnn import layers, losses, optim, Sequential, Graph, gradcheck, load
 """
-from . import layers, losses, optim
+from . import callbacks, layers, losses, optim
+from .callbacks import EarlyStopping, ModelCheckpoint
 from .gradient_check import gradcheck
 from .model import Graph, Sequential
 from .serialization import load
 
 __version__ = "0.1.0"
-__all__ = ["layers", "losses", "optim", "Sequential", "Graph", "gradcheck", "load", "predict_files"]
+__all__ = ["layers", "losses", "optim", "callbacks", "EarlyStopping", "ModelCheckpoint", "Sequential", "Graph",
+           "gradcheck", "load", "predict_files"]
 
 
 def predict_files(model, paths, **kwargs):

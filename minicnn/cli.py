@@ -117,18 +117,24 @@ def cmd_predict(a):
     records = predict_files(model, a.images, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
                             warn=lambda message: print(f"WARNING: {message}", file=sys.stderr))
     print(format_records(records, model))
+    if a.gradcam:
+        from .gradcam import explain_files
+        cams = explain_files(model, [r["file"] for r in records], a.gradcam, node=a.layer)
+        for r, c in zip(records, cams):
+            r["gradcam"] = c["overlay"]
+        print(f"wrote {len(cams)} Grad-CAM overlay(s) of the predicted class to {a.gradcam}")
     if a.out:
         print(f"wrote {write_records(records, a.out)}")
 
 
 # -- summary, gradcheck -------------------------------------------------------------------------
 def cmd_summary(a):
-    model = _load_model(a.model)
-    print(model.summary())
-    if model.meta:
-        shown = {k: v for k, v in model.meta.items() if k in ("classes", "outputs", "positive_class", "threshold",
-                                                               "preprocessing", "source")}
-        print(json.dumps(shown, indent=1))
+    from .pretrained.describe import describe_file, format_description
+    d = describe_file(_model_path(a.model))
+    print(format_description(d))
+    if d["model"] is not None and a.layers:
+        print()
+        print(d["model"].summary())
 
 
 def cmd_gradcheck(a):
@@ -251,6 +257,10 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def _add_threads(p):
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for Numba kernels and BLAS (default: all cores)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="results independent of --threads (kernels split their work as if "
+                        "minicnn.runtime.DETERMINISTIC_SPLIT threads ran; without it, weights trained "
+                        "with different thread counts differ in the last bits)")
 
 
 def _add_on_bad_file(p, default, skip_means):
@@ -341,6 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write a .csv or .json")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
     _add_on_bad_file(s, "fail", "skip: warn and leave it out")
+    s.add_argument("--gradcam", default=None, metavar="DIR",
+                   help="also write a Grad-CAM overlay of the predicted class for every image into DIR")
+    s.add_argument("--layer", default=None, help="with --gradcam: node explained (default: before global pooling)")
     _add_threads(s)
     s.set_defaults(func=cmd_predict)
 
@@ -353,8 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(s)
     s.set_defaults(func=cmd_explain)
 
-    s = sub.add_parser("summary", help="print a model's layers and parameter counts", formatter_class=_Help)
-    s.add_argument("model", help="run directory or model .npz")
+    s = sub.add_parser("summary", help="what a model or weight file is: format, architecture, input size, "
+                                       "classes, preprocessing (any file minicnn reads)", formatter_class=_Help)
+    s.add_argument("model", help="run directory, minicnn .npz, .pth/.pt, .safetensors, .h5, .weights.h5 or .keras")
+    s.add_argument("--no-layers", dest="layers", action="store_false",
+                   help="leave out the table of layers (shown for files that hold an architecture)")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("gradcheck", help="gradient-check every layer and loss; print relative errors",
@@ -408,6 +424,9 @@ def main(argv=None) -> int:
         train.print_usage(sys.stderr)
         train.exit(2, "minicnn train: error: give DATA (a dataset) or --resume RUN; see minicnn train --help\n")
     try:
+        if getattr(a, "deterministic", False):
+            from . import runtime
+            runtime.configure(deterministic=True)
         a.func(a)
     except KeyboardInterrupt as e:
         print(f"\nminicnn: {e or 'interrupted'}", file=sys.stderr)

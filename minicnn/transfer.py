@@ -34,7 +34,7 @@ from .data.datasets import available_splits, load_dataset
 from .data.loader import ArrayLoader, BatchLoader
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
-from .errors import UsageError
+from .errors import UsageError, WeightFileError
 from .losses import WeightedBCE, class_weights
 from .model import Graph, apply_activation
 from .serialization import load
@@ -42,6 +42,7 @@ from .optim import Adam
 from .predict import file_loader, predict_batches
 from .pretrained.features import build_head, combine, image_key, model_fingerprint, unfreeze_last
 from .pretrained.preprocess import preprocess, resolve_mode
+from .pretrained import registry
 from .pretrained.registry import cache_dir
 from .train import TrainConfig, TrainState, fit
 
@@ -170,7 +171,12 @@ def load_backbone(name: str, weights, image_size: int | None, seed: int = 0) -> 
     if name not in LAST_BLOCK or not callable(builder):
         raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
     size = image_size or DEFAULT_SIZES.get(name, 224)
-    model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
+    try:
+        model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
+    except (WeightFileError, UsageError):
+        if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            registry.check_file_architecture(name, weights)   # another architecture's file: say which
+        raise
     model.freeze()
     if model.meta.get("preprocessing") is None:
         raise UsageError(f"backbone {name!r} does not say which preprocessing its weights need")
