@@ -1,6 +1,6 @@
 """Layers for the ONNX operators minicnn had no layer for (any input rank, NumPy broadcasting).
 
-    Binary(op)      y = a (op) b, op in add/sub/mul/div/max/min; NumPy broadcasting at any rank.
+    Binary(op)      y = a (op) b, op in add/sub/mul/div/max/min/pow (d/db of pow is taken as 0 where a <= 0); NumPy broadcasting at any rank.
                     Both operands are activations (two inputs), or one is a constant buffer ``c``
                     (``const_first``: c op x instead of x op c). dx reduces dy over the broadcast axes.
     Reshape(shape)  ONNX Reshape: 0 copies the input's size on that axis, -1 is inferred.
@@ -12,6 +12,10 @@
                     input flattened to 2-D at ``axis`` (softmax over all axes from ``axis`` on)
     HardSigmoid(alpha, beta) y = max(0, min(1, alpha x + beta))  HardSwish: x * HardSigmoid(1/6, 1/2)(x)
     PRelu(slope)    y = x if x > 0 else slope * x, slope a param broadcast against x
+    Unary(name, p)  neg, abs, sqrt, reciprocal, log, erf, pow (x ** p, p a constant)
+    Reduce(op, axes, keepdims)  mean / sum / max over ``axes``
+    Slice(starts, ends, axes, steps)   x[start:end:step] on the given axes; dx scatters dy back
+    LRN(size, alpha, beta, bias)        local response normalisation across channels
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
 ``tests/onnx/test_onnx_layers.py``).
@@ -26,7 +30,7 @@ from .base import Layer
 
 _BINARY = {
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
-    "max": np.maximum, "min": np.minimum,
+    "max": np.maximum, "min": np.minimum, "pow": np.power,
 }
 
 
@@ -96,6 +100,11 @@ class Binary(Layer):
             da, db = dy * b, dy * a
         elif self.op == "div":
             da, db = dy / b, -dy * a / (b * b)
+        elif self.op == "pow":
+            y = np.power(a, b)
+            da = dy * b * np.power(a, b - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = np.where(a > 0, dy * y * np.log(np.where(a > 0, a, 1)), 0)
         else:   # max / min: the gradient goes to the selected operand (ties: to the first)
             pick_a = (a >= b) if self.op == "max" else (a <= b)
             da, db = dy * pick_a, dy * ~pick_a
@@ -411,5 +420,158 @@ class PRelu(Layer):
         return {"slope_shape": list(self.slope_shape)}
 
 
+_UNARY = {
+    "neg": (lambda x, p: -x, lambda x, p: -np.ones_like(x)),
+    "abs": (lambda x, p: np.abs(x), lambda x, p: np.sign(x)),
+    "sqrt": (lambda x, p: np.sqrt(x), lambda x, p: 0.5 / np.sqrt(x)),
+    "reciprocal": (lambda x, p: 1.0 / x, lambda x, p: -1.0 / (x * x)),
+    "log": (lambda x, p: np.log(x), lambda x, p: 1.0 / x),
+    "erf": (lambda x, p: _erf(x), lambda x, p: 2.0 / np.sqrt(np.pi) * np.exp(-x * x)),
+    "pow": (lambda x, p: np.power(x, p), lambda x, p: p * np.power(x, p - 1)),
+}
+
+
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
+
+
+class Unary(Layer):
+    """``Unary(name, p=None)``: an elementwise function of ``_UNARY`` (``p``: the exponent of pow)."""
+
+    def __init__(self, name: str, p=None):
+        super().__init__()
+        if name not in _UNARY:
+            raise UsageError(f"Unary: unknown function {name!r}; known: {', '.join(_UNARY)}")
+        self.name, self.p = name, None if p is None else float(p)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        self._cache = x
+        return np.asarray(_UNARY[self.name][0](x, self.p), x.dtype)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        return (dy * _UNARY[self.name][1](x, self.p)).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"name": self.name, "p": self.p}
+
+
+class Reduce(Layer):
+    """``Reduce(op, axes, keepdims=True)``: mean / sum / max over ``axes`` (max: ties share the gradient)."""
+
+    def __init__(self, op: str, axes, keepdims: bool = True):
+        super().__init__()
+        if op not in ("mean", "sum", "max"):
+            raise UsageError(f"Reduce: op must be mean, sum or max, got {op!r}")
+        self.op, self.axes, self.keepdims = op, [int(a) for a in axes], bool(keepdims)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        axes = tuple(a % x.ndim for a in self.axes)
+        y = getattr(np, self.op)(x, axis=axes, keepdims=True)
+        self._cache = (x, y, axes)
+        return y if self.keepdims else y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    def backward(self, dy, need_dx: bool = True):
+        x, y, axes = self._pop_cache()
+        if not need_dx:
+            return None
+        g = dy.reshape(y.shape)
+        if self.op == "sum":
+            return np.broadcast_to(g, x.shape).copy()
+        if self.op == "mean":
+            return np.broadcast_to(g / np.prod([x.shape[a] for a in axes]), x.shape).copy()
+        hit = (x == y)
+        return (g * hit / hit.sum(axis=axes, keepdims=True)).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"op": self.op, "axes": list(self.axes), "keepdims": self.keepdims}
+
+
+class Slice(Layer):
+    """``Slice(starts, ends, axes, steps=None)``: ONNX Slice with constant bounds (clamped like NumPy)."""
+
+    def __init__(self, starts, ends, axes, steps=None):
+        super().__init__()
+        self.starts, self.ends, self.axes = [int(v) for v in starts], [int(v) for v in ends], [int(v) for v in axes]
+        self.steps = [1] * len(self.axes) if steps is None else [int(v) for v in steps]
+        if 0 in self.steps:
+            raise UsageError("Slice: steps must not be 0")
+
+    def _index(self, ndim):
+        idx = [slice(None)] * ndim
+        for s, e, a, st in zip(self.starts, self.ends, self.axes, self.steps):
+            big = 2 ** 62
+            e = None if (st < 0 and e <= -big) else (None if e >= big else e)
+            idx[a % ndim] = slice(s if abs(s) < 2 ** 62 else (None), e, st)
+        return tuple(idx)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        idx = self._index(x.ndim)
+        self._cache = (x.shape, idx)
+        return np.ascontiguousarray(x[idx])
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, idx = self._pop_cache()
+        if not need_dx:
+            return None
+        dx = np.zeros(shape, dy.dtype)
+        dx[idx] = dy
+        return dx
+
+    def get_config(self):
+        return {"starts": self.starts, "ends": self.ends, "axes": self.axes, "steps": self.steps}
+
+
+class LRN(Layer):
+    """``LRN(size, alpha=1e-4, beta=0.75, bias=1.0)``: ONNX LocalResponseNormalization over channels::
+
+        s_c = bias + alpha / size * sum_{c' in [c - floor((size-1)/2), c + ceil((size-1)/2)]} x_c'^2
+        y = x / s_c ** beta
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.bias = int(size), float(alpha), float(beta), float(bias)
+
+    def _window_sum(self, a):
+        lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
+        C = a.shape[1]
+        cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
+        top = np.minimum(np.arange(C) + hi + 1, C)
+        bot = np.maximum(np.arange(C) - lo, 0)
+        return cs[:, top] - cs[:, bot]
+
+    def _adjoint_window_sum(self, g):
+        """The transpose of ``_window_sum`` (the window mirrored)."""
+        lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
+        C = g.shape[1]
+        cs = np.concatenate([np.zeros_like(g[:, :1]), np.cumsum(g, axis=1)], axis=1)
+        top = np.minimum(np.arange(C) + lo + 1, C)
+        bot = np.maximum(np.arange(C) - hi, 0)
+        return cs[:, top] - cs[:, bot]
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        s = self.bias + self.alpha / self.size * self._window_sum(x * x)
+        y = x * s ** -self.beta
+        self._cache = (x, s)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x, s = self._pop_cache()
+        if not need_dx:
+            return None
+        t = dy * x * (-self.beta) * s ** (-self.beta - 1)
+        return (dy * s ** -self.beta + 2 * self.alpha / self.size * x * self._adjoint_window_sum(t)).astype(dy.dtype)
+
+    def get_config(self):
+        return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
-               "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu}
+               "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
+               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN}

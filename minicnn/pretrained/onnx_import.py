@@ -39,7 +39,8 @@ from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reshape, Transpose
+from ..layers.onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+                               Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
 from ..model import Graph
@@ -352,10 +353,81 @@ class _Importer:
             axes = list(self.const(node.inputs[1], "axes"))
         r = self.rank(node.inputs[0])
         axes = sorted(int(v) % r for v in (axes or []))
-        if node.op_type in ("ReduceMean", "ReduceMax") and r == 4 and axes == [2, 3]:
-            node.op_type = "ReduceMean" if node.op_type == "ReduceMean" else "ReduceMax"
+        if not axes:
+            if a.get("noop_with_empty_axes", 0):
+                self.acts[node.outputs[0]] = self.act(node.inputs[0])
+                return
+            axes = list(range(r))
+        keep = bool(a.get("keepdims", 1))
+        if node.op_type in ("ReduceMean", "ReduceMax") and r == 4 and axes == [2, 3] and 0 not in axes:
             return self.global_pool(node)
-        raise _Unsupported(f"axes={axes} on a {r}-D input (only the spatial axes of NCHW)")
+        if 0 in axes:
+            raise _Unsupported(f"axes={axes} (a reduction over the batch axis)")
+        op = {"ReduceMean": "mean", "ReduceSum": "sum", "ReduceMax": "max"}[node.op_type]
+        self.add(node, Reduce(op, axes, keep), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def unary_math(self, node):
+        name = {"Neg": "neg", "Abs": "abs", "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Log": "log", "Erf": "erf",
+                "Pow": "pow"}[node.op_type]
+        p = None
+        if name == "pow" and not self.is_const(node.inputs[1]):
+            return self.binary(node)
+        if name == "pow":
+            e = np.asarray(self.const(node.inputs[1], "exponent"))
+            if e.size != 1:
+                raise _Unsupported("an exponent that is not one number")
+            p = float(e.reshape(-1)[0])
+        self.add(node, Unary(name, p), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def slice(self, node):
+        a = node.attrs
+        r = self.rank(node.inputs[0])
+        if self.m.opset < 10:
+            starts, ends = a["starts"], a["ends"]
+            axes = a.get("axes", list(range(len(starts))))
+            steps = None
+        else:
+            starts = [int(v) for v in np.asarray(self.const(node.inputs[1], "starts")).reshape(-1)]
+            ends = [int(v) for v in np.asarray(self.const(node.inputs[2], "ends")).reshape(-1)]
+            ax = self.opt_const(node, 3)
+            st = self.opt_const(node, 4)
+            axes = list(range(len(starts))) if ax is None else [int(v) for v in np.asarray(ax).reshape(-1)]
+            steps = None if st is None else [int(v) for v in np.asarray(st).reshape(-1)]
+        axes = [int(v) % r for v in axes]
+        if any(abs(v) >= _BIG and abs(v) < 2 ** 62 for v in list(starts) + list(ends)):
+            raise _Unsupported("bounds computed from the batch size")
+        if 0 in axes:
+            raise _Unsupported("a slice of the batch axis")
+        self.add(node, Slice(starts, ends, axes, steps), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def split(self, node):
+        a = node.attrs
+        r = self.rank(node.inputs[0])
+        axis = int(a.get("axis", 0)) % r
+        if axis == 0:
+            raise _Unsupported("a split of the batch axis")
+        size = self.shape(node.inputs[0])[axis]
+        if not isinstance(size, int):
+            raise _Unsupported(f"a split of the symbolic axis {axis}")
+        parts = a.get("split")
+        if parts is None and len(node.inputs) > 1 and node.inputs[1]:
+            parts = [int(v) for v in np.asarray(self.const(node.inputs[1], "split")).reshape(-1)]
+        if parts is None:
+            n = int(a.get("num_outputs", len(node.outputs)))
+            step = -(-size // n)
+            parts = [min(step, size - k * step) for k in range(n)]
+        start = 0
+        for k, (out, p) in enumerate(zip(node.outputs, parts)):
+            if out:
+                self.add(node, Slice([start], [start + p], [axis]), [self.act(node.inputs[0])], out=out, suffix=f"/{k}")
+            start += p
+
+    def lrn(self, node):
+        a = node.attrs
+        if self.rank(node.inputs[0]) < 3:
+            raise _Unsupported("an input without spatial axes")
+        layer = LRN(a["size"], a.get("alpha", 1e-4), a.get("beta", 0.75), a.get("bias", 1.0))
+        self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
 
     def batchnorm(self, node):
         a = node.attrs
@@ -443,7 +515,7 @@ class _Importer:
 
     def binary(self, node):
         op = {"Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Max": "max", "Min": "min",
-              "Sum": "add", "Mean": "add"}[node.op_type]
+              "Sum": "add", "Mean": "add", "Pow": "pow"}[node.op_type]
         ins = [i for i in node.inputs if i]
         if not ins:
             raise _Unsupported("no inputs")
@@ -531,7 +603,7 @@ class _Importer:
         x = node.inputs[0]
         r = self.rank(x)
         axis %= r if axis < 0 else r + 1
-        if axis == 1:
+        if axis == 1 and r >= 2:
             self.add(node, Flatten(), [self.act(x)], out=node.outputs[0])
             return
         self.shape_op(node)
@@ -633,7 +705,10 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
 _HANDLERS = {
     "Conv": _Importer.conv, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
     "GlobalAveragePool": _Importer.global_pool, "GlobalMaxPool": _Importer.global_pool,
-    "ReduceMean": _Importer.reduce, "ReduceMax": _Importer.reduce,
+    "ReduceMean": _Importer.reduce, "ReduceMax": _Importer.reduce, "ReduceSum": _Importer.reduce,
+    "Neg": _Importer.unary_math, "Abs": _Importer.unary_math, "Sqrt": _Importer.unary_math,
+    "Reciprocal": _Importer.unary_math, "Log": _Importer.unary_math, "Erf": _Importer.unary_math,
+    "Pow": _Importer.unary_math, "Slice": _Importer.slice, "Split": _Importer.split, "LRN": _Importer.lrn,
     "BatchNormalization": _Importer.batchnorm,
     "Relu": _Importer.unary, "Sigmoid": _Importer.unary, "LeakyRelu": _Importer.unary, "Elu": _Importer.unary,
     "Selu": _Importer.unary, "Tanh": _Importer.unary, "Softplus": _Importer.unary, "Softsign": _Importer.unary,
