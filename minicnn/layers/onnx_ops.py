@@ -470,7 +470,8 @@ class Reduce(Layer):
     def forward(self, x, training: bool = False):
         x = _float(x)
         axes = tuple(a % x.ndim for a in self.axes)
-        y = getattr(np, self.op)(x, axis=axes, keepdims=True)
+        y = (np.max(x, axis=axes, keepdims=True, initial=-np.inf) if self.op == "max"
+             else getattr(np, self.op)(x, axis=axes, keepdims=True))
         self._cache = (x, y, axes)
         return y if self.keepdims else y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
 

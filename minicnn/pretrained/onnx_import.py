@@ -76,6 +76,10 @@ class _Importer:
         first = m.inputs
         if not first:
             raise OnnxImportError(f"{m.path}: the graph has no input (every input is an initializer)", path=m.path)
+        odd = [v.name for v in list(first) + list(m.outputs) if v.dtype is None]
+        if odd:
+            raise OnnxImportError(f"{m.path}: graph inputs/outputs {odd} are not tensors (sequences, maps or "
+                                  f"optionals); minicnn imports tensor graphs only", path=m.path)
         self.g = Graph(inputs=[v.name for v in first])
         for v in first:
             self.acts[v.name] = v.name
@@ -95,8 +99,11 @@ class _Importer:
             raise _Unsupported(f"{what} {name!r} computed at run time (only a constant is supported there)")
         return self.consts[name]
 
-    def opt_const(self, node, i):
-        return self.consts.get(node.inputs[i]) if len(node.inputs) > i and node.inputs[i] else None
+    def opt_const(self, node, i, what="optional input"):
+        """Input ``i`` as a constant, None when it is absent; computed at run time is unsupported."""
+        if len(node.inputs) <= i or not node.inputs[i]:
+            return None
+        return self.const(node.inputs[i], what)
 
     def act(self, name):
         if name not in self.acts:
@@ -461,8 +468,13 @@ class _Importer:
         elif op == "Elu":
             layer = Activation("elu", alpha=a.get("alpha", 1.0))
         elif op == "Selu":
-            if abs(a.get("alpha", 1.67326319) - 1.67326319) > 1e-6 or abs(a.get("gamma", 1.05070102) - 1.05070102) > 1e-6:
-                raise _Unsupported(f"alpha={a.get('alpha')}, gamma={a.get('gamma')} (only the standard SELU)")
+            alpha, gamma = a.get("alpha", 1.67326319217681884765625), a.get("gamma", 1.05070102214813232421875)
+            if abs(alpha - 1.67326319) > 1e-6 or abs(gamma - 1.05070102) > 1e-6:   # gamma * elu(x, alpha)
+                name = self.add(node, Activation("elu", alpha=alpha), [self.act(node.inputs[0])], suffix="/elu")
+                layer = Binary("mul", const_shape=())
+                layer.buffers["c"] = np.asarray(gamma, np.float32)
+                self.add(node, layer, [name], out=node.outputs[0])
+                return
             layer = Activation("selu")
         elif op == "Gelu":
             appr = a.get("approximate", "none")
