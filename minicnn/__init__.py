@@ -10,7 +10,13 @@ from .serialization import load
 
 __version__ = "0.1.0"
 __all__ = ["layers", "losses", "optim", "callbacks", "EarlyStopping", "ModelCheckpoint", "Sequential", "Graph",
-           "gradcheck", "load", "predict_files"]
+           "gradcheck", "load", "load_onnx", "predict_files"]
+
+
+def load_onnx(path, input_shape=None):
+    """An ONNX model file as a minicnn Graph (``minicnn.pretrained.onnx_import``; needs ``minicnn[onnx]``)."""
+    from .pretrained.onnx_import import load_onnx as _load_onnx
+    return _load_onnx(path, input_shape=input_shape)
 
 
 def predict_files(model, paths, **kwargs):

@@ -334,13 +334,23 @@ class Graph:
 
         ``logits=True`` returns the output node's values before ``output_activation`` (for a loss).
         ``keep``: node names whose outputs (of the last batch) are left in ``self.activations``.
+        ``meta["fixed_batch"] = B`` (an ONNX graph exported for batch B) runs chunks of exactly B.
         """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
         outs = []
+        fixed = self.meta.get("fixed_batch")   # an imported graph built for one batch size runs in chunks of it
+        if fixed:
+            batch_size = int(fixed)
         for start in range(0, len(x), batch_size):
-            z = self.forward(x[start:start + batch_size], training=False, keep=keep, _cache=False)
+            chunk = x[start:start + batch_size]
+            if fixed and len(chunk) < batch_size:     # pad the last chunk, keep its real rows
+                pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)
+                z = self.forward(np.concatenate([chunk, pad]), training=False, keep=keep, _cache=False)[:len(chunk)]
+                outs.append(z if logits else apply_activation(z, self.output_activation))
+                continue
+            z = self.forward(chunk, training=False, keep=keep, _cache=False)
             outs.append(z if logits else apply_activation(z, self.output_activation))
         if not outs:
             raise UsageError("predict got an empty batch")
