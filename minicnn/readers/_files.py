@@ -7,7 +7,7 @@ from ..errors import WeightFileError, file_not_found
 
 #: Every format :func:`minicnn.readers.detect.detect_format` can return.
 FORMATS = ("keras_h5", "keras_h5_model", "keras3_weights", "keras_archive", "torch_zip",
-           "torch_legacy", "safetensors", "npz")
+           "torch_legacy", "safetensors", "npz", "onnx")
 
 
 def check_exists(path, what: str = "weight file") -> str:
