@@ -49,7 +49,10 @@ def _model_path(run_or_model: str) -> str:
 
 
 def _load_model(run_or_model: str):
-    from .serialization import load
+    """A run folder, any model file minicnn recognises by content, or a registry name (minicnn.load)."""
+    from .pretrained.loading import is_model_name, load
+    if not Path(run_or_model).exists() and is_model_name(run_or_model):
+        return load(run_or_model)
     return load(_model_path(run_or_model))
 
 

@@ -10,6 +10,8 @@ Each entry records the digest the upstream project publishes, so a download is c
 the same number the framework itself uses: Keras' md5 ``file_hash`` (in
 ``keras/src/applications/densenet.py``) and torchvision's SHA-256 prefix (the 8 hex digits in the
 file name, ``densenet121-a639ec97.pth``, checked by ``torch.hub`` with ``check_hash``).
+torchxrayvision and CheXNet publish no digest: their SHA-256 is recorded on first download and
+checked on every later use (:mod:`minicnn.pretrained.download`).
 
 ``fetch(name)`` downloads into the cache, ``$MINICNN_HOME/weights`` (default
 ``~/.cache/minicnn/weights``), with a progress bar; the file appears there only after its digest
@@ -26,6 +28,7 @@ from ..readers.detect import detect_format
 from ..readers.keras import read_keras3_weights, read_keras_archive, read_keras_h5, read_keras_h5_model
 from ..readers.npz import read_npz_arrays
 from ..readers.torch import read_torch_state_dict
+from .chexnet import CHEXNET_SPEC, chexnet
 from .densenet import DENSENET121_SPEC, densenet121
 from .download import cache_dir, download
 from .inception import INCEPTION_V3_SPEC, inception_v3
@@ -33,6 +36,7 @@ from .mapping import GENERIC, load_arch_weights
 from .resnet import RESNET50_SPEC, resnet50
 from .spec import WeightSpec, WeightsEntry
 from .vgg import VGG16_SPEC, vgg16
+from .xrv import XRV_DENSENET121_SPEC, XRV_RESNET50_SPEC, xrv_densenet121, xrv_resnet50
 
 __all__ = ["ARCHITECTURES", "Architecture", "WEIGHTS", "WeightsEntry", "FetchError", "names", "get", "fetch",
            "cache_dir", "load_weights", "spec_for"]
@@ -50,6 +54,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     "vgg16": Architecture(vgg16, VGG16_SPEC),
     "resnet50": Architecture(resnet50, RESNET50_SPEC),
     "inception_v3": Architecture(inception_v3, INCEPTION_V3_SPEC),
+    # chest X-ray models: whole classifiers (their own outputs, preprocessing and calibration)
+    "xrv-densenet121": Architecture(xrv_densenet121, XRV_DENSENET121_SPEC),
+    "xrv-resnet50": Architecture(xrv_resnet50, XRV_RESNET50_SPEC),
+    "chexnet-densenet121": Architecture(chexnet, CHEXNET_SPEC),
 }
 
 # how people write the names (error messages, minicnn summary)

@@ -17,7 +17,7 @@ from ..errors import UnsafeFileError, WeightFileError, file_not_found
 
 #: Every format :func:`minicnn.readers.detect.detect_format` can return.
 FORMATS = ("keras_h5", "keras_h5_model", "keras3_weights", "keras_archive", "torch_zip",
-           "torch_legacy", "safetensors", "npz")
+           "torch_legacy", "safetensors", "npz", "onnx")
 
 #: Largest uncompressed member / dataset minicnn reads (bytes); env ``MINICNN_MAX_MEMBER_BYTES``.
 MAX_MEMBER_BYTES = int(os.environ.get("MINICNN_MAX_MEMBER_BYTES", 4 << 30))

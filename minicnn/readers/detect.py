@@ -20,7 +20,7 @@ _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 def _unknown(path: str, why: str) -> WeightFileError:
     return WeightFileError(f"{path}: unrecognised or corrupt weight file ({why}). Supported formats: "
                       "Keras legacy .h5 (weights or full model), Keras 3 .weights.h5, .keras "
-                      "archive, torch .pth/.pt (zip or legacy), .safetensors, minicnn .npz "
+                      "archive, torch .pth/.pt (zip or legacy), .safetensors, minicnn .npz, ONNX "
                       f"({', '.join(FORMATS)})", path=path)
 
 
@@ -29,6 +29,48 @@ def _is_hdf5(path: str) -> bool:
         return bool(h5py.is_hdf5(path))
     except H5_ERRORS:
         return False
+
+
+# ONNX ModelProto top-level fields -> protobuf wire type (0 varint, 2 length-delimited)
+_ONNX_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+_ONNX_GRAPH = 7
+
+
+def _varint(f) -> int | None:
+    shift = value = 0
+    for _ in range(10):
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def looks_like_onnx(path, size: int) -> bool:
+    """True if the file parses as an ONNX ``ModelProto`` at the top level: ``ir_version`` first, only
+    ModelProto's field numbers with their wire types, lengths inside the file, and a ``graph``."""
+    seen = set()
+    with open(path, "rb") as f:
+        while f.tell() < size:
+            tag = _varint(f)
+            if tag is None:
+                return False
+            field, wire = tag >> 3, tag & 7
+            if _ONNX_FIELDS.get(field) != wire or (not seen and field != 1):
+                return False
+            value = _varint(f)
+            if value is None:
+                return False
+            if wire == 2:
+                if f.tell() + value > size:
+                    return False
+                f.seek(value, 1)
+            seen.add(field)
+        end = f.tell()
+    return _ONNX_GRAPH in seen and end == size
 
 
 def detect_format(path) -> str:
@@ -83,4 +125,6 @@ def detect_format(path) -> str:
             return "safetensors"
     if size == 0:
         raise _unknown(path, "empty file")
+    if head[:1] == b"\x08" and looks_like_onnx(path, size):
+        return "onnx"
     raise _unknown(path, "no known magic bytes")
