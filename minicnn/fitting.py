@@ -234,6 +234,7 @@ def fit(model, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_s
     train_loader, val_loader = _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle, seed,
                                         preprocessing)
     loss_obj = _make_loss(model, c.loss, class_weight, np.asarray(train_loader.labels))
+    model.meta["class_weighted"] = class_weight is not None      # the report's calibration note reads it
     state = train.fit(model, loss_obj, c.optimizer, train_loader, val_loader, epochs=int(epochs), seed=seed,
                       progress=verbose > 0, log=print if verbose else (lambda *a: None), out_dir=out_dir,
                       metrics_fns=c.metrics, callbacks=list(callbacks))
