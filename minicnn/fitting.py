@@ -206,8 +206,8 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
         train_loader = ArrayLoader(x, labels, batch_size=batch_size, training=True, shuffle=shuffle, seed=seed)
     if validation_data is None:
         val_loader = None
-    elif isinstance(validation_data, Dataset):
-        val_loader = _dataset_loader(model, validation_data, preprocessing or Preprocessing.from_meta(model.meta),
+    elif isinstance(validation_data, Dataset):   # with the preprocessing fitted on the training Dataset
+        val_loader = _dataset_loader(model, validation_data, None if model.meta.get("preprocessing") else preprocessing,
                                      batch_size, False, seed)
     elif _is_loader(validation_data):
         val_loader = validation_data

@@ -86,6 +86,10 @@ def test_fit_on_a_dataset_with_preprocessing_records_classes():
     assert m.meta["classes"] == ["NORMAL", "PNEUMONIA"] and m.meta["preprocessing"]["normalization"]["mean"] is not None
     r = m.evaluate(ds, n_boot=50)
     assert r["positive_class"] == "PNEUMONIA" and r["n"] == 48
+    m2 = _model()
+    h2 = m2.fit(ds.subset(np.arange(32)), validation_data=ds.subset(np.arange(32, 48)), epochs=1, batch_size=16,
+                preprocessing=Preprocessing(8, channels=1, mode="dataset"), verbose=0)
+    assert np.isfinite(h2.history["val_loss"][0])      # validated with the statistics of the training subset
 
 
 def test_evaluate_returns_the_clinical_metrics_at_the_saved_threshold():
