@@ -220,16 +220,22 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
 
 def fit(model, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
         validation_data=None, class_weight=None, callbacks=(), seed: int = 0, shuffle: bool = True,
-        verbose: int = 1, loss=None, optimizer=None, metrics=None, preprocessing=None, out_dir=None) -> History:
-    """Train ``model`` with ``train.fit``; returns a ``History``. See ``Graph.fit``."""
+        verbose: int = 1, loss=None, optimizer=None, metrics=None, preprocessing=None, out_dir=None,
+        initial_epoch: int = 0) -> History:
+    """Train ``model`` with ``train.fit``; returns a ``History``. See ``Graph.fit``.
+
+    ``initial_epoch`` (Keras): continue at this epoch (0-based) up to ``epochs``: shuffles and
+    dropout masks are those of these epoch numbers, and the compiled optimizer keeps its state, so
+    ``fit(epochs=2)`` then ``fit(epochs=3, initial_epoch=2)`` equals ``fit(epochs=3)``."""
     old = getattr(model, "compiled", None)
     if old is None or loss is not None or optimizer is not None or metrics is not None:   # fit(..., loss=...)
         old = old or Compiled()
         compile(model, loss if loss is not None else old.loss,
                 optimizer if optimizer is not None else (old.optimizer or "adam"),
                 metrics if metrics is not None else old.metrics)
-    if int(epochs) < 1:
-        raise UsageError(f"epochs must be >= 1, got {epochs}")
+    if int(epochs) < 1 or not 0 <= int(initial_epoch) < int(epochs):
+        raise UsageError(f"need epochs >= 1 and 0 <= initial_epoch < epochs, got epochs={epochs}, "
+                         f"initial_epoch={initial_epoch}")
     c = model.compiled
     train_loader, val_loader = _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle, seed,
                                         preprocessing)
@@ -237,7 +243,8 @@ def fit(model, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_s
     model.meta["class_weighted"] = class_weight is not None      # the report's calibration note reads it
     state = train.fit(model, loss_obj, c.optimizer, train_loader, val_loader, epochs=int(epochs), seed=seed,
                       progress=verbose > 0, log=print if verbose else (lambda *a: None), out_dir=out_dir,
-                      metrics_fns=c.metrics, callbacks=list(callbacks))
+                      metrics_fns=c.metrics, callbacks=list(callbacks),
+                      resume_state=train.TrainState(epoch=int(initial_epoch)))
     return History.from_rows(state.history, state)
 
 

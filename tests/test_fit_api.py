@@ -67,6 +67,19 @@ def test_fit_arguments_instead_of_compile_and_validation_data_equal_split():
         np.testing.assert_array_equal(v, b.state_dict()[k])
 
 
+def test_fit_continued_with_initial_epoch_equals_one_fit():
+    x, y = _data()
+    a, b = _model(), _model()
+    a.compile(optimizer="adam")
+    b.compile(optimizer="adam")
+    a.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    b.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    h = b.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, verbose=0)
+    assert h.epoch == [3]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+
+
 def test_fit_on_a_loader_equals_fit_on_arrays():
     x, y = _data()
     a, b = _model(), _model()
