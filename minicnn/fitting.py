@@ -192,7 +192,8 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
         if y is None:
             raise UsageError("fit(x, y): give the labels y with the array x")
         x = np.asarray(x)
-        labels = _labels(model, y)
+        n_out = model.predict(x[:1]).shape[1] if _softmax(model) and len(x) else None   # one-hot width
+        labels = _labels(model, y, n_out)
         if len(labels) != len(x):
             raise UsageError(f"x has {len(x)} items but y has {len(labels)}")
         if validation_split:
@@ -259,7 +260,9 @@ def evaluate(model, x, y=None, *, batch_size: int = 32, threshold=None, classes=
     else:
         if y is None:
             raise UsageError("evaluate(x, y): give the labels y with the array x")
-        loader = ArrayLoader(np.asarray(x), _labels(model, y, None), batch_size=batch_size, training=False)
+        x = np.asarray(x)
+        n_out = model.predict(x[:1]).shape[1] if _softmax(model) and len(x) else None
+        loader = ArrayLoader(x, _labels(model, y, n_out), batch_size=batch_size, training=False)
     c = getattr(model, "compiled", None)
     loss_obj = _make_loss(model, c.loss, None, np.asarray(loader.labels)) if c is not None else None
     y_true, y_prob, loss_value = predict_loader(model, loader, loss_obj)

@@ -138,6 +138,9 @@ def test_softmax_fit_takes_integer_classes():
     acc = np.mean(m.predict_classes(x) == cls)
     assert h.history["accuracy"][-1] == pytest.approx(acc, abs=0.25)   # running accuracy vs final weights
     assert 0 <= m.evaluate(x, cls, n_boot=20)["roc_auc"] <= 1
+    four = _model(4, "softmax")                 # a class with no examples still gets its one-hot column
+    four.fit(x, cls, epochs=1, batch_size=16, verbose=0)
+    assert four.predict(x).shape == (64, 4)
 
 
 def test_early_stopping_stops_and_restores_the_best_weights():
