@@ -204,7 +204,8 @@ def _train_locked(config: TrainConfig, resume: bool, log):
                               image_size=c.image_size, seed=c.seed)
         model.meta.update({"classes": list(train_ds.classes), "outputs": list(train_ds.output_names),
                            "positive_class": train_ds.positive_class, "preprocessing": pre.to_dict(),
-                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5"})
+                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5",
+                           "class_weighted": bool(c.class_weights)})
     opt = optim.Adam(model.params(), lr=c.lr, weight_decay=c.weight_decay)
     sched = optim.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
     state = None
@@ -346,15 +347,24 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     if y.shape[1] == 1:
         neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
         plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{split}.png")
-        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png")
+        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png",
+                         n_bins=metrics.calibration_bins(len(y)))
         _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
                        plots / f"examples_{split}.png")
     fileio.write_json(out / "metrics.json", metrics.to_jsonable(m), indent=2, allow_nan=False)
     path = None
     if report:
         path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=report_errors,
-                                       threshold=float(np.atleast_1d(thr)[0]))
+                                       threshold=float(np.atleast_1d(thr)[0]), model_path=_model_file(where),
+                                       data=data)
     return EvaluationResult(m, out / "metrics.json", plots, path, y, p)
+
+
+def _model_file(where):
+    """The model file evaluated (a run directory's model.npz), for the report's provenance."""
+    if where is None:
+        return None
+    return where / "model.npz" if where.is_dir() else where
 
 
 def _plot_examples(loader, ds, y, p, thr, names, path, n=16):

@@ -192,7 +192,8 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
         if y is None:
             raise UsageError("fit(x, y): give the labels y with the array x")
         x = np.asarray(x)
-        labels = _labels(model, y)
+        n_out = model.predict(x[:1]).shape[1] if _softmax(model) and len(x) else None   # one-hot width
+        labels = _labels(model, y, n_out)
         if len(labels) != len(x):
             raise UsageError(f"x has {len(x)} items but y has {len(labels)}")
         if validation_split:
@@ -206,8 +207,8 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
         train_loader = ArrayLoader(x, labels, batch_size=batch_size, training=True, shuffle=shuffle, seed=seed)
     if validation_data is None:
         val_loader = None
-    elif isinstance(validation_data, Dataset):
-        val_loader = _dataset_loader(model, validation_data, preprocessing or Preprocessing.from_meta(model.meta),
+    elif isinstance(validation_data, Dataset):   # with the preprocessing fitted on the training Dataset
+        val_loader = _dataset_loader(model, validation_data, None if model.meta.get("preprocessing") else preprocessing,
                                      batch_size, False, seed)
     elif _is_loader(validation_data):
         val_loader = validation_data
@@ -220,23 +221,31 @@ def _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle
 
 def fit(model, x, y=None, *, epochs: int = 1, batch_size: int = 32, validation_split: float | None = None,
         validation_data=None, class_weight=None, callbacks=(), seed: int = 0, shuffle: bool = True,
-        verbose: int = 1, loss=None, optimizer=None, metrics=None, preprocessing=None, out_dir=None) -> History:
-    """Train ``model`` with ``train.fit``; returns a ``History``. See ``Graph.fit``."""
+        verbose: int = 1, loss=None, optimizer=None, metrics=None, preprocessing=None, out_dir=None,
+        initial_epoch: int = 0) -> History:
+    """Train ``model`` with ``train.fit``; returns a ``History``. See ``Graph.fit``.
+
+    ``initial_epoch`` (Keras): continue at this epoch (0-based) up to ``epochs``: shuffles and
+    dropout masks are those of these epoch numbers, and the compiled optimizer keeps its state, so
+    ``fit(epochs=2)`` then ``fit(epochs=3, initial_epoch=2)`` equals ``fit(epochs=3)``."""
     old = getattr(model, "compiled", None)
     if old is None or loss is not None or optimizer is not None or metrics is not None:   # fit(..., loss=...)
         old = old or Compiled()
         compile(model, loss if loss is not None else old.loss,
                 optimizer if optimizer is not None else (old.optimizer or "adam"),
                 metrics if metrics is not None else old.metrics)
-    if int(epochs) < 1:
-        raise UsageError(f"epochs must be >= 1, got {epochs}")
+    if int(epochs) < 1 or not 0 <= int(initial_epoch) < int(epochs):
+        raise UsageError(f"need epochs >= 1 and 0 <= initial_epoch < epochs, got epochs={epochs}, "
+                         f"initial_epoch={initial_epoch}")
     c = model.compiled
     train_loader, val_loader = _loaders(model, x, y, batch_size, validation_split, validation_data, shuffle, seed,
                                         preprocessing)
     loss_obj = _make_loss(model, c.loss, class_weight, np.asarray(train_loader.labels))
+    model.meta["class_weighted"] = class_weight is not None      # the report's calibration note reads it
     state = train.fit(model, loss_obj, c.optimizer, train_loader, val_loader, epochs=int(epochs), seed=seed,
                       progress=verbose > 0, log=print if verbose else (lambda *a: None), out_dir=out_dir,
-                      metrics_fns=c.metrics, callbacks=list(callbacks))
+                      metrics_fns=c.metrics, callbacks=list(callbacks),
+                      resume_state=train.TrainState(epoch=int(initial_epoch)))
     return History.from_rows(state.history, state)
 
 
@@ -251,7 +260,9 @@ def evaluate(model, x, y=None, *, batch_size: int = 32, threshold=None, classes=
     else:
         if y is None:
             raise UsageError("evaluate(x, y): give the labels y with the array x")
-        loader = ArrayLoader(np.asarray(x), _labels(model, y, None), batch_size=batch_size, training=False)
+        x = np.asarray(x)
+        n_out = model.predict(x[:1]).shape[1] if _softmax(model) and len(x) else None
+        loader = ArrayLoader(x, _labels(model, y, n_out), batch_size=batch_size, training=False)
     c = getattr(model, "compiled", None)
     loss_obj = _make_loss(model, c.loss, None, np.asarray(loader.labels)) if c is not None else None
     y_true, y_prob, loss_value = predict_loader(model, loader, loss_obj)

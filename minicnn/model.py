@@ -390,7 +390,7 @@ class Graph:
         ``preprocessing=``). Keywords: ``epochs, batch_size, validation_split`` (the last fraction, as
         Keras) or ``validation_data`` ((x, y), a loader or a Dataset), ``class_weight`` (None,
         "balanced" or {class: weight}), ``callbacks`` (``minicnn.callbacks``), ``seed``, ``shuffle``,
-        ``verbose``, and ``loss``/``optimizer``/``metrics`` instead of ``compile``."""
+        ``verbose``, ``initial_epoch``, and ``loss``/``optimizer``/``metrics`` instead of ``compile``."""
         from . import fitting
         return fitting.fit(self, x, y, **kwargs)
 

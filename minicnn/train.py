@@ -330,6 +330,8 @@ def _format_row(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
         parts += [f"val_loss {row['val_loss']:.4f}", f"val_auc {row['val_roc_auc']:.4f}"]
+    standard = {"epoch", "loss", "val_loss", "val_roc_auc", "val_auc", "lr", "seconds", "images_per_s"}  # val_auc: shown
+    parts += [f"{k} {v:.4f}" for k, v in row.items() if k not in standard and isinstance(v, float)]  # compiled metrics
     parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} img/s"]
     return "  ".join(parts)
 

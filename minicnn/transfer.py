@@ -226,7 +226,7 @@ def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
     model.meta = {**backbone.meta, "backbone": c.backbone, "classes": list(train_ds.classes),
                   "outputs": list(train_ds.output_names), "positive_class": train_ds.positive_class,
                   "preprocessing": pre.to_dict(), "threshold": [0.5] * train_ds.labels.shape[1],
-                  "threshold_rule": "default-0.5"}
+                  "threshold_rule": "default-0.5", "class_weighted": bool(c.class_weights)}
 
     def export(trained_head):       # the best head so far, saved with its backbone as one model
         model.meta.update({k: trained_head.meta[k] for k in ("threshold", "threshold_rule") if k in trained_head.meta})

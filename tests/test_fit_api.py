@@ -67,6 +67,19 @@ def test_fit_arguments_instead_of_compile_and_validation_data_equal_split():
         np.testing.assert_array_equal(v, b.state_dict()[k])
 
 
+def test_fit_continued_with_initial_epoch_equals_one_fit():
+    x, y = _data()
+    a, b = _model(), _model()
+    a.compile(optimizer="adam")
+    b.compile(optimizer="adam")
+    a.fit(x, y, epochs=3, batch_size=16, verbose=0)
+    b.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    h = b.fit(x, y, epochs=3, initial_epoch=2, batch_size=16, verbose=0)
+    assert h.epoch == [3]
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
+
+
 def test_fit_on_a_loader_equals_fit_on_arrays():
     x, y = _data()
     a, b = _model(), _model()
@@ -86,6 +99,10 @@ def test_fit_on_a_dataset_with_preprocessing_records_classes():
     assert m.meta["classes"] == ["NORMAL", "PNEUMONIA"] and m.meta["preprocessing"]["normalization"]["mean"] is not None
     r = m.evaluate(ds, n_boot=50)
     assert r["positive_class"] == "PNEUMONIA" and r["n"] == 48
+    m2 = _model()
+    h2 = m2.fit(ds.subset(np.arange(32)), validation_data=ds.subset(np.arange(32, 48)), epochs=1, batch_size=16,
+                preprocessing=Preprocessing(8, channels=1, mode="dataset"), verbose=0)
+    assert np.isfinite(h2.history["val_loss"][0])      # validated with the statistics of the training subset
 
 
 def test_evaluate_returns_the_clinical_metrics_at_the_saved_threshold():
@@ -121,6 +138,9 @@ def test_softmax_fit_takes_integer_classes():
     acc = np.mean(m.predict_classes(x) == cls)
     assert h.history["accuracy"][-1] == pytest.approx(acc, abs=0.25)   # running accuracy vs final weights
     assert 0 <= m.evaluate(x, cls, n_boot=20)["roc_auc"] <= 1
+    four = _model(4, "softmax")                 # a class with no examples still gets its one-hot column
+    four.fit(x, cls, epochs=1, batch_size=16, verbose=0)
+    assert four.predict(x).shape == (64, 4)
 
 
 def test_early_stopping_stops_and_restores_the_best_weights():

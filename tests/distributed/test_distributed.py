@@ -3,6 +3,7 @@
 Light tests use an in-process cluster (``processes=False``); the fault and plugin tests use worker
 processes, spawned, as a real cluster would.
 """
+import contextlib
 import json
 import os
 import pickle
@@ -147,7 +148,10 @@ def process_cluster():
     c = dd.Client(cluster)
     yield cluster, c
     c.close()
-    cluster.close()
+    # distributed's worker-status watcher can trip on the worker the kill test removed (a KeyError
+    # in its own bookkeeping while closing); the cluster is closed either way
+    with contextlib.suppress(KeyError):
+        cluster.close()
 
 
 def _loads(name):
