@@ -59,7 +59,7 @@ from .serialization import load
 from .transfer import _pooled
 
 __all__ = ["connect", "ModelPlugin", "predict", "features", "probabilities", "read_predictions",
-           "read_features", "DEFAULT_SHARD_SIZE"]
+           "read_features", "read_prediction_rows", "feature_extractor", "DEFAULT_SHARD_SIZE"]
 
 DEFAULT_SHARD_SIZE = 256
 MANIFEST = "manifest.json"
@@ -349,9 +349,21 @@ def read_predictions(path) -> tuple[list, np.ndarray, list]:
     return [r[0] for r in rows[1:]], probs.reshape(len(rows) - 1, len(cols)), [r[err] for r in rows[1:]]
 
 
+def read_prediction_rows(path):
+    """Iterate a predictions CSV as ``{"file", "prediction", "true_label", "error"}`` dicts (streamed)."""
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            yield {"file": r["file"], "prediction": r["prediction"], "true_label": r["true_label"] or None,
+                   "error": r["error"]}
+
+
 def probabilities(client: Client, model, paths, out, **kwargs) -> np.ndarray:
-    """The model's probabilities ``(N, K)`` for ``paths`` (NaN rows for skipped files), via :func:`predict`."""
+    """The model's outputs after its activation, ``(N, K)`` as ``Graph.predict`` gives them, for
+    ``paths`` (NaN rows for skipped files), via :func:`predict`."""
+    model = load(model) if isinstance(model, (str, os.PathLike)) else model
     _, probs, _ = read_predictions(predict(client, model, paths, out, **kwargs))
+    if len(output_names(model)) == 1 and probs.shape[1] == 2:   # a binary model's CSV shows both classes
+        probs = probs[:, 1:]
     return probs
 
 
@@ -369,6 +381,16 @@ def features(client: Client, backbone, paths, out, batch_size: int = 16, shard_s
     _, paths, out, _ = _run(client, backbone, paths, "features", out, batch_size, shard_size, on_bad_file,
                             overwrite, progress, _write_feature_shard)
     return read_features(out)[0]
+
+
+def feature_extractor(client: Client, root, shard_size: int = DEFAULT_SHARD_SIZE, progress=None):
+    """``extract(backbone, paths, batch_size) -> (N, F)`` for ``minicnn.transfer``: the features of
+    each list of files on the cluster, in ``root/<hash of the list>/`` (a bad file fails the run)."""
+    def extract(backbone, paths, batch_size):
+        out = Path(root) / _inputs_hash(paths)[:16]
+        return features(client, backbone, paths, out, batch_size=batch_size, shard_size=shard_size,
+                        on_bad_file="fail", progress=progress)
+    return extract
 
 
 def read_features(out) -> tuple[np.ndarray, list, dict]:

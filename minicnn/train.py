@@ -95,6 +95,7 @@ class TrainConfig:
     overwrite: bool = False
     cache_mb: int = 512
     on_bad_file: str = "skip"          # an unreadable training image: "skip" (warned, listed in bad_files.txt) or "fail"
+    dask: str | None = None            # with backbone: extract the features on this Dask cluster (minicnn.distributed)
     seed: int = 0
     quiet: bool = False
 

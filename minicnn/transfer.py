@@ -187,19 +187,23 @@ def feature_cache_dir() -> str:
     return os.path.join(os.path.dirname(cache_dir()), "features")
 
 
-def _dataset_features(backbone, dataset, pre, batch_size):
+def _dataset_features(backbone, dataset, pre, batch_size, extract=None):
+    """Features of ``dataset``'s image files: cached here, or by ``extract(backbone, paths, batch_size)``
+    (e.g. ``minicnn.distributed.feature_extractor``: the same numbers, computed on a cluster)."""
     if dataset.paths is None:
         raise UsageError("transfer learning reads image files (a folder or CSV dataset)")
+    if extract is not None:
+        return extract(backbone, list(dataset.paths), batch_size)
     return extract_features(backbone, dataset.paths, cache=feature_cache_dir(), batch_size=batch_size,
                             preprocessing=pre, progress=True)
 
 
 def dataset_features(data, backbone: str, weights=None, split: str = "train", image_size=None,
-                     batch_size: int = 16, seed: int = 0):
-    """``minicnn features``: ``(features (N, F), dataset)`` of one split, cached."""
+                     batch_size: int = 16, seed: int = 0, extract=None):
+    """``minicnn features``: ``(features (N, F), dataset)`` of one split, cached (or by ``extract``)."""
     model, pre = load_backbone(backbone, weights, image_size, seed)
     ds = load_dataset(data, split=split if split in available_splits(data) else None)
-    return _dataset_features(model, ds, pre, batch_size), ds
+    return _dataset_features(model, ds, pre, batch_size, extract), ds
 
 
 def head_epochs(config: TrainConfig) -> int:
@@ -208,8 +212,11 @@ def head_epochs(config: TrainConfig) -> int:
     return int(config.head_epochs) if config.head_epochs else max(config.epochs, 1) * 10
 
 
-def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
-    """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned."""
+def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResult:
+    """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned.
+
+    ``extract(backbone, paths, batch_size)``: computes the features instead of the local cached
+    extraction (``minicnn train --backbone ... --dask ADDRESS``)."""
     c = config
     backbone, pre = load_backbone(c.backbone, c.weights, c.image_size, c.seed)
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
@@ -219,8 +226,8 @@ def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
     log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
         + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))
     log(f"extracting {c.backbone} features ({h}x{w}, preprocessing {pre.mode!r}; cached in {feature_cache_dir()}) ...")
-    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size)
-    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size) if val_ds is not None else None
+    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size, extract)
+    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size, extract) if val_ds is not None else None
     head = build_head(f_train.shape[1], train_ds.labels.shape[1], seed=c.seed)
     model = combine(backbone, head)
     model.meta = {**backbone.meta, "backbone": c.backbone, "classes": list(train_ds.classes),

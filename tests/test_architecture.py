@@ -32,7 +32,7 @@ ALLOWED = {
     "fitting": {"model", "losses", "metrics", "optim", "train", "data", "predict", "callbacks"},
     "transfer": {"model", "serialization", "layers", "losses", "optim", "metrics", "data", "predict", "train",
                  "pretrained"},
-    "experiment": {"model", "serialization", "losses", "optim", "metrics", "data", "predict", "train", "transfer",
+    "experiment": {"model", "serialization", "losses", "optim", "metrics", "data", "predict", "train", "transfer", "distributed",
                    "small_cnn", "report", "viz", "gradcam"},
     "distributed": {"model", "serialization", "data", "predict", "transfer"},
     "demo": {"metrics", "gradcam", "pretrained", "report", "model", "serialization", "viz", "data", "predict"},

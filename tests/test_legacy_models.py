@@ -44,7 +44,7 @@ def test_old_model_loads_upgraded_and_predicts_identically(name, tmp_path):
     # must agree to float32 accumulation accuracy (relative 1e-4 covers a logit of -90 rounded in
     # its last bits); on one machine they must be bit-identical (the save-again check below).
     if "records" in entry:                                            # what `minicnn predict` printed
-        got = predict_files(model, IMAGES)
+        got = list(predict_files(model, IMAGES))
         assert [sorted(r["probabilities"]) for r in got] == [sorted(r["probabilities"]) for r in entry["records"]]
         for r, want in zip(got, entry["records"]):
             for k, v in want["probabilities"].items():

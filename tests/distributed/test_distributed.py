@@ -60,7 +60,7 @@ def client():
 
 def test_predict_equals_in_process_in_input_order(client, model, data, tmp_path):
     paths = expand_paths(data)
-    ref = predict_files(str(model), paths, batch_size=4)
+    ref = list(predict_files(str(model), paths, batch_size=4))
     csv_path = mdist.predict(client, model, paths, tmp_path / "out", batch_size=4, shard_size=8)
     files, probs, errors = mdist.read_predictions(csv_path)
     assert files == paths and not any(errors)
@@ -126,7 +126,7 @@ def test_a_corrupt_image_is_reported_not_fatal_with_skip(client, model, data, tm
     assert files == paths
     assert errors[5] and not any(e for i, e in enumerate(errors) if i != 5)
     assert np.isnan(probs[5]).all() and np.isfinite(np.delete(probs, 5, axis=0)).all()
-    ref = predict_files(str(model), paths[:5] + paths[6:], batch_size=4)
+    ref = list(predict_files(str(model), paths[:5] + paths[6:], batch_size=4))
     col = 1                                                   # P(PNEUMONIA) after P(NORMAL)
     np.testing.assert_allclose(np.delete(probs, 5, axis=0)[:, col],
                                [r["probabilities"]["PNEUMONIA"] for r in ref], rtol=0, atol=1e-6)

@@ -165,7 +165,7 @@ def test_densenet_legacy_uncalibrated_parity(densenet_files):
 def test_end_to_end_from_image_files(xrays, densenet_files):
     """minicnn's preprocessing + model vs torchxrayvision's README pipeline + model, from the JPEG files."""
     model = minicnn.load(densenet_files["paths"]["legacy"])
-    recs = minicnn.predict_files(model, xrays, batch_size=8)
+    recs = list(minicnn.predict_files(model, xrays, batch_size=8))
     p = np.array([[r["probabilities"][k] if k else np.nan for k in PATHOLOGIES] for r in recs])
     assert [r["file"] for r in recs] == xrays
     err = float(np.abs(p - densenet_files["calibrated"]).max())
