@@ -51,9 +51,8 @@ def skipped_lines(nb) -> list[str]:
     """Output lines of sections that skipped (``SKIP ...``) or of a missing wheel (``WHEEL: unavailable``)."""
     lines = []
     for cell in nb.cells:
-        for out in cell.get("outputs", []):
-            if out.get("output_type") == "stream":
-                lines += [l for l in out["text"].splitlines() if l.startswith(("SKIP", "WHEEL: unavailable"))]
+        text = "".join(o["text"] for o in cell.get("outputs", []) if o.get("output_type") == "stream")
+        lines += [l for l in text.splitlines() if l.startswith(("SKIP", "WHEEL: unavailable"))]
     return lines
 
 
