@@ -7,11 +7,11 @@ architectures' parameter counts and the demo model's 13/16. Without the demo's w
 real-model sections skip; that skips the checks of those sections here, except with ``CI`` set,
 where it is a failure. The notebook never downloads anything in this test (MINICNN_NOTEBOOK_OFFLINE).
 """
+import importlib.util
 import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +20,9 @@ import pytest
 from conftest import find_pneumonia_wheels
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "examples"))
-import run_notebook  # noqa: E402  (examples/ is not a package)
+_spec = importlib.util.spec_from_file_location("run_notebook", REPO / "examples" / "run_notebook.py")
+run_notebook = importlib.util.module_from_spec(_spec)     # examples/ is not a package
+_spec.loader.exec_module(run_notebook)
 
 REF = Path(__file__).resolve().parent / "ref"
 CELL_TIMEOUT = 300
