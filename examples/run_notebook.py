@@ -28,22 +28,25 @@ CELL_TIMEOUT = 600  # seconds per cell
 
 
 def execute(path: Path, workdir: Path, timeout: int = CELL_TIMEOUT):
-    """Run the notebook at ``path`` with ``workdir`` as the kernel's working folder; returns it with outputs.
+    """Run the notebook at ``path`` with ``workdir`` as the kernel's working folder and the folder the
+    notebook writes into (``$MINICNN_NOTEBOOK_WORK``); returns it with its outputs.
 
     A cell that raises stops the run with nbclient's ``CellExecutionError``.
     """
     nb = nbformat.read(path, as_version=4)
     repo = str(HERE.parent)
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = repo + (os.pathsep + old if old else "")   # the kernel imports this checkout
+    saved = {k: os.environ.get(k) for k in ("PYTHONPATH", "MINICNN_NOTEBOOK_WORK")}
+    os.environ["PYTHONPATH"] = repo + (os.pathsep + saved["PYTHONPATH"] if saved["PYTHONPATH"] else "")  # this checkout
+    os.environ["MINICNN_NOTEBOOK_WORK"] = str(workdir)        # what the notebook writes goes there
     try:
         NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
                        resources={"metadata": {"path": str(workdir)}}).execute()
     finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     return nb
 
 
