@@ -157,7 +157,8 @@ def edit_json(obj, which: int, value_index: int, drop: bool):
 
 def rewrite_json(fmt: str, data: bytes, which: int, value_index: int, drop: bool) -> bytes:
     """Re-pack a seed file with its JSON edited (npz/checkpoint: ``architecture`` or ``train_state``;
-    ``.keras``: ``config.json``); other formats come back unchanged."""
+    ``.keras``: ``config.json``; ``.h5``: the ``model_config`` attribute; safetensors: the header);
+    other formats come back unchanged."""
     if fmt in ("npz", "checkpoint"):
         with np.load(io.BytesIO(data), allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -176,6 +177,17 @@ def rewrite_json(fmt: str, data: bytes, which: int, value_index: int, drop: bool
             for n, b in members.items():
                 z.writestr(n, b)
         return bio.getvalue()
+    if fmt == "h5":
+        import h5py
+        bio = io.BytesIO(data)
+        with h5py.File(bio, "r+") as f:
+            cfg = json.loads(f.attrs["model_config"])
+            f.attrs["model_config"] = json.dumps(edit_json(cfg, which, value_index, drop))
+        return bio.getvalue()
+    if fmt == "safetensors":
+        n = int.from_bytes(data[:8], "little")
+        header = json.dumps(edit_json(json.loads(data[8:8 + n]), which, value_index, drop)).encode()
+        return len(header).to_bytes(8, "little") + header + data[8 + n:]
     return data
 
 
@@ -185,3 +197,6 @@ SEEDS = {"npz": npz_model, "checkpoint": checkpoint, "safetensors": safetensors_
 NEEDS_TMP = {"checkpoint"}
 SUFFIX = {"npz": ".npz", "checkpoint": ".npz", "safetensors": ".safetensors", "pth_zip": ".pth", "pth_legacy": ".pth",
           "h5": ".h5", "keras": ".keras", "png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "dicom_rle": ".dcm"}
+
+#: The formats :func:`rewrite_json` edits.
+JSON_FORMATS = ("npz", "checkpoint", "keras", "h5", "safetensors")

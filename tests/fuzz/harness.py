@@ -24,7 +24,7 @@ class Worker:
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT, env=env,
                                      text=True, bufsize=1)
         ready = self._line(120.0)
-        if ready is None or not json.loads(ready).get("ready"):
+        if not ready or not json.loads(ready).get("ready"):
             raise RuntimeError("the fuzz worker did not start")
 
     def _line(self, timeout):
@@ -32,8 +32,8 @@ class Worker:
         sel.register(self.proc.stdout, selectors.EVENT_READ)
         try:
             if not sel.select(timeout):
-                return None
-            return self.proc.stdout.readline() or None
+                return None                          # timeout
+            return self.proc.stdout.readline()       # "" at EOF: the worker died
         finally:
             sel.close()
 
@@ -56,11 +56,13 @@ class Worker:
             return {"outcome": "crash", "minicnn": False, "message": "worker died"}
         line = self._line(self.timeout)
         if line is None:
-            alive = self.proc.poll() is None
-            rc = self.proc.poll()
             self._kill()
-            return {"outcome": "timeout" if alive else "crash", "minicnn": False,
-                    "message": f"no answer in {self.timeout} s" if alive else f"exit code {rc}"}
+            return {"outcome": "timeout", "minicnn": False, "message": f"no answer in {self.timeout} s"}
+        if line == "":
+            rc = self.proc.wait()
+            self.proc = None
+            self.restarts += 1
+            return {"outcome": "crash", "minicnn": False, "message": f"exit code {rc}"}
         return json.loads(line)
 
     def close(self):

@@ -83,7 +83,7 @@ def test_fuzz_reader(fmt, worker, tmp_path):
               suppress_health_check=list(HealthCheck))
     @given(case=_case)
     def run(case):
-        if case[0] == "json" and fmt in ("npz", "checkpoint", "keras"):
+        if case[0] == "json" and fmt in builders.JSON_FORMATS:
             data = builders.rewrite_json(fmt, seed, case[1], case[2], case[3])
         elif case[0] == "json":
             data = apply_ops(seed, [("number", case[1], case[2])], spots)
@@ -106,3 +106,17 @@ def test_fuzz_reader(fmt, worker, tmp_path):
     print(f"\nfuzz {fmt}: {total} cases in {elapsed:.1f} s: {dict(outcomes)}")
     assert total >= CASES * 0.9, f"only {total} cases ran"
     assert not bad, f"{len(bad)} of {total} {fmt} cases escaped as a non-minicnn error:\n" + "\n".join(bad[:15])
+
+
+def test_harness_sees_memory_blowups_hangs_crashes_and_other_errors():
+    """The worker runs under RLIMIT_AS, is killed on a timeout and restarted after a crash."""
+    w = Worker(timeout=3.0)
+    try:
+        assert w.run("_selftest", "memory")["outcome"] == "MemoryError"
+        assert w.run("_selftest", "hang")["outcome"] == "timeout"
+        assert w.run("_selftest", "crash")["outcome"] == "crash"
+        rep = w.run("_selftest", "other")
+        assert rep["outcome"] == "TypeError" and rep["minicnn"] is False
+        assert w.restarts == 2
+    finally:
+        w.close()

@@ -32,7 +32,19 @@ def _loaders():
         m = minicnn.load(p)
         m.load_weights(p)
 
-    return {"npz": npz, "checkpoint": load_checkpoint, "safetensors": read_torch_state_dict,
+    def selftest(mode):                 # proves the harness sees each failure kind
+        import time
+
+        import numpy as np
+        if mode == "memory":
+            return np.ones(3 << 30, np.uint8)
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "crash":
+            os._exit(3)
+        raise TypeError("a non-minicnn error")
+
+    return {"_selftest": selftest, "npz": npz, "checkpoint": load_checkpoint, "safetensors": read_torch_state_dict,
             "pth_zip": read_torch_state_dict, "pth_legacy": read_torch_state_dict,
             "h5": load_keras, "keras": load_keras,
             "png": lambda p: load_image(p, size=(4, 4)), "jpeg": lambda p: load_image(p, size=(4, 4)),
