@@ -152,10 +152,12 @@ def validate_config(config, source: str = "<config>") -> None:
     need(config.get("class") in ("Graph", "Sequential"), "class", config.get("class"), "must be 'Graph' or 'Sequential'")
     version = config.get("format_version", 0)
     need(_is_int(version) and version >= 0, "format_version", version, "must be a non-negative int")
+    def dims_ok(shape):
+        return isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_is_int(s) and 1 <= s <= MAX_DIM for s in shape)
+
     shape = config.get("input_shape")
-    need(shape is None or (isinstance(shape, list) and 1 <= len(shape) <= 4
-                           and all(_is_int(s) and 1 <= s <= MAX_DIM for s in shape)),
-         "input_shape", shape, f"must be null or 1-4 positive ints (at most {MAX_DIM:,})")
+    need(shape is None or dims_ok(shape) or (isinstance(shape, list) and len(shape) > 1 and all(map(dims_ok, shape))),
+         "input_shape", shape, f"must be null or 1-4 positive ints (at most {MAX_DIM:,}), one list per input")
     need(config.get("name") is None or isinstance(config.get("name"), str), "name", config.get("name"),
          "must be null or a string")
     need(config.get("output_activation") in OUTPUT_ACTIVATIONS, "output_activation",
@@ -231,6 +233,13 @@ def model_from_config(config: dict, source: str = "<config>") -> Graph:
         where = "output"
         if config.get("output") is not None:
             model.output_name = config["output"]
+        if model.input_shape is not None:
+            where = "input_shape"
+            for node, shape in model.output_shapes().items():    # positive sizes for the recorded input
+                if any(_is_int(d) and d <= 0 for d in shape[1:]):
+                    raise WeightFileError(f"node {node!r} gives an empty output {shape[1:]} for the recorded "
+                                          f"input_shape {tuple(model.input_shape)} (an impossible geometry)",
+                                          field=node)
         model.output_activation = config.get("output_activation")
         where = "meta"
         meta = config.get("meta") or {}

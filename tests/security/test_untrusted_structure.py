@@ -80,6 +80,15 @@ def test_layer_too_large_to_allocate_refused(tmp_path):
         minicnn.load(_with_config(tmp_path, edit))
 
 
+def test_impossible_geometry_refused_at_load(tmp_path):
+    def edit(cfg):
+        cfg["nodes"][0]["config"].update(stride=[4096, 4096], dilation=[4096, 4096])
+    p = _with_config(tmp_path, edit)
+    with pytest.raises(WeightFileError, match=r"input_shape: node '0' gives an empty output") as e:
+        minicnn.load(p)
+    assert str(e.value).startswith(f"{p}: ")
+
+
 def test_graph_inputs_must_exist_before(tmp_path):
     m = minicnn.Graph(input_shape=(1, 6, 6))
     m.add("c", Conv2D(1, 2, 3))
