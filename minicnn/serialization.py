@@ -144,6 +144,7 @@ def _constructor_keys(layer_cls) -> tuple[set, set]:
 
 def validate_config(config, source: str = "<config>") -> None:
     """Check a model's architecture JSON before anything is built from it (see the module docstring)."""
+    source = str(source)
     def need(ok, field, value, why):
         if not ok:
             raise _field(source, field, value, why)
@@ -210,6 +211,7 @@ def validate_config(config, source: str = "<config>") -> None:
 
 def model_from_config(config: dict, source: str = "<config>") -> Graph:
     """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output (validated first)."""
+    source = str(source)
     validate_config(config, source)
     version = config.get("format_version", 0)
     if version > FORMAT_VERSION:
@@ -256,7 +258,7 @@ def model_from_config(config: dict, source: str = "<config>") -> Graph:
 def model_from_arrays(arrays: dict, config: dict, source: str | None = None) -> Graph:
     """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays.
     ``source`` (default: the file ``read_npz`` read the arrays from) names the file in errors."""
-    source = source or getattr(arrays, "path", None) or "<arrays>"
+    source = str(source or getattr(arrays, "path", None) or "<arrays>")
     model = model_from_config(config, source)
     try:
         model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
@@ -275,7 +277,7 @@ def train_state_from_arrays(arrays: dict, source: str | None = None) -> dict:
     ``WeightFileError`` naming the file and the field for anything ``train.save_checkpoint`` does
     not write (wrong types, negative counts, non-finite numbers, malformed ``opt:*`` names).
     """
-    source = source or getattr(arrays, "path", None) or "<arrays>"
+    source = str(source or getattr(arrays, "path", None) or "<arrays>")
     path = None if source.startswith("<") else source
 
     def bad(field, value, why):
