@@ -8,7 +8,7 @@ long-lived worker process under ``RLIMIT_AS`` = 2 GiB with a per-case timeout (r
 crash). Every case must load or raise a ``MinicnnError`` subclass: never another exception, a
 crash, a timeout or a ``MemoryError``.
 
-``MINICNN_FUZZ=long`` runs 2,000 cases per format (CI: 300). The per-format outcome counts are
+``MINICNN_FUZZ=long`` runs 2,000 cases per format (CI: 200). The per-format outcome counts are
 printed (``-s``) and written to ``$MINICNN_FUZZ_REPORT`` when set.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from . import builders
 from .harness import Worker, apply_ops, hotspots
 
 LONG = os.environ.get("MINICNN_FUZZ") == "long"
-CASES = int(os.environ.get("MINICNN_FUZZ_CASES", 2000 if LONG else 300))
+CASES = int(os.environ.get("MINICNN_FUZZ_CASES", 2000 if LONG else 200))
 TORCH_FORMATS = {"pth_zip", "pth_legacy"}
 
 _byte_op = st.one_of(
@@ -104,7 +104,7 @@ def test_fuzz_reader(fmt, worker, tmp_path):
     total = sum(outcomes.values())
     REPORT[fmt] = {"cases": total, "seconds": round(elapsed, 2), "outcomes": dict(outcomes)}
     print(f"\nfuzz {fmt}: {total} cases in {elapsed:.1f} s: {dict(outcomes)}")
-    assert total >= CASES * 0.9, f"only {total} cases ran"
+    assert total >= CASES, f"only {total} cases ran"
     assert not bad, f"{len(bad)} of {total} {fmt} cases escaped as a non-minicnn error:\n" + "\n".join(bad[:15])
 
 
