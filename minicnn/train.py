@@ -134,7 +134,7 @@ def load_checkpoint(path):
     if config is None or "train_state" not in arrays:
         raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
     info = train_state_from_arrays(arrays, path)
-    model = model_from_arrays(arrays, config, str(path))
+    model = model_from_arrays(arrays, config)
     state = {}
     for key, value in arrays.items():
         if key.startswith("opt:"):

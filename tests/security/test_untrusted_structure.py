@@ -209,3 +209,19 @@ def test_limits_configurable_from_the_environment(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     assert r.returncode != 0 and "MINICNN_MAX_PIXELS='lots' must be a positive integer" in r.stderr
     assert UsageError.__name__ in r.stderr
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    from minicnn.optim import Adam
+    from minicnn.train import TrainState, load_checkpoint, save_checkpoint
+    m = _model()
+    p = tmp_path / "last.npz"
+    save_checkpoint(p, m, Adam(m.params(), lr=1e-3), TrainState(epoch=1))
+    arrays = dict(np.load(p, allow_pickle=False))
+    cfg = json.loads(str(arrays["architecture"]))
+    cfg["nodes"][0]["config"]["kernel_size"] = "x"
+    arrays["architecture"] = np.array(json.dumps(cfg))
+    np.savez(p, **arrays)
+    with pytest.raises(WeightFileError, match=r"nodes\[0\]\.config\.kernel_size") as e:
+        load_checkpoint(p)
+    assert str(e.value).startswith(f"{p}: ")
