@@ -81,10 +81,25 @@ class UnknownNameError(UsageError, KeyError):
     """A name minicnn does not know (registry entry, node, class); the message lists the known ones."""
 
 
+def env_int(name: str, default: int) -> int:
+    """A positive integer setting from the environment variable ``name`` (``default`` when unset)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.replace("_", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UsageError(f"environment variable {name}={raw!r} must be a positive integer (default {default:,})",
+                         field=name)
+    return value
+
+
 def file_not_found(what: str, path) -> FileNotFoundError:
     """``FileNotFoundError`` naming ``what`` and carrying ``path`` (the CLI prints it in one line)."""
     return FileNotFoundError(errno.ENOENT, f"{what} not found", os.fspath(path))
 
 
-__all__ = ["file_not_found", "MinicnnError", "DataError", "ImageLoadError", "LoaderError", "WeightFileError", "UnsafeFileError", "KerasImportError",
+__all__ = ["env_int", "file_not_found", "MinicnnError", "DataError", "ImageLoadError", "LoaderError", "WeightFileError", "UnsafeFileError", "KerasImportError",
            "TrainingError", "FetchError", "UsageError", "UnknownNameError"]

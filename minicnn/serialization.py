@@ -17,6 +17,7 @@ must be a positive int or a pair of them, got 'x'``.
 from __future__ import annotations
 
 import inspect
+import json
 import math
 
 from . import layers as _layers
@@ -25,7 +26,8 @@ from .legacy import upgrade_meta
 from .model import FORMAT_VERSION, OUTPUT_ACTIVATIONS, Graph, Sequential
 from .readers.npz import read_npz
 
-__all__ = ["load", "model_from_config", "model_from_arrays", "validate_config", "FORMAT_VERSION"]
+__all__ = ["load", "model_from_config", "model_from_arrays", "validate_config", "train_state_from_arrays",
+           "FORMAT_VERSION"]
 
 #: Largest channel / feature count, spatial window and weights per layer a model file may declare.
 MAX_DIM = 1 << 20
@@ -142,6 +144,7 @@ def _constructor_keys(layer_cls) -> tuple[set, set]:
 
 def validate_config(config, source: str = "<config>") -> None:
     """Check a model's architecture JSON before anything is built from it (see the module docstring)."""
+    source = str(source)
     def need(ok, field, value, why):
         if not ok:
             raise _field(source, field, value, why)
@@ -150,10 +153,12 @@ def validate_config(config, source: str = "<config>") -> None:
     need(config.get("class") in ("Graph", "Sequential"), "class", config.get("class"), "must be 'Graph' or 'Sequential'")
     version = config.get("format_version", 0)
     need(_is_int(version) and version >= 0, "format_version", version, "must be a non-negative int")
+    def dims_ok(shape):
+        return isinstance(shape, list) and 1 <= len(shape) <= 4 and all(_is_int(s) and 1 <= s <= MAX_DIM for s in shape)
+
     shape = config.get("input_shape")
-    need(shape is None or (isinstance(shape, list) and 1 <= len(shape) <= 4
-                           and all(_is_int(s) and 1 <= s <= MAX_DIM for s in shape)),
-         "input_shape", shape, f"must be null or 1-4 positive ints (at most {MAX_DIM:,})")
+    need(shape is None or dims_ok(shape) or (isinstance(shape, list) and len(shape) > 1 and all(map(dims_ok, shape))),
+         "input_shape", shape, f"must be null or 1-4 positive ints (at most {MAX_DIM:,}), one list per input")
     need(config.get("name") is None or isinstance(config.get("name"), str), "name", config.get("name"),
          "must be null or a string")
     need(config.get("output_activation") in OUTPUT_ACTIVATIONS, "output_activation",
@@ -206,6 +211,7 @@ def validate_config(config, source: str = "<config>") -> None:
 
 def model_from_config(config: dict, source: str = "<config>") -> Graph:
     """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output (validated first)."""
+    source = str(source)
     validate_config(config, source)
     version = config.get("format_version", 0)
     if version > FORMAT_VERSION:
@@ -229,6 +235,13 @@ def model_from_config(config: dict, source: str = "<config>") -> Graph:
         where = "output"
         if config.get("output") is not None:
             model.output_name = config["output"]
+        if model.input_shape is not None:
+            where = "input_shape"
+            for node, shape in model.output_shapes().items():    # positive sizes for the recorded input
+                if any(_is_int(d) and d <= 0 for d in shape[1:]):
+                    raise WeightFileError(f"node {node!r} gives an empty output {shape[1:]} for the recorded "
+                                          f"input_shape {tuple(model.input_shape)} (an impossible geometry)",
+                                          field=node)
         model.output_activation = config.get("output_activation")
         where = "meta"
         meta = config.get("meta") or {}
@@ -242,14 +255,81 @@ def model_from_config(config: dict, source: str = "<config>") -> Graph:
     return model
 
 
-def model_from_arrays(arrays: dict, config: dict, source: str = "<arrays>") -> Graph:
-    """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays."""
+def model_from_arrays(arrays: dict, config: dict, source: str | None = None) -> Graph:
+    """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays.
+    ``source`` (default: the file ``read_npz`` read the arrays from) names the file in errors."""
+    source = str(source or getattr(arrays, "path", None) or "<arrays>")
     model = model_from_config(config, source)
     try:
         model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
     except MinicnnError as e:
         raise WeightFileError(f"{source}: {e}", path=None if source.startswith("<") else source) from None
     return model
+
+
+_STATE_CHECKS = {"epoch": "count", "batch": "count", "seen": "count", "bad_epochs": "count", "loss_sum": "number",
+                 "best_score": "number?", "best_epoch": "count?", "history": "list"}
+
+
+def train_state_from_arrays(arrays: dict, source: str | None = None) -> dict:
+    """A checkpoint's ``train_state`` JSON, validated: ``{"state", "optimizer", "scheduler", "extra", ...}``.
+
+    ``WeightFileError`` naming the file and the field for anything ``train.save_checkpoint`` does
+    not write (wrong types, negative counts, non-finite numbers, malformed ``opt:*`` names).
+    """
+    source = str(source or getattr(arrays, "path", None) or "<arrays>")
+    path = None if source.startswith("<") else source
+
+    def bad(field, value, why):
+        return _field(source, f"train_state.{field}" if field else "train_state", value, why)
+
+    raw = arrays.get("train_state")
+    if raw is None or getattr(raw, "dtype", None) is None or raw.dtype.kind not in "US" or raw.ndim != 0:
+        raise WeightFileError(f"{source}: no 'train_state' JSON string; not a resumable minicnn checkpoint",
+                              path=path, field="train_state")
+    try:
+        info = json.loads(str(raw.item()))
+    except (ValueError, RecursionError) as e:
+        raise WeightFileError(f"{source}: its 'train_state' entry is not valid JSON ({e})", path=path,
+                              field="train_state") from None
+    if not isinstance(info, dict):
+        raise bad("", info, "must be a JSON object")
+    state = info.get("state")
+    if not isinstance(state, dict):
+        raise bad("state", state, "must be a JSON object")
+    for key, value in state.items():
+        kind = _STATE_CHECKS.get(key)
+        if kind is None:
+            raise bad(f"state.{key}", value, f"is not a training-state field ({', '.join(_STATE_CHECKS)})")
+        optional = kind.endswith("?")
+        if optional and value is None:
+            continue
+        kind = kind.rstrip("?")
+        ok = ((kind == "count" and _is_int(value) and value >= 0)
+              or (kind == "number" and not isinstance(value, bool) and isinstance(value, (int, float))
+                  and math.isfinite(value))
+              or (kind == "list" and isinstance(value, list) and all(isinstance(h, dict) for h in value)))
+        if not ok:
+            raise bad(f"state.{key}", value, {"count": "must be a non-negative int", "number": "must be a finite number",
+                                              "list": "must be a list of objects"}[kind])
+    opt = info.get("optimizer")
+    if not isinstance(opt, dict):
+        raise bad("optimizer", opt, "must be a JSON object")
+    lr, t = opt.get("lr"), opt.get("t")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise bad("optimizer.lr", lr, "must be a positive finite number")
+    if not (_is_int(t) and t >= 0):
+        raise bad("optimizer.t", t, "must be a non-negative int")
+    if not isinstance(opt.get("class", ""), str):
+        raise bad("optimizer.class", opt.get("class"), "must be a string")
+    for key in ("scheduler", "extra"):
+        if info.get(key) is not None and not isinstance(info.get(key), dict):
+            raise bad(key, info.get(key), "must be a JSON object")
+    for key in arrays:
+        if key.startswith("opt:") and (key.count(":") < 2 or arrays[key].dtype.kind != "f"):
+            raise WeightFileError(f"{source}: optimizer array {key!r} must be named opt:<slot>:<param> and be "
+                                  "floating point", path=path, field=key)
+    return info
 
 
 def load(path) -> Graph:

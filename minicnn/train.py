@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from . import fileio, metrics, runtime
 from .errors import TrainingError
 from .model import Graph, apply_activation
-from .serialization import model_from_arrays
+from .serialization import model_from_arrays, train_state_from_arrays
 from .readers.npz import read_npz
 from .predict import predict_loader
 
@@ -140,8 +140,8 @@ def load_checkpoint(path):
     arrays, config = read_npz(path)
     if config is None or "train_state" not in arrays:
         raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
-    info = json.loads(str(arrays["train_state"]))
-    model = model_from_arrays(arrays, config, str(path))
+    info = train_state_from_arrays(arrays, path)
+    model = model_from_arrays(arrays, config)
     state = {}
     for key, value in arrays.items():
         if key.startswith("opt:"):

@@ -102,7 +102,9 @@ def _stored_values(ds, path) -> np.ndarray:
                          path=path, field="TransferSyntaxUID")
     try:
         return ds.pixel_array
-    except Exception as exc:  # pydicom raises RuntimeError/ValueError/NotImplementedError for these
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except BaseException as exc:  # pydicom: RuntimeError/ValueError/...; a Rust decoder plugin: PanicException
         text = str(exc)
         if compressed and ("plugin" in text or "missing" in text or "dependenc" in text):
             raise DicomError(f"{path} is compressed as {name}, and no installed plugin decodes it: "

@@ -141,12 +141,24 @@ def _owner(weight_name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ config
 def entry_name(entry) -> str:
-    return entry.get("name") or entry["config"]["name"]
+    name = entry.get("name") or (entry.get("config") or {}).get("name") if isinstance(entry, dict) else None
+    if not isinstance(name, str):
+        raise KerasImportError(f"a layer entry has no 'name' string: {json.dumps(entry, default=str)[:80]}")
+    return name
 
 
 def layer_entries(model_entry) -> list:
-    cfg = model_entry["config"]
-    return cfg["layers"] if isinstance(cfg, dict) else cfg      # very old Sequential: a bare list
+    """A model entry's layer entries, each checked to be an object with a ``class_name`` string."""
+    cfg = model_entry.get("config") if isinstance(model_entry, dict) else None
+    layers = cfg.get("layers") if isinstance(cfg, dict) else cfg      # very old Sequential: a bare list
+    if not isinstance(layers, list):
+        raise KerasImportError(f"model entry {json.dumps(model_entry, default=str)[:60]}: 'layers' must be a list")
+    for e in layers:
+        if not (isinstance(e, dict) and isinstance(e.get("class_name"), str)
+                and (e.get("config") is None or isinstance(e.get("config"), dict))):
+            raise KerasImportError(f"a layer entry must be an object with a 'class_name' string and a 'config' "
+                                   f"object, got {json.dumps(e, default=str)[:60]}")
+    return layers
 
 
 def tensor_refs(v):

@@ -605,7 +605,9 @@ def load_keras(path) -> Graph:
     except MinicnnError as e:
         if str(e).startswith(path):
             raise
-        raise KerasImportError(f"{path}: {e}", path=path, field=getattr(e, "field", None)) from None
+        msg = str(e) if str(e).startswith(("Keras layer", "Keras model", "model '", "a layer entry", "model entry")) \
+            else f"{imp.where}: {e}"
+        raise KerasImportError(f"{path}: {msg}", path=path, field=getattr(e, "field", None)) from None
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
         # the config is untrusted JSON: any other shape than Keras writes ends here, named
         raise KerasImportError(f"{path}: {imp.where}: malformed config ({type(e).__name__}: {e})", path=path,

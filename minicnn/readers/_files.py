@@ -13,14 +13,14 @@ import os
 import zipfile
 import zlib
 
-from ..errors import UnsafeFileError, WeightFileError, file_not_found
+from ..errors import UnsafeFileError, WeightFileError, env_int, file_not_found
 
 #: Every format :func:`minicnn.readers.detect.detect_format` can return.
 FORMATS = ("keras_h5", "keras_h5_model", "keras3_weights", "keras_archive", "torch_zip",
            "torch_legacy", "safetensors", "npz", "onnx")
 
 #: Largest uncompressed member / dataset minicnn reads (bytes); env ``MINICNN_MAX_MEMBER_BYTES``.
-MAX_MEMBER_BYTES = int(os.environ.get("MINICNN_MAX_MEMBER_BYTES", 4 << 30))
+MAX_MEMBER_BYTES = env_int("MINICNN_MAX_MEMBER_BYTES", 4 << 30)
 #: Deflate's largest possible expansion (about 1,032 : 1, from its 258-byte matches in 2 bits).
 DEFLATE_MAX_RATIO = 1032
 _SLACK = 4096            # tiny members compress worse than the asymptotic bound

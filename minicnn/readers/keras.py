@@ -8,6 +8,12 @@
 Pure parsing (h5py, zipfile, json): arrays are returned as stored -- conv kernels HWIO
 ``(kh, kw, in, out)``, Dense kernels ``(in, out)``. Layout transforms happen in the importers
 (:mod:`minicnn.pretrained.layout`). A corrupt file raises ``WeightFileError`` naming it.
+
+Every file is walked by :func:`check_h5_file` before a dataset is read: external raw storage,
+external links, soft links leaving the file, user-defined links and virtual datasets raise
+``UnsafeFileError`` (naming the file, the object and what it is); non-numeric datasets, weights that
+are not floating point and datasets declaring more than they store raise ``WeightFileError``.
+``.keras`` members are checked by :func:`~minicnn.readers._files.check_zip_members` first.
 """
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from ..errors import UnsafeFileError, WeightFileError
 from ._files import (DEFLATE_MAX_RATIO, FORMATS, check_exists, check_zip_members, member_cap,
                      open_zip, read_member)
 
-__all__ = ["check_h5_file", "open_h5", "KerasLayerWeights", "read_keras_h5", "read_keras_h5_model", "read_keras3_weights", "read_keras_archive"]
+__all__ = ["check_h5_file", "open_h5", "KerasLayerWeights", "read_keras_h5", "read_keras_h5_model",
+           "read_keras3_weights", "read_keras_archive"]
 
 
 #: What h5py raises on a damaged file (RuntimeError: a broken heap or B-tree; KeyError/ValueError:
@@ -233,16 +240,11 @@ def read_keras_h5(path) -> list[KerasLayerWeights]:
     with _open_h5(path) as f:
         try:
             root = legacy_root(f)
-        except WeightFileError:
-            raise
-        except H5_ERRORS as e:
-            raise WeightFileError(f"{path}: corrupt HDF5 file ({type(e).__name__}: {e})", path=path) from None
-        if root is None:
-            hint = (" It looks like a Keras 3 '.weights.h5' file: use read_keras3_weights."
-                    if ("layers" in f or "vars" in f) else "")
-            raise WeightFileError(f"{path}: not a legacy Keras HDF5 weight file (no 'layer_names' "
-                             f"attribute at the root or under /model_weights).{hint}", path=path)
-        try:
+            if root is None:
+                hint = (" It looks like a Keras 3 '.weights.h5' file: use read_keras3_weights."
+                        if ("layers" in f or "vars" in f) else "")
+                raise WeightFileError(f"{path}: not a legacy Keras HDF5 weight file (no 'layer_names' "
+                                      f"attribute at the root or under /model_weights).{hint}", path=path)
             return _legacy_layers(root, path)
         except WeightFileError:
             raise

@@ -22,7 +22,12 @@ import numpy as np
 from ..errors import WeightFileError
 from ._files import check_exists, check_zip_members, open_zip, read_member
 
-__all__ = ["read_npz_arrays", "read_npz"]
+__all__ = ["NpzArrays", "read_npz_arrays", "read_npz"]
+
+
+class NpzArrays(dict):
+    """``{name: array}`` in file order, remembering the file it came from (``.path``) for messages."""
+    path: str | None = None
 
 _NPY_MAGIC = b"\x93NUMPY"
 _HEADER_ERRORS = (ValueError, SyntaxError, TypeError, KeyError, tokenize.TokenError, OverflowError,
@@ -80,7 +85,8 @@ def read_npz_arrays(path, what: str = "weight file", *, max_bytes=None) -> dict[
     if not head.startswith(b"PK"):
         raise WeightFileError(f"{path} is not a readable .npz file (not a zip archive); was it truncated?",
                               path=path)
-    out = {}
+    out = NpzArrays()
+    out.path = path
     with open_zip(path, ".npz file") as zf:
         for info in check_zip_members(zf, path, max_bytes):
             name = info.filename

@@ -49,13 +49,13 @@ import os
 import pickle
 import struct
 import zipfile
-import zlib
 from collections import OrderedDict
 from typing import Any
 
 import numpy as np
 
 from ..errors import UnsafeFileError, WeightFileError, file_not_found
+from ._files import ZIP_ERRORS, check_zip_members
 
 __all__ = ["UnsafeFileError", "SafeTorchUnpickler", "TensorRef", "TorchModuleRecord", "MODULE_CLASSES",
            "module_state_dict", "load_torch_checkpoint",
@@ -420,9 +420,10 @@ def _unpickle(data_or_file, source: str) -> tuple[Any, SafeTorchUnpickler]:
 def _load_zip(path: str) -> Any:
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as e:
-        raise WeightFileError(f"{path}: not a readable zip archive ({e})", path=path) from None
+    except ZIP_ERRORS as e:
+        raise WeightFileError(f"{path}: not a readable zip archive ({type(e).__name__}: {e})", path=path) from None
     with zf:
+        check_zip_members(zf, path)      # names inside the archive, sizes and deflate ratio, before reading
         names = zf.namelist()
         pkls = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pkls) != 1:
@@ -443,8 +444,11 @@ def _load_zip(path: str) -> Any:
                     raise WeightFileError(f"{path}: storage member '{member}' is missing", path=path)
                 ref.data = zf.read(member)
                 _check_storage_size(ref, path)
-        except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-            raise WeightFileError(f"{path}: corrupt torch zip checkpoint ({e})", path=path) from None
+        except WeightFileError:
+            raise
+        except ZIP_ERRORS as e:
+            raise WeightFileError(f"{path}: corrupt torch zip checkpoint ({type(e).__name__}: {e})",
+                                  path=path) from None
     return _resolve(obj, byteorder, path)
 
 

@@ -172,14 +172,20 @@ def test_non_float_weights_refused_not_cast(tmp_path):
             g["k"] = data
         with pytest.raises(WeightFileError, match=f"'conv1/k'.*{dtype}|{dtype}.*conv1/k"):
             read_keras_h5(p)
-    p = tmp_path / "strings.h5"
-    with h5py.File(p, "w") as f:
-        f.attrs["layer_names"] = [b"conv1"]
-        g = f.create_group("conv1")
-        g.attrs["weight_names"] = [b"k"]
-        g["k"] = np.array([b"abc", b"def"])
-    with pytest.raises(WeightFileError, match="dataset '/conv1/k' has dtype"):
-        read_keras_h5(p)
+    datetimes = np.array(["2020-01-01", "2021-01-01"], "datetime64[s]")
+    for kind, make in (("strings", lambda g: g.create_dataset("k", data=np.array([b"abc", b"def"]))),
+                       ("vlen", lambda g: g.create_dataset("k", data=["a", "bc"], dtype=h5py.string_dtype())),
+                       ("datetime", lambda g: g.create_dataset("k", data=datetimes.astype(
+                           h5py.opaque_dtype(datetimes.dtype)))),
+                       ("compound", lambda g: g.create_dataset("k", data=np.zeros(2, [("a", "<f4"), ("b", "<i4")])))):
+        p = tmp_path / f"{kind}.h5"
+        with h5py.File(p, "w") as f:
+            f.attrs["layer_names"] = [b"conv1"]
+            g = f.create_group("conv1")
+            g.attrs["weight_names"] = [b"k"]
+            make(g)
+        with pytest.raises(WeightFileError, match="dataset '/conv1/k' has dtype"):
+            read_keras_h5(p)
 
 
 def test_hdf5_dataset_declaring_more_than_it_stores_refused(tmp_path):
@@ -221,6 +227,16 @@ def test_zip_path_traversal_refused(tmp_path, name):
     with pytest.raises(UnsafeFileError, match="outside the archive"):
         read_keras_archive(k)
     assert not (tmp_path.parent / "escape.npy").exists() and not (tmp_path.parent / "escape.h5").exists()
+
+
+def test_torch_zip_path_traversal_refused(tmp_path):
+    p = tmp_path / "evil.pth"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/../../outside", b"x")
+    from minicnn.readers.torch import read_torch_state_dict
+    with pytest.raises(UnsafeFileError, match="outside the archive"):
+        read_torch_state_dict(p)
 
 
 def test_zip_bomb_refused_before_inflating(tmp_path):

@@ -1,0 +1,202 @@
+"""Small valid seed files of every format the readers accept, and the JSON-level mutation of
+the formats that carry a JSON description (minicnn's architecture, Keras' config.json)."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+KERAS_SMALL = ROOT / "tests" / "ref" / "keras_small"
+
+HOSTILE_VALUES = (None, -1, 0, 10 ** 12, "x", "", [], {}, 1.5, True, [1, 2, 3], [0, 0], {"a": 1}, 2 ** 63,
+                  float("nan"), "../../etc/passwd", [[1]], -(10 ** 9))
+
+
+def _tiny_model():
+    from minicnn.layers import Conv2D, Dense, GlobalAvgPool2D, ReLU
+    from minicnn.layers.norm import BatchNorm2D
+    from minicnn.model import Sequential
+    return Sequential([Conv2D(1, 2, 3, padding=1, seed=0), BatchNorm2D(2), ReLU(), GlobalAvgPool2D(),
+                       Dense(2, 1, seed=0)], input_shape=(1, 6, 6))
+
+
+def _npz_bytes(arrays: dict) -> bytes:
+    bio = io.BytesIO()
+    np.savez(bio, **arrays)
+    return bio.getvalue()
+
+
+def npz_model() -> bytes:
+    return _npz_bytes(_tiny_model().to_arrays())
+
+
+def checkpoint(tmp: Path) -> bytes:
+    """``last.npz`` as training writes it (``train.save_checkpoint`` after one optimizer step)."""
+    from minicnn.optim import Adam
+    from minicnn.train import TrainState, save_checkpoint
+    model = _tiny_model()
+    opt = Adam(model.params(), lr=1e-3)
+    model.forward(np.zeros((2, 1, 6, 6), np.float32), training=True)
+    model.backward(np.ones((2, 1), np.float32))
+    opt.step(model.grads())
+    p = tmp / "last.npz"
+    save_checkpoint(p, model, opt, TrainState(epoch=1, history=[{"epoch": 0, "loss": 0.5}]))
+    return p.read_bytes()
+
+
+def safetensors_file() -> bytes:
+    from safetensors.numpy import save
+    return save({"conv.weight": np.arange(18, dtype=np.float32).reshape(2, 1, 3, 3),
+                 "conv.bias": np.zeros(2, np.float32), "fc.weight": np.ones((1, 2), np.float16)})
+
+
+def _torch_sd():
+    import torch
+    return {"conv.weight": torch.arange(18, dtype=torch.float32).reshape(2, 1, 3, 3),
+            "conv.bias": torch.zeros(2), "bn.running_var": torch.ones(2),
+            "bn.num_batches_tracked": torch.tensor(3)}
+
+
+def pth_zip() -> bytes:
+    import torch
+    bio = io.BytesIO()
+    torch.save(_torch_sd(), bio)
+    return bio.getvalue()
+
+
+def pth_legacy() -> bytes:
+    import torch
+    bio = io.BytesIO()
+    torch.save(_torch_sd(), bio, _use_new_zipfile_serialization=False)
+    return bio.getvalue()
+
+
+def keras_h5() -> bytes:
+    return (KERAS_SMALL / "tiny_sequential.h5").read_bytes()
+
+
+def keras_archive() -> bytes:
+    return (KERAS_SMALL / "tiny_sequential.keras").read_bytes()
+
+
+def png() -> bytes:
+    from PIL import Image
+    bio = io.BytesIO()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(bio, "PNG")
+    return bio.getvalue()
+
+
+def jpeg() -> bytes:
+    from PIL import Image
+    bio = io.BytesIO()
+    Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8)).save(bio, "JPEG", quality=90)
+    return bio.getvalue()
+
+
+def _dicom(syntax) -> bytes:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, "1.2.3.4"
+    ds.PatientID, ds.Modality = "p1", "CR"
+    ds.set_pixel_data((np.arange(64).reshape(8, 8) * 60).astype(np.uint16), photometric_interpretation="MONOCHROME2",
+                      bits_stored=12)
+    ds.WindowCenter, ds.WindowWidth = 2000, 3000
+    if syntax is not None:
+        ds.compress(syntax)
+    bio = io.BytesIO()
+    ds.save_as(bio, enforce_file_format=True)
+    del generate_uid
+    return bio.getvalue()
+
+
+def dicom() -> bytes:
+    return _dicom(None)
+
+
+def dicom_rle() -> bytes:
+    from pydicom.uid import RLELossless
+    return _dicom(RLELossless)
+
+
+# --------------------------------------------------------------------------- JSON-level mutation
+def _paths(obj, prefix=()):
+    yield prefix
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _paths(v, prefix + (i,))
+
+
+def edit_json(obj, which: int, value_index: int, drop: bool):
+    """``obj`` with one value (chosen by ``which``) replaced by a hostile value, or its key dropped."""
+    paths = list(_paths(obj))[1:]
+    if not paths:
+        return obj
+    path = paths[which % len(paths)]
+    obj = json.loads(json.dumps(obj))
+    parent = obj
+    for p in path[:-1]:
+        parent = parent[p]
+    if drop and isinstance(parent, dict):
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = HOSTILE_VALUES[value_index % len(HOSTILE_VALUES)]
+    return obj
+
+
+def rewrite_json(fmt: str, data: bytes, which: int, value_index: int, drop: bool) -> bytes:
+    """Re-pack a seed file with its JSON edited (npz/checkpoint: ``architecture`` or ``train_state``;
+    ``.keras``: ``config.json``; ``.h5``: the ``model_config`` attribute; safetensors: the header);
+    other formats come back unchanged."""
+    if fmt in ("npz", "checkpoint"):
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        keys = [k for k in ("architecture", "train_state") if k in arrays]
+        key = keys[which % len(keys)]
+        arrays[key] = np.array(json.dumps(edit_json(json.loads(str(arrays[key])), which // len(keys),
+                                                    value_index, drop)))
+        return _npz_bytes(arrays)
+    if fmt == "keras":
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            members = {n: z.read(n) for n in z.namelist()}
+        members["config.json"] = json.dumps(edit_json(json.loads(members["config.json"]), which, value_index,
+                                                      drop)).encode()
+        bio = io.BytesIO()
+        with zipfile.ZipFile(bio, "w") as z:
+            for n, b in members.items():
+                z.writestr(n, b)
+        return bio.getvalue()
+    if fmt == "h5":
+        import h5py
+        bio = io.BytesIO(data)
+        with h5py.File(bio, "r+") as f:
+            cfg = json.loads(f.attrs["model_config"])
+            f.attrs["model_config"] = json.dumps(edit_json(cfg, which, value_index, drop))
+        return bio.getvalue()
+    if fmt == "safetensors":
+        n = int.from_bytes(data[:8], "little")
+        header = json.dumps(edit_json(json.loads(data[8:8 + n]), which, value_index, drop)).encode()
+        return len(header).to_bytes(8, "little") + header + data[8 + n:]
+    return data
+
+
+SEEDS = {"npz": npz_model, "checkpoint": checkpoint, "safetensors": safetensors_file, "pth_zip": pth_zip,
+         "pth_legacy": pth_legacy, "h5": keras_h5, "keras": keras_archive, "png": png, "jpeg": jpeg,
+         "dicom": dicom, "dicom_rle": dicom_rle}
+NEEDS_TMP = {"checkpoint"}
+SUFFIX = {"npz": ".npz", "checkpoint": ".npz", "safetensors": ".safetensors", "pth_zip": ".pth", "pth_legacy": ".pth",
+          "h5": ".h5", "keras": ".keras", "png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "dicom_rle": ".dcm"}
+
+#: The formats :func:`rewrite_json` edits.
+JSON_FORMATS = ("npz", "checkpoint", "keras", "h5", "safetensors")

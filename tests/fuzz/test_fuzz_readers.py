@@ -1,0 +1,122 @@
+"""Fuzz every reader: derandomised hypothesis mutations of small valid files of each format.
+
+Each case is a seed file (``builders.SEEDS``) with 1-4 byte-level mutations (bit flips,
+truncations, insertions, deletions, overwrites, extreme values written into header fields, digit
+runs replaced by huge numbers) or, for the formats that carry JSON, one JSON field replaced by a
+hostile value or dropped. The case is loaded through minicnn's public loader for its format in a
+long-lived worker process under ``RLIMIT_AS`` = 2 GiB with a per-case timeout (restarted after a
+crash). Every case must load or raise a ``MinicnnError`` subclass: never another exception, a
+crash, a timeout or a ``MemoryError``.
+
+``MINICNN_FUZZ=long`` runs 2,000 cases per format (CI: 200). The per-format outcome counts are
+printed (``-s``) and written to ``$MINICNN_FUZZ_REPORT`` when set.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import os
+import time
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+
+from . import builders
+from .harness import Worker, apply_ops, hotspots
+
+LONG = os.environ.get("MINICNN_FUZZ") == "long"
+CASES = int(os.environ.get("MINICNN_FUZZ_CASES", 2000 if LONG else 200))
+TORCH_FORMATS = {"pth_zip", "pth_legacy"}
+
+_byte_op = st.one_of(
+    st.tuples(st.just("flip"), st.integers(0, 1 << 30), st.integers(0, 7)),
+    st.tuples(st.just("truncate"), st.integers(0, 1 << 30)),
+    st.tuples(st.just("insert"), st.integers(0, 1 << 30), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("delete"), st.integers(0, 1 << 30), st.integers(1, 16)),
+    st.tuples(st.just("overwrite"), st.integers(0, 1 << 30), st.binary(min_size=1, max_size=8)),
+    st.tuples(st.just("field"), st.integers(0, 1 << 30), st.sampled_from([1, 2, 4, 8]), st.integers(0, 100)),
+    st.tuples(st.just("number"), st.integers(0, 1 << 30), st.integers(0, 100)),
+)
+_case = st.one_of(
+    st.tuples(st.just("bytes"), st.lists(_byte_op, min_size=1, max_size=4)),
+    st.tuples(st.just("json"), st.integers(0, 1 << 20), st.integers(0, 100), st.booleans()),
+)
+
+_worker = None
+REPORT: dict = {}
+
+
+@pytest.fixture(scope="module")
+def worker():
+    global _worker
+    _worker = Worker(timeout=float(os.environ.get("MINICNN_FUZZ_TIMEOUT", 20)))
+    yield _worker
+    _worker.close()
+    out = os.environ.get("MINICNN_FUZZ_REPORT")
+    if out:
+        with open(out, "w") as f:
+            json.dump(REPORT, f, indent=1)
+
+
+def _seed(fmt, tmp_path):
+    if fmt in TORCH_FORMATS:
+        pytest.importorskip("torch")
+    if fmt.startswith("dicom"):
+        pytest.importorskip("pydicom")
+    build = builders.SEEDS[fmt]
+    return build(tmp_path) if fmt in builders.NEEDS_TMP else build()
+
+
+@pytest.mark.parametrize("fmt", sorted(builders.SEEDS))
+def test_fuzz_reader(fmt, worker, tmp_path):
+    seed = _seed(fmt, tmp_path)
+    seed_path = tmp_path / f"seed{builders.SUFFIX[fmt]}"
+    seed_path.write_bytes(seed)
+    assert worker.run(fmt, str(seed_path))["outcome"] == "ok", "the seed file itself must load"
+    spots = hotspots(seed)
+    case_path = tmp_path / f"case{builders.SUFFIX[fmt]}"
+    outcomes, bad = collections.Counter(), []
+    start = time.perf_counter()
+
+    @settings(max_examples=CASES, derandomize=True, database=None, deadline=None, phases=[Phase.generate],
+              suppress_health_check=list(HealthCheck))
+    @given(case=_case)
+    def run(case):
+        if case[0] == "json" and fmt in builders.JSON_FORMATS:
+            data = builders.rewrite_json(fmt, seed, case[1], case[2], case[3])
+        elif case[0] == "json":
+            data = apply_ops(seed, [("number", case[1], case[2])], spots)
+        else:
+            data = apply_ops(seed, case[1], spots)
+        case_path.write_bytes(data)
+        rep = worker.run(fmt, str(case_path))
+        outcome = rep["outcome"]
+        outcomes[outcome] += 1
+        allowed = outcome == "ok" or (rep["minicnn"] and outcome != "MemoryError")
+        if not allowed:
+            keep = tmp_path / f"bad{len(bad)}{builders.SUFFIX[fmt]}"
+            keep.write_bytes(data)
+            bad.append(f"{outcome}: {rep['message']} [{keep}] {str(case)[:200]}")
+
+    run()
+    elapsed = time.perf_counter() - start
+    total = sum(outcomes.values())
+    REPORT[fmt] = {"cases": total, "seconds": round(elapsed, 2), "outcomes": dict(outcomes)}
+    print(f"\nfuzz {fmt}: {total} cases in {elapsed:.1f} s: {dict(outcomes)}")
+    assert total >= CASES, f"only {total} cases ran"
+    assert not bad, f"{len(bad)} of {total} {fmt} cases escaped as a non-minicnn error:\n" + "\n".join(bad[:15])
+
+
+def test_harness_sees_memory_blowups_hangs_crashes_and_other_errors():
+    """The worker runs under RLIMIT_AS, is killed on a timeout and restarted after a crash."""
+    w = Worker(timeout=3.0)
+    try:
+        assert w.run("_selftest", "memory")["outcome"] == "MemoryError"
+        assert w.run("_selftest", "hang")["outcome"] == "timeout"
+        assert w.run("_selftest", "crash")["outcome"] == "crash"
+        rep = w.run("_selftest", "other")
+        assert rep["outcome"] == "TypeError" and rep["minicnn"] is False
+        assert w.restarts == 2
+    finally:
+        w.close()
