@@ -194,7 +194,10 @@ def format_records(records, model: Graph | None = None) -> str:
 
 
 def write_records(records, path) -> str:
-    """Write prediction records to a ``.json`` file, or a ``.csv`` (any other suffix), atomically."""
+    """Write prediction records to a ``.json`` file, or a ``.csv`` (any other suffix), atomically.
+    A folder (existing, or a path ending in ``/``) gets ``predictions.csv`` inside it."""
+    if os.path.isdir(path) or os.fspath(path).endswith((os.sep, "/")):
+        path = Path(path) / "predictions.csv"
     path = Path(path)
     if path.suffix.lower() == ".json":
         fileio.write_json(path, records, indent=2)
