@@ -150,3 +150,18 @@ def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_pa
     print(f"{len(outcomes)} SIGKILLs, {inside} inside an atomic write, resumed from epochs "
           f"{[e for _, e, _ in outcomes]}; every resumed run identical to the uninterrupted one")
     assert len(outcomes) >= 10 and inside >= KILLS_IN_WRITES
+
+
+def test_overwrite_and_resume_remove_the_temporaries_a_killed_write_left(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--arch", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "32", "--quiet"]
+    assert main(["train", str(data), "--out", str(out), *args]) == 0
+    stale = [out / f"{TMP_PREFIX}last.npz-k1ll3d", out / f"{TMP_PREFIX}model.npz-x9"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert _temporaries(out) == []
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    assert main(["train", str(data), "--out", str(out), *args, "--overwrite"]) == 0
+    assert _temporaries(out) == [] and (out / "last.npz").exists()
