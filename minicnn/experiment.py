@@ -102,6 +102,11 @@ def run_lock(out, log=print):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+                log(f"WARNING: the file system of {out} does not support locks: it is not locked against a "
+                    f"second `minicnn train` into it")
+                yield
+                return
             if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
