@@ -99,18 +99,9 @@ def run_lock(out, log=print):
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
-                log(f"WARNING: the file system of {out} does not support locks: it is not locked against a "
-                    f"second `minicnn train` into it")
-                yield
-                return
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
-                             f"finish, or choose another --out", path=path) from None
+        if not _try_lock(fd, out, path, log):
+            yield
+            return
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         os.ftruncate(fd, 0)
@@ -123,10 +114,26 @@ def run_lock(out, log=print):
         os.close(fd)          # closing the last descriptor releases the lock
 
 
+def _try_lock(fd, out, path, log) -> bool:
+    """Lock ``fd``: True; False (warned) on a file system without locks; ``UsageError`` if it is held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            log(f"WARNING: the file system of {out} does not support locks: it is not locked against a "
+                f"second `minicnn train` into it")
+            return False
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+    raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
+                     f"finish, or choose another --out", path=path)
+
+
 def _lock_holder(path) -> str:
     """``pid 123 on host, started 2026-...Z`` from a held lock file (the holder writes it just after locking)."""
     for _ in range(20):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             h = json.loads(Path(path).read_text())
             return f"pid {h['pid']} on {h['host']}, started {h['started']}"
         time.sleep(0.01)
