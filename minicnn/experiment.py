@@ -88,9 +88,11 @@ def run_lock(out, log=print):
     """Hold an exclusive ``fcntl.flock`` on ``out/.minicnn-lock`` for the block, or refuse at once.
 
     The lock file names its holder (``pid``, ``host``, ``started``); it is truncated (not removed,
-    which would race with a process opening it) when the block ends. A killed holder's lock is
-    released by the kernel, so the next run takes it."""
+    which would race with a process opening it) when the block ends -- unless the block created
+    ``out`` and left nothing else in it (a run that failed at once leaves no empty folder). A killed
+    holder's lock is released by the kernel, so the next run takes it."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_LOCK
     if fcntl is None:
@@ -110,6 +112,10 @@ def run_lock(out, log=print):
             yield
         finally:
             os.ftruncate(fd, 0)
+            if created and os.listdir(out) == [RUN_LOCK]:   # a run that failed before writing anything
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    out.rmdir()
     finally:
         os.close(fd)          # closing the last descriptor releases the lock
 

@@ -52,6 +52,7 @@ def test_the_cli_prints_the_csv_error_in_one_line(images, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err == (f"minicnn train: error: {path}: label column 'PNEUMONIA', row 2 (line 3) holds '2'; labels "
                    f"must be 0 or 1 (one column per class)\n")
+    assert not (tmp_path / "run").exists()              # refused: no empty run directory left behind
 
 
 def test_a_csv_without_any_label_column_still_says_so(images):
