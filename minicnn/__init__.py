@@ -2,13 +2,28 @@
 
     from minicnn import layers, losses, optim, Sequential, Graph, gradcheck, load
 """
-from . import layers, losses, optim
+from . import callbacks, layers, losses, optim
+from .callbacks import EarlyStopping, ModelCheckpoint
 from .gradient_check import gradcheck
 from .model import Graph, Sequential
-from .serialization import load
 
 __version__ = "0.1.0"
-__all__ = ["layers", "losses", "optim", "Sequential", "Graph", "gradcheck", "load", "predict_files"]
+__all__ = ["layers", "losses", "optim", "callbacks", "EarlyStopping", "ModelCheckpoint", "Sequential", "Graph",
+           "gradcheck", "load", "load_onnx", "predict_files"]
+
+
+def load_onnx(path, input_shape=None):
+    """An ONNX model file as a minicnn Graph (``minicnn.pretrained.onnx_import``; needs ``minicnn[onnx]``)."""
+    from .pretrained.onnx_import import load_onnx as _load_onnx
+    return _load_onnx(path, input_shape=input_shape)
+
+
+def load(path_or_name, **kwargs):
+    """A model from a file recognised by its content, or a registry name (see ``minicnn.pretrained.loading``):
+    minicnn ``.npz``, torchvision state_dicts, torchxrayvision pickles, CheXNet checkpoints, Keras
+    ``.keras``/``.h5``, ONNX (with the importer), ``xrv-densenet121-all`` ... -> ``Graph``."""
+    from .pretrained.loading import load as _load
+    return _load(path_or_name, **kwargs)
 
 
 def predict_files(model, paths, **kwargs):

@@ -49,7 +49,10 @@ def _model_path(run_or_model: str) -> str:
 
 
 def _load_model(run_or_model: str):
-    from .serialization import load
+    """A run folder, any model file minicnn recognises by content, or a registry name (minicnn.load)."""
+    from .pretrained.loading import is_model_name, load
+    if not Path(run_or_model).exists() and is_model_name(run_or_model):
+        return load(run_or_model)
     return load(_model_path(run_or_model))
 
 
@@ -77,6 +80,9 @@ def cmd_train(a):
     else:
         given = {f.name: getattr(a, f.name) for f in dataclasses.fields(TrainConfig)}
         config = TrainConfig(**{k: v for k, v in given.items() if v is not None or k not in _DEFAULTS_WHEN_NONE})
+    if config.dask and not config.backbone:
+        raise UsageError("--dask distributes the feature extraction of --backbone; training a whole network "
+                         "runs here (give --backbone NAME, or drop --dask)")
     if config.backbone and config.weights is None:
         print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
     result = train_run(config, resume=bool(a.resume) and not config.backbone, log=print)
@@ -101,7 +107,7 @@ def cmd_evaluate(a):
     out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent)
     ev = evaluate_run(path, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
                       batch_size=a.batch_size, report=a.report, report_errors=a.report_errors,
-                      on_bad_file=a.on_bad_file)
+                      on_bad_file=a.on_bad_file, dask=a.dask, shard_size=a.shard_size, overwrite=a.overwrite)
     print(metrics.format_metrics_table(ev.metrics))
     print(f"wrote {ev.metrics_path} and plots in {ev.plots}")
     if ev.report_path:
@@ -109,26 +115,106 @@ def cmd_evaluate(a):
 
 
 # -- predict ----------------------------------------------------------------------------------------
+TABLE_LIMIT = 50     # up to this many files `predict` prints the table; above it, a summary
+
+
 def cmd_predict(a):
-    from .predict import format_records, predict_files, write_records
+    from tqdm.auto import tqdm
+    from .predict import expand_paths, format_records, predict_files, write_records
     from .train import set_threads
     set_threads(a.threads)
     model = _load_model(a.model)
-    records = predict_files(model, a.images, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
-                            warn=lambda message: print(f"WARNING: {message}", file=sys.stderr))
-    print(format_records(records, model))
+    if a.dask:
+        return _predict_on_dask(a, model)
+    files = expand_paths(a.images)
+    table = len(files) <= TABLE_LIMIT
+    bar = tqdm(total=-(-len(files) // a.batch_size), desc="predict", unit="batch", disable=None)
+    records = predict_files(model, files, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
+                            warn=lambda message: print(f"WARNING: {message}", file=sys.stderr),
+                            progress=lambda: bar.update(1))
+    seen = []                       # the table's records, or (above TABLE_LIMIT) only what the summary needs
+
+    def kept(rows):
+        for r in rows:
+            seen.append(r if table or a.gradcam else
+                        {"file": r["file"], "prediction": r["prediction"], "true_label": r["true_label"]})
+            yield r
+
+    if a.gradcam:                   # the overlays go into the records, so collect them first
+        records = list(kept(records))
+        from .gradcam import explain_files
+        cams = explain_files(model, [r["file"] for r in records], a.gradcam, node=a.layer)
+        for r, c in zip(records, cams):
+            r["gradcam"] = c["overlay"]
+        print(f"wrote {len(cams)} Grad-CAM overlay(s) of the predicted class to {a.gradcam}")
+        rows = records
+    else:
+        rows = kept(records)
     if a.out:
-        print(f"wrote {write_records(records, a.out)}")
+        written = write_records(rows, a.out)        # streamed: one batch at a time
+    else:
+        for _ in rows:
+            pass
+    bar.close()
+    if table:
+        print(format_records(seen, model))
+    else:
+        _print_prediction_summary(seen, model)
+    if a.out:
+        print(f"wrote {written}")
+
+
+def _print_prediction_summary(records, model) -> None:
+    from collections import Counter
+    from .predict import decision_rule, labelled_summary
+    counts = Counter(r["prediction"] for r in records)
+    print(f"{len(records)} images predicted (more than {TABLE_LIMIT}: no table; --out FILE writes every row): "
+          + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(decision_rule(model))
+    summary = labelled_summary(records, model.meta.get("positive_class"))
+    if summary:
+        print(summary)
+
+
+def _dask_client(address):
+    try:
+        from . import distributed
+    except ImportError as exc:
+        raise UsageError(f"--dask: {exc}") from None
+    return distributed, distributed.connect(address)
+
+
+def _predict_on_dask(a, model) -> None:
+    from tqdm.auto import tqdm
+    if not a.out or Path(a.out).suffix.lower() in (".csv", ".json"):
+        raise UsageError("--dask writes its results in shards: give --out DIR (a folder; "
+                         "DIR/predictions.csv is the joined table)")
+    if a.gradcam:
+        raise UsageError("--gradcam is not available with --dask; run `minicnn predict --gradcam` on the files you want explained")
+    distributed, client = _dask_client(a.dask)
+    try:
+        with tqdm(desc="predict (dask tasks)", unit="task", disable=None) as bar:
+            path = distributed.predict(client, model, a.images, a.out, batch_size=a.batch_size,
+                                       shard_size=a.shard_size, on_bad_file=a.on_bad_file,
+                                       overwrite=a.overwrite, progress=bar.update)
+    finally:
+        distributed.close(client)
+    rows = list(distributed.read_prediction_rows(path))
+    bad = [r for r in rows if r["error"]]
+    _print_prediction_summary([r for r in rows if not r["error"]], model)
+    if bad:
+        print(f"{len(bad)} file(s) could not be read (--on-bad-file skip): listed in the error column")
+    print(f"wrote {path}")
 
 
 # -- summary, gradcheck -------------------------------------------------------------------------
 def cmd_summary(a):
-    model = _load_model(a.model)
-    print(model.summary())
-    if model.meta:
-        shown = {k: v for k, v in model.meta.items() if k in ("classes", "outputs", "positive_class", "threshold",
-                                                               "preprocessing", "source")}
-        print(json.dumps(shown, indent=1))
+    from .pretrained.describe import describe_file, format_description
+    d = describe_file(_model_path(a.model))
+    print(format_description(d))
+    if d["model"] is not None and a.layers:
+        print()
+        print(d["model"].summary())
 
 
 def cmd_gradcheck(a):
@@ -206,9 +292,24 @@ def cmd_features(a):
     from .train import set_threads
     from .transfer import dataset_features
     set_threads(a.threads)
-    feats, ds = dataset_features(a.data, a.backbone, a.weights, split=a.split, image_size=a.image_size,
-                                 batch_size=a.batch_size, seed=a.seed)
-    print(f"{len(ds)} images -> features {feats.shape} (cached)")
+    if a.dask:
+        if not a.out:
+            raise UsageError("--dask writes its shards beside the output: give --out FEATURES.npz")
+        distributed, client = _dask_client(a.dask)
+        shards = Path(a.out).with_suffix(".shards")
+        try:
+            def extract(backbone, paths, batch_size):
+                return distributed.features(client, backbone, paths, shards, batch_size=batch_size,
+                                            shard_size=a.shard_size, overwrite=a.overwrite)
+            feats, ds = dataset_features(a.data, a.backbone, a.weights, split=a.split, image_size=a.image_size,
+                                         batch_size=a.batch_size, seed=a.seed, extract=extract)
+        finally:
+            distributed.close(client)
+        print(f"{len(ds)} images -> features {feats.shape} (on {a.dask}; shards in {shards})")
+    else:
+        feats, ds = dataset_features(a.data, a.backbone, a.weights, split=a.split, image_size=a.image_size,
+                                     batch_size=a.batch_size, seed=a.seed)
+        print(f"{len(ds)} images -> features {feats.shape} (cached)")
     if a.out:
         savez(a.out, {"features": feats, "labels": ds.labels, "paths": np.array(ds.paths),
                       "classes": np.array(ds.classes)})
@@ -251,6 +352,20 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 def _add_threads(p):
     p.add_argument("--threads", type=_positive_int, default=None,
                    help="threads for Numba kernels and BLAS (default: all cores)")
+    p.add_argument("--deterministic", action="store_true",
+                   help="results independent of --threads (kernels split their work as if "
+                        "minicnn.runtime.DETERMINISTIC_SPLIT threads ran; without it, weights trained "
+                        "with different thread counts differ in the last bits)")
+
+
+def _add_dask(p, where):
+    p.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run on a Dask cluster: a scheduler (tcp://host:8786) or local:N (N local worker "
+                        f"processes); needs minicnn[dask]; {where}")
+    p.add_argument("--shard-size", type=_positive_int, default=256,
+                   help="with --dask: files per task (rounded up to whole batches)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="with --dask: start again in an output folder that holds another run's shards")
 
 
 def _add_on_bad_file(p, default, skip_means):
@@ -266,6 +381,9 @@ def _add_train(sub):
     s.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its last.npz")
     s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium")
     s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
+    s.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="with --backbone: extract the features on a Dask cluster (tcp://host:8786 or local:N; "
+                        "needs minicnn[dask]); the head trains here")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
     s.add_argument("--head-epochs", type=_positive_int, default=None,
                    help="with --backbone: epochs of head training on cached features (default: 10 x --epochs)")
@@ -332,15 +450,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--report", action="store_true", help="also write an HTML report with Grad-CAM of errors")
     s.add_argument("--report-errors", type=_nonnegative_int, default=6, help="errors shown in the report")
     _add_on_bad_file(s, "fail", "skip: warn, leave it out and list it in metrics.json")
+    _add_dask(s, "the shards go to OUT/predictions-dask")
     _add_threads(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("predict", help="predict image files or folders", formatter_class=_Help)
     s.add_argument("model", help="run directory or model .npz")
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
-    _add_on_bad_file(s, "fail", "skip: warn and leave it out")
     s.add_argument("--out", default=None, help="write a .csv or .json (a folder: FOLDER/predictions.csv)")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
+    _add_on_bad_file(s, "fail", "skip: warn and leave it out")
+    s.add_argument("--gradcam", default=None, metavar="DIR",
+                   help="also write a Grad-CAM overlay of the predicted class for every image into DIR")
+    s.add_argument("--layer", default=None, help="with --gradcam: node explained (default: before global pooling)")
+    _add_dask(s, "--out DIR gets the shards and DIR/predictions.csv")
     _add_threads(s)
     s.set_defaults(func=cmd_predict)
 
@@ -353,8 +476,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_threads(s)
     s.set_defaults(func=cmd_explain)
 
-    s = sub.add_parser("summary", help="print a model's layers and parameter counts", formatter_class=_Help)
-    s.add_argument("model", help="run directory or model .npz")
+    s = sub.add_parser("summary", help="what a model or weight file is: format, architecture, input size, "
+                                       "classes, preprocessing (any file minicnn reads)", formatter_class=_Help)
+    s.add_argument("model", help="run directory, minicnn .npz, .pth/.pt, .safetensors, .h5, .weights.h5 or .keras")
+    s.add_argument("--no-layers", dest="layers", action="store_false",
+                   help="leave out the table of layers (shown for files that hold an architecture)")
     s.set_defaults(func=cmd_summary)
 
     s = sub.add_parser("gradcheck", help="gradient-check every layer and loss; print relative errors",
@@ -384,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="write the features to this .npz")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
     s.add_argument("--seed", type=int, default=0, help="initialisation seed when --weights is not given")
+    _add_dask(s, "the shards go to FEATURES.shards beside --out")
     _add_threads(s)
     s.set_defaults(func=cmd_features)
 
@@ -408,6 +535,9 @@ def main(argv=None) -> int:
         train.print_usage(sys.stderr)
         train.exit(2, "minicnn train: error: give DATA (a dataset) or --resume RUN; see minicnn train --help\n")
     try:
+        if getattr(a, "deterministic", False):
+            from . import runtime
+            runtime.configure(deterministic=True)
         a.func(a)
     except KeyboardInterrupt as e:
         print(f"\nminicnn: {e or 'interrupted'}", file=sys.stderr)

@@ -12,7 +12,6 @@ No deep-learning framework is used or needed.
 """
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import zipfile
@@ -26,7 +25,7 @@ from .gradcam import display_image, explain_file
 from .pretrained.convert import attach_preprocessing
 from .pretrained.keras_import import load_keras
 from .pretrained.registry import cache_dir
-from .report import write_html_report
+from .report import NOT_A_MEDICAL_DEVICE, file_sha256, provenance, write_html_report
 
 PACKAGE = "pneumonia-model-package==0.3.0"
 WHEEL_NAME = "pneumonia_model_package-0.3.0-py3-none-any.whl"
@@ -38,14 +37,6 @@ CLASSES = ["NORMAL", "PNEUMONIA"]
 
 def minicnn_home() -> Path:
     return Path(cache_dir()).parent
-
-
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pip_download(folder) -> int:
@@ -69,7 +60,7 @@ def get_wheel(wheel=None) -> Path:
                 raise FetchError(f"could not download {PACKAGE} (offline?). On a machine with internet run "
                                 f"`python -m pip download --no-deps {PACKAGE} -d DIR`, copy the wheel here and "
                                 f"pass --wheel DIR/{WHEEL_NAME} (or put it in {folder}).")
-    digest = sha256(path)
+    digest = file_sha256(path)
     if digest != WHEEL_SHA256:
         raise FetchError(f"{path} has SHA-256 {digest}, expected {WHEEL_SHA256}: it is not the published "
                         f"{PACKAGE} wheel (corrupt or altered). Delete it and run the demo again.")
@@ -107,6 +98,7 @@ def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
     out = Path(out)
     wheel_path = get_wheel(wheel)
     model_path, images = extract(wheel_path, minicnn_home() / "pneumonia-model-package-0.3.0")
+    print(NOT_A_MEDICAL_DEVICE, flush=True)
     print(f"importing {model_path.name} with minicnn (no Keras, no TensorFlow) ...", flush=True)
     model = load_keras(model_path)
     attach_preprocessing(model, "tf", 150, resize="nearest", channels=3, classes=CLASSES)
@@ -134,8 +126,11 @@ def run_demo(out="minicnn-demo", wheel=None, threads=None) -> dict:
     m = metrics.evaluate_predictions(y, p, ["PNEUMONIA"], threshold=0.5, positive_class="PNEUMONIA", n_boot=500)
     for c in cases:
         c["image"] = display_image(model, c.pop("path"))
-    report = write_html_report(out, m, y, p, ["PNEUMONIA"], images=cases,
+    report = write_html_report(out, m, y, p, ["PNEUMONIA"], images=cases, class_names=CLASSES,
+                               provenance=provenance(model_path, images[0][0].parent.parent,
+                                                     package=wheel_path.name),
                                title="minicnn demo: a Keras Xception pneumonia model on 16 real X-rays",
                                images_heading="The 16 X-rays with Grad-CAM (high = more evidence for the predicted class)")
     print(f"wrote {out / 'demo.json'}, {report} and {len(cases)} Grad-CAM PNGs in {out / 'heatmaps'}")
+    print(NOT_A_MEDICAL_DEVICE)
     return summary

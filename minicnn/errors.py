@@ -9,7 +9,8 @@ traceback, and exits non-zero; anything else is a bug in minicnn and keeps its t
     │   └── LoaderError      the batch loader could not load an item     (ValueError, RuntimeError)
     ├── WeightFileError      a model or weight file that cannot be used                (ValueError)
     │   ├── UnsafeFileError  a file that asks to run code or reach outside itself
-    │   └── KerasImportError a Keras model file minicnn cannot import
+    │   ├── KerasImportError a Keras model file minicnn cannot import
+    │   └── OnnxImportError  an ONNX model minicnn cannot import or a model it cannot export
     ├── TrainingError        a training run that cannot go on (NaN loss, bad resume)   (RuntimeError)
     ├── FetchError           a download or cache entry that failed                     (RuntimeError)
     └── UsageError           bad arguments or an impossible request                    (ValueError)
@@ -57,6 +58,11 @@ class UnsafeFileError(WeightFileError):
 
 class KerasImportError(WeightFileError):
     """A Keras ``.keras``/``.h5`` model that minicnn cannot import (names the layer and why)."""
+
+
+class OnnxImportError(WeightFileError):
+    """An ONNX graph minicnn cannot import (lists every unsupported operator with its node names),
+    or a model with a layer that has no ONNX equivalent (``Graph.to_onnx``)."""
 
 
 class TrainingError(MinicnnError, RuntimeError):

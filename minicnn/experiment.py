@@ -197,7 +197,15 @@ def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResu
 
 def _train_locked(config: TrainConfig, resume: bool, log):
     if config.backbone:
-        return transfer_learn(config, log=log)
+        if not config.dask:
+            return transfer_learn(config, log=log)
+        from . import distributed                # optional extra: only with --dask
+        client = distributed.connect(config.dask)
+        try:
+            extract = distributed.feature_extractor(client, Path(config.out) / "features-dask")
+            return transfer_learn(config, log=log, extract=extract)
+        finally:
+            distributed.close(client)
     c = dataclasses.replace(config, image_size=config.image_size or 64)
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
@@ -222,7 +230,8 @@ def _train_locked(config: TrainConfig, resume: bool, log):
                               image_size=c.image_size, seed=c.seed)
         model.meta.update({"classes": list(train_ds.classes), "outputs": list(train_ds.output_names),
                            "positive_class": train_ds.positive_class, "preprocessing": pre.to_dict(),
-                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5"})
+                           "threshold": [0.5] * train_ds.labels.shape[1], "threshold_rule": "default-0.5",
+                           "class_weighted": bool(c.class_weights)})
     opt = optim.Adam(model.params(), lr=c.lr, weight_decay=c.weight_decay)
     sched = optim.ReduceLROnPlateau(opt, mode="max", factor=0.3, patience=1)
     state = None
@@ -327,7 +336,8 @@ def _evaluation_data(model, data, split):
 
 def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_boot: int = 1000,
                  batch_size: int = 32, report: bool = False, report_errors: int = 6,
-                 on_bad_file: str = "fail", warn=warn_to_stderr) -> EvaluationResult:
+                 on_bad_file: str = "fail", warn=warn_to_stderr, dask: str | None = None,
+                 shard_size: int = 256, overwrite: bool = False) -> EvaluationResult:
     """Metrics (with a bootstrap CI), ``metrics.json`` and plots of ``model`` on ``data``'s ``split``.
 
     ``model``: a Graph, or the path it was loaded from (then ``out`` defaults to its folder).
@@ -338,11 +348,18 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     model = load(model) if where is not None else model
     pre = Preprocessing.of(model)
     ds = _evaluation_data(model, data, split)
-    loader = BatchLoader(ds, pre, batch_size=batch_size, training=False, on_bad_file=on_bad_file, warn=warn)
-    y, p, _ = predict_loader(model, loader)
-    skipped = sorted(ds.name(i) for i in loader.skipped)
+    if out is None and where is not None:
+        out = where if where.is_dir() else where.parent
+    if dask is None:
+        loader = BatchLoader(ds, pre, batch_size=batch_size, training=False, on_bad_file=on_bad_file, warn=warn)
+        y, p, _ = predict_loader(model, loader)
+        bad = set(loader.skipped)
+    else:                              # the same predictions, computed on a Dask cluster (minicnn.distributed)
+        y, p, bad = _predictions_on_dask(model, ds, dask, out, batch_size, shard_size, on_bad_file, overwrite)
+        loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
+    skipped = sorted(ds.name(i) for i in bad)
     if skipped:                        # the rest of the evaluation sees only the images that were read
-        ds = ds.subset([i for i in range(len(ds)) if i not in loader.skipped])
+        ds = ds.subset([i for i in range(len(ds)) if i not in bad])
         loader = BatchLoader(ds, pre, batch_size=batch_size, training=False)
     if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
         p = p[:, 1:2]  # P(positive class) from a two-class softmax
@@ -364,15 +381,44 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     if y.shape[1] == 1:
         neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
         plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{split}.png")
-        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png")
+        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png",
+                         n_bins=metrics.calibration_bins(len(y)))
         _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
                        plots / f"examples_{split}.png")
     fileio.write_json(out / "metrics.json", metrics.to_jsonable(m), indent=2, allow_nan=False)
     path = None
     if report:
         path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=report_errors,
-                                       threshold=float(np.atleast_1d(thr)[0]))
+                                       threshold=float(np.atleast_1d(thr)[0]), model_path=_model_file(where),
+                                       data=data)
     return EvaluationResult(m, out / "metrics.json", plots, path, y, p)
+
+
+def _model_file(where):
+    """The model file evaluated (a run directory's model.npz), for the report's provenance."""
+    if where is None:
+        return None
+    return where / "model.npz" if where.is_dir() else where
+
+
+def _predictions_on_dask(model, ds, address, out, batch_size, shard_size, on_bad_file, overwrite):
+    """``(y, p, bad indices)`` of ``ds`` predicted on the cluster at ``address`` (shards in
+    ``out/predictions-dask``), as the in-process loop would give them."""
+    from . import distributed                    # optional extra: only with --dask
+    if ds.paths is None:
+        raise UsageError("--dask evaluates image files (a folder or CSV dataset)")
+    if out is None:
+        raise UsageError("give out=... (where metrics.json, the plots and the Dask shards go)")
+    client = distributed.connect(address)
+    try:
+        probs = distributed.probabilities(client, model, list(ds.paths), Path(out) / "predictions-dask",
+                                          batch_size=batch_size, shard_size=shard_size, on_bad_file=on_bad_file,
+                                          overwrite=overwrite)
+    finally:
+        distributed.close(client)
+    bad = {i for i in range(len(probs)) if np.isnan(probs[i]).all()}
+    keep = [i for i in range(len(probs)) if i not in bad]
+    return np.asarray(ds.labels)[keep], probs[keep].astype(np.float32), bad
 
 
 def _plot_examples(loader, ds, y, p, thr, names, path, n=16):

@@ -5,7 +5,8 @@
     # renamed over the target only when the block ends without an exception; otherwise removed
 
 A crash, a kill or a full disk therefore leaves either the previous file or the new one, never a
-mix. The temporary files are named ``.tmp-<target>-<random>`` in the target's folder (a rename is
+mix. The file gets the permissions a plain ``open(path, "w")`` would give it (0666 minus the
+umask), not ``mkstemp``'s private 0600, so every file of a run has the same permissions. The temporary files are named ``.tmp-<target>-<random>`` in the target's folder (a rename is
 only atomic within one file system); ``remove_stale_temporaries`` deletes those a killed process
 left behind.
 """
@@ -16,11 +17,21 @@ import errno
 import json
 import os
 import tempfile
+import threading
 import time
 
 import numpy as np
 
 TMP_PREFIX = ".tmp-"
+_umask_lock = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back, under a lock)."""
+    with _umask_lock:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
 
 
 PAUSE_ENV = "MINICNN_TEST_PAUSE_BEFORE_RENAME"
@@ -49,6 +60,7 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.path.basename(path)}-", dir=folder)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())         # as open() would create it, not mkstemp's 0600
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()

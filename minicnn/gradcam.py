@@ -112,3 +112,22 @@ def explain_file(model, image_path, out_png, target_class=None, node=None) -> di
     overlay_heatmap(pre.read(image_path), heat, out_png, title=title, label=label)
     return {**info, "probability": p, "probabilities": by_class, "prediction": decide(model, probs)[0],
             "heatmap": heat}
+
+
+def explain_files(model, image_paths, out_dir, target_class=None, node=None) -> list[dict]:
+    """Grad-CAM overlays for many images (``minicnn predict --gradcam DIR``): one PNG per image in
+    ``out_dir``, named ``<image stem>_gradcam.png`` (``<stem>_<k>_gradcam.png`` when stems repeat).
+    Each image's predicted class is explained unless ``target_class`` names one. Returns one
+    ``explain_file`` result per image, with ``"file"`` and ``"overlay"`` added."""
+    os.makedirs(out_dir, exist_ok=True)
+    seen: dict[str, int] = {}
+    results = []
+    for path in image_paths:
+        stem = os.path.splitext(os.path.basename(str(path)))[0]
+        seen[stem] = seen.get(stem, 0) + 1
+        name = f"{stem}_gradcam.png" if seen[stem] == 1 else f"{stem}_{seen[stem]}_gradcam.png"
+        out = os.path.join(out_dir, name)
+        info = explain_file(model, path, out, target_class=target_class, node=node)
+        info.pop("heatmap")
+        results.append({"file": str(path), "overlay": out, **info})
+    return results

@@ -71,6 +71,7 @@ class Graph:
         self.name = name
         self.meta: dict = {}  # JSON-able facts saved with the model: classes, preprocessing, threshold, ...
         self.activations: dict[str, np.ndarray] = {}
+        self.compiled = None  # what compile() recorded (loss, optimizer, metrics); never saved
 
     # -- building ---------------------------------------------------------------------------------
     @property
@@ -155,6 +156,14 @@ class Graph:
                     key = f"{n.name}.{k}"
                     if key in sd:
                         np.copyto(d[k], np.asarray(sd[key]), casting="unsafe")
+
+    def parameters(self):
+        """The trainable arrays, like PyTorch's ``module.parameters()`` (the arrays themselves)."""
+        return iter(self.params().values())
+
+    def named_parameters(self):
+        """``(dotted name, array)`` of each trainable parameter, like PyTorch's ``named_parameters()``."""
+        return iter(self.params().items())
 
     def num_params(self, trainable_only: bool = False) -> int:
         return int(sum(l.num_params for l in self.layers if l.trainable or not trainable_only))
@@ -325,17 +334,72 @@ class Graph:
 
         ``logits=True`` returns the output node's values before ``output_activation`` (for a loss).
         ``keep``: node names whose outputs (of the last batch) are left in ``self.activations``.
+        ``meta["fixed_batch"] = B`` (an ONNX graph exported for batch B) runs chunks of exactly B.
         """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
         outs = []
+        fixed = self.meta.get("fixed_batch")   # an imported graph built for one batch size runs in chunks of it
+        if fixed:
+            batch_size = int(fixed)
         for start in range(0, len(x), batch_size):
-            z = self.forward(x[start:start + batch_size], training=False, keep=keep, _cache=False)
+            chunk = x[start:start + batch_size]
+            if fixed and len(chunk) < batch_size:     # pad the last chunk, keep its real rows
+                pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)
+                z = self.forward(np.concatenate([chunk, pad]), training=False, keep=keep, _cache=False)[:len(chunk)]
+                outs.append(z if logits else apply_activation(z, self.output_activation))
+                continue
+            z = self.forward(chunk, training=False, keep=keep, _cache=False)
             outs.append(z if logits else apply_activation(z, self.output_activation))
         if not outs:
             raise UsageError("predict got an empty batch")
         return np.concatenate(outs, axis=0)
+
+    def predict_proba(self, x, batch_size: int = 32) -> np.ndarray:
+        """The same array as ``predict`` (probabilities after ``output_activation``), scikit-learn's name."""
+        return self.predict(x, batch_size)
+
+    def predict_classes(self, x, batch_size: int = 32, threshold=None) -> np.ndarray:
+        """Labels: softmax -> the argmax class index (N,); one sigmoid output -> 0/1 (N,) by
+        ``threshold`` (default the saved ``meta['threshold']``, else 0.5); several sigmoid outputs ->
+        0/1 (N, K), each by its own threshold."""
+        p = self.predict(x, batch_size)
+        if self.output_activation == "softmax":
+            return p.argmax(axis=1)
+        thr = self.meta.get("threshold", 0.5) if threshold is None else threshold
+        thr = np.broadcast_to(np.asarray(thr, dtype=np.float64).reshape(-1), (p.shape[1],))
+        labels = (p >= thr).astype(np.int64)
+        return labels[:, 0] if p.shape[1] == 1 else labels
+
+    # -- Keras-style training: the one model -> training dependency (ARCHITECTURE.md) -------------
+    def compile(self, loss=None, optimizer="adam", metrics=(), learning_rate=None):
+        """Record ``loss`` ("binary_crossentropy", "categorical_crossentropy" or a ``minicnn.losses``
+        object), ``optimizer`` ("adam", "adamw", "sgd" or a ``minicnn.optim`` optimizer) and
+        ``metrics`` ("auc", "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1", "pr_auc" or
+        ``f(y_true, y_prob)``) for ``fit``/``evaluate``. See ``minicnn.fitting.compile``."""
+        from . import fitting
+        fitting.compile(self, loss, optimizer, metrics, learning_rate)
+        return self
+
+    def fit(self, x, y=None, **kwargs):
+        """Train with the one training loop (``minicnn.train.fit``); returns a ``History``.
+
+        ``x``: an array (N, C, H, W) with labels ``y`` (N,) / (N, K) (class indices for softmax), a
+        loader (``minicnn.data.ArrayLoader`` / ``BatchLoader``) or a ``minicnn.data.Dataset`` (with
+        ``preprocessing=``). Keywords: ``epochs, batch_size, validation_split`` (the last fraction, as
+        Keras) or ``validation_data`` ((x, y), a loader or a Dataset), ``class_weight`` (None,
+        "balanced" or {class: weight}), ``callbacks`` (``minicnn.callbacks``), ``seed``, ``shuffle``,
+        ``verbose``, ``initial_epoch``, and ``loss``/``optimizer``/``metrics`` instead of ``compile``."""
+        from . import fitting
+        return fitting.fit(self, x, y, **kwargs)
+
+    def evaluate(self, x, y=None, **kwargs) -> dict:
+        """The clinical metrics (``minicnn.metrics.evaluate_predictions``: ROC-AUC with its CI,
+        sensitivity, specificity, PPV, NPV with Wilson CIs, confusion, ...) at the saved threshold,
+        plus ``loss`` when compiled. See ``minicnn.fitting.evaluate``."""
+        from . import fitting
+        return fitting.evaluate(self, x, y, **kwargs)
 
     # -- describing ---------------------------------------------------------------------------
     def output_shapes(self, input_shape=None) -> dict[str, tuple]:

@@ -17,7 +17,10 @@ training used for validation and test images) and returns one record per file.
 from __future__ import annotations
 
 import csv
+import itertools
+import json
 import os
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -35,9 +38,11 @@ from .serialization import load
 
 def predict_batches(model: Graph, loader, progress=None):
     """Yield ``(y, z)`` per batch of ``loader``'s evaluation epoch: its labels and the model's logits
-    (the output node's values before ``output_activation``). ``progress``: called once per batch."""
-    for x, y, *_ in loader.epoch(0, training=False):
-        yield y, model.predict(x, batch_size=len(x), logits=True)
+    (the output node's values before ``output_activation``); ``(y, z, indices)`` when the loader
+    returns indices (``return_indices=True``). ``progress``: called once per batch."""
+    for x, y, *idx in loader.epoch(0, training=False):
+        z = model.predict(x, batch_size=len(x), logits=True)
+        yield (y, z, *idx)
         if progress is not None:
             progress()
 
@@ -73,10 +78,10 @@ def expand_paths(inputs) -> list[str]:
 
 
 def file_loader(paths, preprocessing: Preprocessing, batch_size: int = 16, on_bad_file: str = "fail",
-                warn=None) -> BatchLoader:
+                warn=None, return_indices: bool = False) -> BatchLoader:
     """An evaluation loader over image files (unlabelled: the labels are zeros)."""
     return BatchLoader(Dataset.from_paths(paths), preprocessing, batch_size=batch_size, training=False,
-                       on_bad_file=on_bad_file, warn=warn)
+                       on_bad_file=on_bad_file, warn=warn, return_indices=return_indices)
 
 
 def output_names(model: Graph) -> list[str]:
@@ -119,12 +124,16 @@ def true_labels(model: Graph, files) -> list[str | None]:
     return [Path(f).parent.name if Path(f).parent.name in classes else None for f in files]
 
 
-def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail", warn=None) -> list[dict]:
-    """``[{"file", "probabilities": {class: p}, "prediction", "true_label"}]`` for image files or folders.
+def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail", warn=None, progress=None):
+    """An iterator of ``{"file", "probabilities": {class: p}, "prediction", "true_label"}`` for image
+    files or folders, in input order, computed batch by batch (memory stays flat at any size; take
+    ``list(...)`` for a list).
 
     ``true_label`` is the file's class folder when that is one of the model's classes, else None.
     ``on_bad_file``: ``"fail"`` (default: an unreadable image is an error, never a silently missing
-    row) or ``"skip"`` (no record for it; ``warn(message)`` names it)."""
+    row) or ``"skip"`` (no record for it; ``warn(message)`` names it). ``progress``: called once per
+    batch. The model, the feature-extractor check and the file list are resolved at once (errors
+    are raised here, not at the first record)."""
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     if is_feature_extractor(model):
@@ -132,12 +141,17 @@ def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail",
                         f"{model.meta.get('architecture', '')} outputs are features, not class probabilities; "
                         "use `minicnn features` (or train a head with `minicnn train --backbone`)")
     files = expand_paths(paths)
-    loader = file_loader(files, Preprocessing.of(model), batch_size, on_bad_file, warn)
-    _, probs, _ = predict_loader(model, loader)
-    files = [f for i, f in enumerate(files) if i not in loader.skipped]
-    return [{"file": f, "probabilities": pr, "prediction": label, "true_label": truth}
-            for f, pr, label, truth in zip(files, probabilities_by_class(model, probs), decide(model, probs),
-                                           true_labels(model, files))]
+    loader = file_loader(files, Preprocessing.of(model), batch_size, on_bad_file, warn, return_indices=True)
+    return _records(model, files, loader, progress)
+
+
+def _records(model: Graph, files, loader, progress):
+    for _, z, idx in predict_batches(model, loader, progress):
+        probs = apply_activation(z, model.output_activation)
+        batch = [files[i] for i in idx]
+        yield from ({"file": f, "probabilities": pr, "prediction": label, "true_label": truth}
+                    for f, pr, label, truth in zip(batch, probabilities_by_class(model, probs), decide(model, probs),
+                                                   true_labels(model, batch)))
 
 
 def decision_rule(model: Graph) -> str:
@@ -194,19 +208,27 @@ def format_records(records, model: Graph | None = None) -> str:
 
 
 def write_records(records, path) -> str:
-    """Write prediction records to a ``.json`` file, or a ``.csv`` (any other suffix), atomically.
-    A folder (existing, or a path ending in ``/``) gets ``predictions.csv`` inside it."""
+    """Write prediction records (a list or an iterator, consumed as it comes: memory stays flat) to a
+    ``.json`` file, or a ``.csv`` (any other suffix), atomically. A folder (existing, or a path
+    ending in ``/``) gets ``predictions.csv`` inside it."""
     if os.path.isdir(path) or os.fspath(path).endswith((os.sep, "/")):
         path = Path(path) / "predictions.csv"
     path = Path(path)
+    records = iter(records)
+    first = next(records, None)
+    rows = itertools.chain([first], records) if first is not None else iter(())
     if path.suffix.lower() == ".json":
-        fileio.write_json(path, records, indent=2)
+        with fileio.atomic_write(path, "w") as f:
+            f.write("[")
+            for k, r in enumerate(rows):
+                f.write(("," if k else "") + "\n" + textwrap.indent(json.dumps(r, indent=2), "  "))
+            f.write("\n]\n" if first is not None else "]\n")
         return str(path)
-    names = list(records[0]["probabilities"]) if records else []
+    names = list(first["probabilities"]) if first is not None else []
     with fileio.atomic_write(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["file"] + [f"P({n})" for n in names] + ["prediction", "true_label"])
-        for r in records:
+        for r in rows:
             w.writerow([r["file"]] + [r["probabilities"][n] for n in names]
                        + [r["prediction"], r.get("true_label") or ""])
     return str(path)

@@ -38,6 +38,18 @@ Why these defaults (all measured on 2 cores):
 
 Parallel kernels share one thread pool per process: call them from one Python thread at a time.
 
+Determinism. By default the kernels split their work by the number of threads: the conv
+backward sums its weight gradient in one partial buffer per thread, over bands of output rows
+sized to give every thread work. Floating-point addition is not associative, so the same seed
+with ``--threads 1`` and ``--threads 2`` gives weights that differ in the last bits (measured:
+7e-7 after 8 Adam steps of a small CNN), and the difference grows with training.
+``configure(deterministic=True)`` (the command line's ``--deterministic``) makes the kernels plan
+their work as if ``DETERMINISTIC_SPLIT`` threads ran, whatever the real count: the same items
+and partial sums, added in the same order, so results are bit-identical for any thread count
+(``tests/test_determinism.py`` trains with 1 and 2 threads). The cost is some parallelism on
+machines with more than ``DETERMINISTIC_SPLIT`` cores. Forward passes (``predict``) split work
+by output rows only and are identical for any thread count either way.
+
 Compiled-kernel cache. minicnn's Numba kernels are compiled once and cached on disk. Numba's
 default puts the cache files in ``__pycache__`` beside the source, i.e. inside an installed
 package: ``pip uninstall`` leaves that folder behind, and a leftover ``minicnn/kernels/`` then
@@ -61,6 +73,7 @@ from numba.np.ufunc import parallel as _numba_parallel
 from .errors import UsageError
 
 DEFAULT_SPINCOUNT = 10000
+DETERMINISTIC_SPLIT = 8   # work items planned for with deterministic=True, whatever the thread count
 _AUTO = "auto"
 
 
@@ -74,9 +87,11 @@ class Settings:
     threading_layer: str | None   # Numba's threading layer ('omp', 'tbb', 'workqueue'), once started
     spin: int | None              # GOMP_SPINCOUNT minicnn gave OpenMP; None: OpenMP read its own
     spin_source: str              # where the spin setting comes from
+    deterministic: bool = False   # work split fixed (DETERMINISTIC_SPLIT), results independent of threads
 
 
-_state = {"applied": False, "spin": None, "spin_source": "not applied yet", "blas_threads": None}
+_state = {"applied": False, "spin": None, "spin_source": "not applied yet", "blas_threads": None,
+          "deterministic": False}
 
 
 def _resolve_spin(spin):
@@ -93,7 +108,7 @@ def _resolve_spin(spin):
     return int(spin), "configure()"
 
 
-def configure(threads: int | None = None, spin="auto") -> Settings:
+def configure(threads: int | None = None, spin="auto", deterministic: bool | None = None) -> Settings:
     """Apply the thread policy now and return :func:`settings`.
 
     threads: Numba threads and BLAS threads for the whole process (capped at
@@ -103,7 +118,11 @@ def configure(threads: int | None = None, spin="auto") -> Settings:
         an int: that count; ``None``: OpenMP's own default. OpenMP reads it once, when Numba starts
         its threads, so it can only be chosen before the first kernel call (or first configure):
         a different value later raises ``UsageError``.
+    deterministic: True: results independent of the thread count (see "Determinism" above);
+        False: work split by the thread count (the default); ``None`` leaves it as it is.
     """
+    if deterministic is not None and not isinstance(deterministic, bool):
+        raise UsageError(f"deterministic must be True, False or None, got {deterministic!r}")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise UsageError(f"threads must be a positive int or None, got {threads!r}")
     value, source = _resolve_spin(spin)
@@ -121,7 +140,15 @@ def configure(threads: int | None = None, spin="auto") -> Settings:
         numba.set_num_threads(n)
         _threadpoolctl().threadpool_limits(int(threads))
         _state["blas_threads"] = int(threads)
+    if deterministic is not None:
+        _state["deterministic"] = deterministic
     return settings()
+
+
+def work_split() -> int:
+    """How many threads' worth of work items the kernels plan for: the thread count, or
+    ``DETERMINISTIC_SPLIT`` with ``configure(deterministic=True)``."""
+    return DETERMINISTIC_SPLIT if _state["deterministic"] else numba.get_num_threads()
 
 
 def _refuse_spin(spin, value, in_force, source) -> None:
@@ -145,7 +172,8 @@ def settings() -> Settings:
                     max_threads=numba.config.NUMBA_NUM_THREADS,
                     blas_threads=_state["blas_threads"],
                     threading_layer=numba.threading_layer() if applied else None,
-                    spin=_state["spin"], spin_source=_state["spin_source"])
+                    spin=_state["spin"], spin_source=_state["spin_source"],
+                    deterministic=_state["deterministic"])
 
 
 def _start_numba_threads(spin: int | None) -> None:

@@ -6,50 +6,249 @@
 ``FORMAT_VERSION`` (``minicnn.model``) is 2: ``meta['preprocessing']`` is always
 ``Preprocessing.to_dict()``; files of version 1 (a string or an older dict there) are upgraded as
 they are read (``minicnn.legacy``). The bytes are parsed by ``minicnn.readers.npz``.
+
+The architecture JSON comes from a file, so it is validated before any constructor sees it
+(:func:`validate_config`): the model's keys and types, each node's class, keyword names (those of
+the layer's constructor) and values (sizes positive and within ``MAX_DIM`` / ``MAX_WINDOW``,
+at most ``MAX_LAYER_PARAMS`` weights per layer, numbers finite). A wrong one raises
+``WeightFileError`` naming the file and the field, e.g. ``model.npz: nodes[3].config.kernel_size
+must be a positive int or a pair of them, got 'x'``.
 """
 from __future__ import annotations
 
+import inspect
+import math
+
 from . import layers as _layers
-from .errors import WeightFileError
+from .errors import MinicnnError, WeightFileError
 from .legacy import upgrade_meta
-from .model import FORMAT_VERSION, Graph, Sequential
+from .model import FORMAT_VERSION, OUTPUT_ACTIVATIONS, Graph, Sequential
 from .readers.npz import read_npz
 
-__all__ = ["load", "model_from_config", "model_from_arrays", "FORMAT_VERSION"]
+__all__ = ["load", "model_from_config", "model_from_arrays", "validate_config", "FORMAT_VERSION"]
+
+#: Largest channel / feature count, spatial window and weights per layer a model file may declare.
+MAX_DIM = 1 << 20
+MAX_WINDOW = 4096
+MAX_LAYER_PARAMS = 1 << 28
+_MAX_NODES = 100_000
 
 
-def model_from_config(config: dict) -> Graph:
-    """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output."""
-    version = int(config.get("format_version", 0))
+class _Bad(Exception):
+    """A field that failed validation: ``(field, what it must be)``."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pos_int(limit):
+    def check(v):
+        if not (_is_int(v) and 1 <= v <= limit):
+            raise _Bad(f"must be a positive int (at most {limit:,})")
+    return check
+
+
+def _pair(v):
+    items = v if isinstance(v, list) else [v]
+    if not (1 <= len(items) <= 2 and all(_is_int(i) and 1 <= i <= MAX_WINDOW for i in items)):
+        raise _Bad(f"must be a positive int or a pair of them (at most {MAX_WINDOW})")
+
+
+def _pair_or_none(v):
+    if v is not None:
+        _pair(v)
+
+
+def _padding(v):
+    if isinstance(v, str):
+        return
+    items = v if isinstance(v, list) else [v]
+    if not (len(items) in (1, 2, 4) and all(_is_int(i) and 0 <= i <= MAX_WINDOW for i in items)):
+        raise _Bad(f"must be 'same', 'valid', or 1, 2 or 4 non-negative ints (at most {MAX_WINDOW})")
+
+
+def _number(v):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise _Bad("must be a finite number")
+
+
+def _number_or_none(v):
+    if v is not None:
+        _number(v)
+
+
+def _numbers(v):
+    for i in (v if isinstance(v, list) else [v]):
+        _number(i)
+
+
+def _bool(v):
+    if not isinstance(v, bool):
+        raise _Bad("must be true or false")
+
+
+def _str(v):
+    if not isinstance(v, str):
+        raise _Bad("must be a string")
+
+
+def _seed(v):
+    if v is not None and not (_is_int(v) and 0 <= v < 2 ** 63):
+        raise _Bad("must be null or a non-negative int")
+
+
+def _axis(v):
+    if not (_is_int(v) and -8 <= v <= 8):
+        raise _Bad("must be a small int")
+
+
+_CHECKS = {"in_channels": _pos_int(MAX_DIM), "out_channels": _pos_int(MAX_DIM), "num_features": _pos_int(MAX_DIM),
+           "in_features": _pos_int(MAX_DIM), "out_features": _pos_int(MAX_DIM), "groups": _pos_int(MAX_DIM),
+           "depth_multiplier": _pos_int(MAX_DIM), "capacity": _pos_int(MAX_DIM),
+           "kernel_size": _pair, "dilation": _pair, "output_size": _pair, "stride": _pair_or_none,
+           "padding": _padding, "eps": _number, "momentum": _number, "p": _number, "alpha": _number_or_none,
+           "scale": _bool, "offset": _numbers, "bias": _bool, "center": _bool, "count_include_pad": _bool,
+           "continues": _bool, "init": _str, "method": _str, "name": _str, "seed": _seed, "axis": _axis}
+_CLASS_CHECKS = {("Rescaling", "scale"): _numbers}
+
+
+def _layer_params(cls_name: str, c: dict) -> int:
+    """Weights the constructor would allocate (an upper bound), from validated fields."""
+    def area(k):
+        k = k if isinstance(k, list) else [k, k]
+        return k[0] * k[-1]
+    if "in_features" in c and "out_features" in c:
+        return c["in_features"] * c["out_features"]
+    if "kernel_size" in c and "in_channels" in c:
+        dm = c.get("depth_multiplier", 1)
+        out = c.get("out_channels", c["in_channels"] * dm)
+        return max(out * c["in_channels"] * dm, c["in_channels"] * dm) * area(c["kernel_size"]) + out
+    return 0
+
+
+def _field(source, field, value, why) -> WeightFileError:
+    shown = repr(value)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return WeightFileError(f"{source}: {field} {why}, got {shown}", path=None if source.startswith("<") else source,
+                           field=field)
+
+
+def _constructor_keys(layer_cls) -> tuple[set, set]:
+    sig = inspect.signature(layer_cls.__init__)
+    params = [p for n, p in sig.parameters.items() if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return {p.name for p in params}, {p.name for p in params if p.default is p.empty}
+
+
+def validate_config(config, source: str = "<config>") -> None:
+    """Check a model's architecture JSON before anything is built from it (see the module docstring)."""
+    def need(ok, field, value, why):
+        if not ok:
+            raise _field(source, field, value, why)
+
+    need(isinstance(config, dict), "architecture", config, "must be a JSON object")
+    need(config.get("class") in ("Graph", "Sequential"), "class", config.get("class"), "must be 'Graph' or 'Sequential'")
+    version = config.get("format_version", 0)
+    need(_is_int(version) and version >= 0, "format_version", version, "must be a non-negative int")
+    shape = config.get("input_shape")
+    need(shape is None or (isinstance(shape, list) and 1 <= len(shape) <= 4
+                           and all(_is_int(s) and 1 <= s <= MAX_DIM for s in shape)),
+         "input_shape", shape, f"must be null or 1-4 positive ints (at most {MAX_DIM:,})")
+    need(config.get("name") is None or isinstance(config.get("name"), str), "name", config.get("name"),
+         "must be null or a string")
+    need(config.get("output_activation") in OUTPUT_ACTIVATIONS, "output_activation",
+         config.get("output_activation"), f"must be one of {OUTPUT_ACTIVATIONS}")
+    need(config.get("meta") is None or isinstance(config.get("meta"), dict), "meta", config.get("meta"),
+         "must be a JSON object")
+    inputs = config.get("inputs", ["input"]) if config["class"] == "Graph" else ["input"]
+    need(isinstance(inputs, list) and inputs and all(isinstance(i, str) for i in inputs), "inputs", inputs,
+         "must be a non-empty list of node names")
+    nodes = config.get("nodes")
+    need(isinstance(nodes, list) and len(nodes) <= _MAX_NODES, "nodes", nodes, "must be a list of nodes")
+    names = set(inputs)
+    for i, spec in enumerate(nodes):
+        where = f"nodes[{i}]"
+        need(isinstance(spec, dict), where, spec, "must be a JSON object")
+        need(isinstance(spec.get("name"), str) and spec["name"] not in names, f"{where}.name", spec.get("name"),
+             "must be a string not used before")
+        names.add(spec["name"])
+        layer_cls = _layers.LAYER_CLASSES.get(spec.get("class")) if isinstance(spec.get("class"), str) else None
+        need(layer_cls is not None, f"{where}.class", spec.get("class"),
+             f"must be one of minicnn's layer classes ({', '.join(sorted(_layers.LAYER_CLASSES))})")
+        need(isinstance(spec.get("trainable", True), bool), f"{where}.trainable", spec.get("trainable"),
+             "must be true or false")
+        if config["class"] == "Graph":
+            ins = spec.get("inputs")
+            need(isinstance(ins, list) and ins and all(isinstance(n, str) and n in names - {spec["name"]} for n in ins),
+                 f"{where}.inputs", ins, "must list nodes defined before it")
+        c = spec.get("config", {})
+        need(isinstance(c, dict), f"{where}.config", c, "must be a JSON object")
+        known, required = _constructor_keys(layer_cls)
+        unknown = sorted(set(c) - known)
+        need(not unknown, f"{where}.config", unknown, f"has keys {spec['class']} does not take "
+             f"(it takes {', '.join(sorted(known)) or 'none'})")
+        missing = sorted(required - set(c))
+        need(not missing, f"{where}.config", missing, f"lacks keys {spec['class']} needs")
+        for key, value in c.items():
+            check = _CLASS_CHECKS.get((spec["class"], key), _CHECKS.get(key))
+            if check is None:
+                raise _field(source, f"{where}.config.{key}", value, "is not a field minicnn's files hold")
+            try:
+                check(value)
+            except _Bad as e:
+                raise _field(source, f"{where}.config.{key}", value, str(e)) from None
+        n = _layer_params(spec["class"], c)
+        need(n <= MAX_LAYER_PARAMS, f"{where}.config", n, f"declares more than {MAX_LAYER_PARAMS:,} weights")
+    output = config.get("output")
+    need(output is None or (isinstance(output, str) and output in names), "output", output,
+         "must name one of the nodes")
+
+
+def model_from_config(config: dict, source: str = "<config>") -> Graph:
+    """Rebuild a Graph/Sequential (untrained) from ``to_config()`` output (validated first)."""
+    validate_config(config, source)
+    version = config.get("format_version", 0)
     if version > FORMAT_VERSION:
-        raise WeightFileError(f"model file format {version} is newer than this minicnn understands ({FORMAT_VERSION})")
-    cls = {"Graph": Graph, "Sequential": Sequential}.get(config["class"])
-    if cls is None:
-        raise WeightFileError(f"unknown model class {config['class']!r}")
-    model = (Sequential(input_shape=config.get("input_shape"), name=config.get("name")) if cls is Sequential else
-             Graph(inputs=config["inputs"], input_shape=config.get("input_shape"), name=config.get("name")))
-    for spec in config["nodes"]:
-        layer_cls = _layers.LAYER_CLASSES.get(spec["class"])
-        if layer_cls is None:
-            raise WeightFileError(f"unknown layer class {spec['class']!r} in node {spec['name']!r}")
-        layer = layer_cls.from_config(spec["config"])
-        if not spec.get("trainable", True):
-            layer.freeze()
-        if cls is Sequential:
-            model.append((spec["name"], layer))
-        else:
-            model.add(spec["name"], layer, spec["inputs"])
-    model.output_name = config["output"]
-    model.output_activation = config.get("output_activation")
-    meta = config.get("meta") or {}
-    model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else meta
+        raise WeightFileError(f"{source}: model file format {version} is newer than this minicnn understands "
+                              f"({FORMAT_VERSION})", field="format_version")
+    cls = {"Graph": Graph, "Sequential": Sequential}[config["class"]]
+    where = "architecture"
+    try:
+        model = (Sequential(input_shape=config.get("input_shape"), name=config.get("name")) if cls is Sequential else
+                 Graph(inputs=config.get("inputs", ["input"]), input_shape=config.get("input_shape"),
+                       name=config.get("name")))
+        for i, spec in enumerate(config["nodes"]):
+            where = f"nodes[{i}] ({spec['class']} {spec['name']!r})"
+            layer = _layers.LAYER_CLASSES[spec["class"]].from_config(spec.get("config", {}))
+            if not spec.get("trainable", True):
+                layer.freeze()
+            if cls is Sequential:
+                model.append((spec["name"], layer))
+            else:
+                model.add(spec["name"], layer, spec["inputs"])
+        where = "output"
+        if config.get("output") is not None:
+            model.output_name = config["output"]
+        model.output_activation = config.get("output_activation")
+        where = "meta"
+        meta = config.get("meta") or {}
+        model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else meta
+    except MinicnnError as e:
+        raise WeightFileError(f"{source}: {where}: {e}", path=None if source.startswith("<") else source,
+                              field=where) from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as e:
+        raise WeightFileError(f"{source}: {where} cannot be built ({type(e).__name__}: {e})",
+                              path=None if source.startswith("<") else source, field=where) from None
     return model
 
 
-def model_from_arrays(arrays: dict, config: dict) -> Graph:
+def model_from_arrays(arrays: dict, config: dict, source: str = "<arrays>") -> Graph:
     """The model that ``to_arrays`` described: architecture from ``config``, weights from ``w:*`` arrays."""
-    model = model_from_config(config)
-    model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    model = model_from_config(config, source)
+    try:
+        model.load_state_dict({k[2:]: v for k, v in arrays.items() if k.startswith("w:")})
+    except MinicnnError as e:
+        raise WeightFileError(f"{source}: {e}", path=None if source.startswith("<") else source) from None
     return model
 
 
@@ -63,5 +262,5 @@ def load(path) -> Graph:
     arrays, config = read_npz(path)
     if config is None:
         raise WeightFileError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "
-                         f"build the model and call model.load_weights(path)")
-    return model_from_arrays(arrays, config)
+                         f"build the model and call model.load_weights(path)", path=path)
+    return model_from_arrays(arrays, config, str(path))

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from . import fileio, metrics, runtime
 from .errors import TrainingError
-from .model import Graph
+from .model import Graph, apply_activation
 from .serialization import model_from_arrays
 from .readers.npz import read_npz
 from .predict import predict_loader
@@ -95,6 +95,7 @@ class TrainConfig:
     overwrite: bool = False
     cache_mb: int = 512
     on_bad_file: str = "skip"          # an unreadable training image: "skip" (warned, listed in bad_files.txt) or "fail"
+    dask: str | None = None            # with backbone: extract the features on this Dask cluster (minicnn.distributed)
     seed: int = 0
     quiet: bool = False
 
@@ -140,7 +141,7 @@ def load_checkpoint(path):
     if config is None or "train_state" not in arrays:
         raise TrainingError(f"{path} is not a resumable minicnn checkpoint (expected last.npz from a run)")
     info = json.loads(str(arrays["train_state"]))
-    model = model_from_arrays(arrays, config)
+    model = model_from_arrays(arrays, config, str(path))
     state = {}
     for key, value in arrays.items():
         if key.startswith("opt:"):
@@ -187,7 +188,8 @@ class _StopFlag:
 def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out_dir=None, scheduler=None,
         patience: int | None = None, seed: int = 0, resume_state: TrainState | None = None,
         progress: bool = True, log=print, stop_after_batches: int | None = None,
-        checkpoint_extra: dict | None = None, export=None) -> TrainState:
+        checkpoint_extra: dict | None = None, export=None, metrics_fns: dict | None = None,
+        callbacks=()) -> TrainState:
     """Train ``model`` in place; returns the final ``TrainState`` (history, best epoch and score).
 
     train / val: ``minicnn.data.BatchLoader`` or ``ArrayLoader`` objects (val optional; without it the
@@ -200,6 +202,10 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     resume_state: the ``TrainState`` from ``load_checkpoint`` to continue a run.
     stop_after_batches: stop (as Ctrl-C would) after this many batches — for tests of resuming.
     checkpoint_extra: JSON-able facts stored in every ``last.npz`` (the CLI keeps its arguments there).
+    metrics_fns: ``{name: fn(y_true, y_prob) -> float}`` added to each history row: ``name`` over the
+        epoch's training batches (probabilities after ``output_activation``), ``val_<name>`` on validation.
+    callbacks: ``minicnn.callbacks`` objects: ``on_train_begin(model)``, ``on_epoch_end(epoch, row,
+        model)`` (a true result stops training after this epoch), ``on_train_end(model)``.
     """
     state = resume_state or TrainState()
     if val is not None:
@@ -210,18 +216,22 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     if last_path and resume_state is None:    # write order: last.npz first, so model.npz never exists without it
         save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
     budget, first_epoch = [stop_after_batches], state.epoch
+    metrics_fns = dict(metrics_fns or {})
+    for cb in callbacks:
+        cb.on_train_begin(model)
     with _StopFlag() as stop:
         while state.epoch < epochs and (patience is None or state.bad_epochs < patience):  # (resumed after a stop)
             epoch = state.epoch
             row = _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, stop, budget,
                                lambda: last_path and save_checkpoint(last_path, model, optimizer, state, scheduler,
                                                                     checkpoint_extra),
-                               last_path)
+                               last_path, metrics_fns)
             score, y_val, p_val = None, None, None
             if val is not None:
                 y_val, p_val, val_loss = predict_loader(model, val, loss)
                 score = metrics.macro_roc_auc(y_val, p_val)
                 row.update({"val_loss": val_loss, "val_roc_auc": score})
+                row.update({f"val_{name}": float(fn(y_val, p_val)) for name, fn in metrics_fns.items()})
             state.history.append(row)
             log(_format_row(row))
             if scheduler is not None:
@@ -240,8 +250,12 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
             if patience is not None and state.bad_epochs >= patience:
                 log(f"early stopping: no better validation AUC for {patience} epoch(s)")
                 break
+            if any([cb.on_epoch_end(epoch, row, model) for cb in callbacks]):   # every callback sees the epoch
+                break
     if out_dir and state.epoch == first_epoch:   # resumed after its last checkpoint: history may not be written yet
         _write_history(out_dir, state.history)
+    for cb in callbacks:
+        cb.on_train_end(model)
     return state
 
 
@@ -254,14 +268,16 @@ def _check_validation(val) -> None:
 
 
 def _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, stop, budget, checkpoint,
-                 last_path) -> dict:
+                 last_path, metrics_fns=None) -> dict:
     """One epoch's batches (from ``state.batch`` on): forward, loss, backward, step. Returns its history row.
 
-    ``budget``: a one-item list, batches left before stopping as Ctrl-C would (None: no limit)."""
+    ``budget``: a one-item list, batches left before stopping as Ctrl-C would (None: no limit).
+    ``metrics_fns``: ``{name: fn(y, p)}`` computed over this epoch's batches (their probabilities)."""
     epoch = state.epoch
     bar = tqdm(total=len(train), initial=state.batch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
                disable=None if progress else True, leave=True, dynamic_ncols=True)  # None: bars only on a terminal
     t0, images = time.perf_counter(), 0
+    seen_y, seen_p = [], []
     batches = train.epoch(epoch, training=True, start_batch=state.batch)
     try:
         for x, y in batches:
@@ -273,6 +289,9 @@ def _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, s
                                     f"training diverged{kept}. Lower the learning rate (--lr) and retry.")
             model.backward(loss.backward(), input_grad=False)
             optimizer.step(model.grads())
+            if metrics_fns:
+                seen_y.append(np.asarray(y))
+                seen_p.append(apply_activation(np.asarray(z, dtype=np.float64), model.output_activation))
             state.batch += 1
             state.loss_sum += value * len(x)
             state.seen += len(x)
@@ -291,8 +310,12 @@ def _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, s
         if close:
             close()
     seconds = time.perf_counter() - t0
-    return {"epoch": epoch + 1, "loss": state.loss_sum / max(state.seen, 1), "lr": optimizer.lr,
-            "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
+    row = {"epoch": epoch + 1, "loss": state.loss_sum / max(state.seen, 1), "lr": optimizer.lr,
+           "seconds": round(seconds, 3), "images_per_s": round(images / max(seconds, 1e-9), 1)}
+    if seen_y:   # a resumed epoch: over the batches this process ran
+        y_all, p_all = np.concatenate(seen_y), np.concatenate(seen_p)
+        row.update({name: float(fn(y_all, p_all)) for name, fn in metrics_fns.items()})
+    return row
 
 
 def _save_best(model, export, out_dir, epoch, y_val, p_val) -> None:
@@ -308,6 +331,8 @@ def _format_row(row: dict) -> str:
     parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4f}"]
     if "val_loss" in row:
         parts += [f"val_loss {row['val_loss']:.4f}", f"val_auc {row['val_roc_auc']:.4f}"]
+    standard = {"epoch", "loss", "val_loss", "val_roc_auc", "val_auc", "lr", "seconds", "images_per_s"}  # val_auc: shown
+    parts += [f"{k} {v:.4f}" for k, v in row.items() if k not in standard and isinstance(v, float)]  # compiled metrics
     parts += [f"lr {row['lr']:.2e}", f"{row['images_per_s']:.0f} img/s"]
     return "  ".join(parts)
 

@@ -34,7 +34,7 @@ from .data.datasets import available_splits, load_dataset
 from .data.loader import ArrayLoader, BatchLoader
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
-from .errors import UsageError
+from .errors import UsageError, WeightFileError
 from .losses import WeightedBCE, class_weights
 from .model import Graph, apply_activation
 from .serialization import load
@@ -42,6 +42,7 @@ from .optim import Adam
 from .predict import file_loader, predict_batches
 from .pretrained.features import build_head, combine, image_key, model_fingerprint, unfreeze_last
 from .pretrained.preprocess import preprocess, resolve_mode
+from .pretrained import registry
 from .pretrained.registry import cache_dir
 from .train import TrainConfig, TrainState, fit
 
@@ -170,7 +171,12 @@ def load_backbone(name: str, weights, image_size: int | None, seed: int = 0) -> 
     if name not in LAST_BLOCK or not callable(builder):
         raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
     size = image_size or DEFAULT_SIZES.get(name, 224)
-    model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
+    try:
+        model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
+    except (WeightFileError, UsageError):
+        if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+            registry.check_file_architecture(name, weights)   # another architecture's file: say which
+        raise
     model.freeze()
     if model.meta.get("preprocessing") is None:
         raise UsageError(f"backbone {name!r} does not say which preprocessing its weights need")
@@ -181,19 +187,23 @@ def feature_cache_dir() -> str:
     return os.path.join(os.path.dirname(cache_dir()), "features")
 
 
-def _dataset_features(backbone, dataset, pre, batch_size):
+def _dataset_features(backbone, dataset, pre, batch_size, extract=None):
+    """Features of ``dataset``'s image files: cached here, or by ``extract(backbone, paths, batch_size)``
+    (e.g. ``minicnn.distributed.feature_extractor``: the same numbers, computed on a cluster)."""
     if dataset.paths is None:
         raise UsageError("transfer learning reads image files (a folder or CSV dataset)")
+    if extract is not None:
+        return extract(backbone, list(dataset.paths), batch_size)
     return extract_features(backbone, dataset.paths, cache=feature_cache_dir(), batch_size=batch_size,
                             preprocessing=pre, progress=True)
 
 
 def dataset_features(data, backbone: str, weights=None, split: str = "train", image_size=None,
-                     batch_size: int = 16, seed: int = 0):
-    """``minicnn features``: ``(features (N, F), dataset)`` of one split, cached."""
+                     batch_size: int = 16, seed: int = 0, extract=None):
+    """``minicnn features``: ``(features (N, F), dataset)`` of one split, cached (or by ``extract``)."""
     model, pre = load_backbone(backbone, weights, image_size, seed)
     ds = load_dataset(data, split=split if split in available_splits(data) else None)
-    return _dataset_features(model, ds, pre, batch_size), ds
+    return _dataset_features(model, ds, pre, batch_size, extract), ds
 
 
 def head_epochs(config: TrainConfig) -> int:
@@ -202,8 +212,11 @@ def head_epochs(config: TrainConfig) -> int:
     return int(config.head_epochs) if config.head_epochs else max(config.epochs, 1) * 10
 
 
-def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
-    """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned."""
+def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResult:
+    """Features of the frozen backbone, a head trained on them, optionally the last block fine-tuned.
+
+    ``extract(backbone, paths, batch_size)``: computes the features instead of the local cached
+    extraction (``minicnn train --backbone ... --dask ADDRESS``)."""
     c = config
     backbone, pre = load_backbone(c.backbone, c.weights, c.image_size, c.seed)
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
@@ -213,14 +226,14 @@ def transfer_learn(config: TrainConfig, log=print) -> TransferResult:
     log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
         + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))
     log(f"extracting {c.backbone} features ({h}x{w}, preprocessing {pre.mode!r}; cached in {feature_cache_dir()}) ...")
-    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size)
-    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size) if val_ds is not None else None
+    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size, extract)
+    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size, extract) if val_ds is not None else None
     head = build_head(f_train.shape[1], train_ds.labels.shape[1], seed=c.seed)
     model = combine(backbone, head)
     model.meta = {**backbone.meta, "backbone": c.backbone, "classes": list(train_ds.classes),
                   "outputs": list(train_ds.output_names), "positive_class": train_ds.positive_class,
                   "preprocessing": pre.to_dict(), "threshold": [0.5] * train_ds.labels.shape[1],
-                  "threshold_rule": "default-0.5"}
+                  "threshold_rule": "default-0.5", "class_weighted": bool(c.class_weights)}
 
     def export(trained_head):       # the best head so far, saved with its backbone as one model
         model.meta.update({k: trained_head.meta[k] for k in ("threshold", "threshold_rule") if k in trained_head.meta})

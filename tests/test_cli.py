@@ -71,7 +71,7 @@ def test_predict_files_from_python_applies_saved_preprocessing(run):
     from minicnn.data.preprocessing import Preprocessing
     data, out = run
     model = minicnn.load(out / "model.npz")
-    recs = minicnn.predict_files(model, data / "test")
+    recs = list(minicnn.predict_files(model, data / "test"))
     ds = load_dataset(data, split="test")
     pre = Preprocessing.from_dict(model.meta["preprocessing"])
     assert pre.channels == 1 and pre.mode == "dataset" and pre.count > 0

@@ -1,6 +1,7 @@
 """The command line's conventions: refused arguments, run directories, validation splits, help,
 predict's decision rule and labelled summary, and what it says about feature extractors."""
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -126,3 +127,27 @@ def test_evaluate_a_builder_model_gives_one_line_not_a_traceback(data, tmp_path,
     r = main(["evaluate", str(tmp_path / "fx.npz"), str(data), "--n-boot", "10"])
     err = capsys.readouterr().err
     assert r == 1 and "Traceback" not in err and "error:" in err
+
+
+def test_predict_gradcam_writes_one_overlay_per_image(data, tmp_path, capsys):
+    """Batch Grad-CAM: predict --gradcam DIR explains each image's predicted class (gradcam.explain_files)."""
+    import json
+    import numpy as np
+    from PIL import Image
+    from minicnn import load
+    from minicnn.gradcam import explain_file
+    run = tmp_path / "g"
+    assert _train(data, run) == 0
+    images = sorted((data / "test" / "PNEUMONIA").iterdir())[:2] + sorted((data / "test" / "NORMAL").iterdir())[:2]
+    cams = tmp_path / "cams"
+    capsys.readouterr()
+    assert main(["predict", str(run), *map(str, images), "--gradcam", str(cams), "--out", str(tmp_path / "p.json")]) == 0
+    assert f"wrote 4 Grad-CAM overlay(s) of the predicted class to {cams}" in capsys.readouterr().out
+    assert sorted(p.name for p in cams.iterdir()) == sorted(f"{p.stem}_gradcam.png" for p in images)
+    records = json.loads((tmp_path / "p.json").read_text())
+    model = load(run / "model.npz")
+    for r in records:
+        assert Path(r["gradcam"]).name == Path(r["file"]).stem + "_gradcam.png"
+        one = explain_file(model, r["file"], tmp_path / "one.png")       # the same map as `explain` draws
+        assert one["class"] == r["prediction"]
+        np.testing.assert_array_equal(np.asarray(Image.open(r["gradcam"])), np.asarray(Image.open(tmp_path / "one.png")))

@@ -1,4 +1,7 @@
 """`minicnn demo` and `minicnn convert` on the real Keras pneumonia model (wheel from $MINICNN_TEST_WHEEL_DIR)."""
+import contextlib
+import hashlib
+import io
 import json
 from html.parser import HTMLParser
 from pathlib import Path
@@ -11,6 +14,7 @@ from minicnn.data.images import load_image
 from minicnn.demo import FetchError, get_wheel
 
 REF = Path(__file__).resolve().parent / "ref"
+_DEMO_STDOUT = {}
 
 
 class _Images(HTMLParser):
@@ -29,11 +33,27 @@ def demo_out(pneumonia_wheel, tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     mp = pytest.MonkeyPatch()
     mp.setenv("MINICNN_HOME", str(home))
+    buf = io.StringIO()
     try:
-        assert main(["demo", "--out", str(out), "--wheel", str(pneumonia_wheel)]) == 0
+        with contextlib.redirect_stdout(buf):
+            assert main(["demo", "--out", str(out), "--wheel", str(pneumonia_wheel)]) == 0
     finally:
         mp.undo()
+    _DEMO_STDOUT["text"] = buf.getvalue()
     return out, home
+
+
+def test_demo_output_and_report_say_not_a_medical_device_and_where_the_model_came_from(demo_out):
+    from minicnn.report import NOT_A_MEDICAL_DEVICE
+    out, home = demo_out
+    lines = _DEMO_STDOUT["text"].strip().splitlines()
+    assert lines[0] == NOT_A_MEDICAL_DEVICE and lines[-1] == NOT_A_MEDICAL_DEVICE
+    html = (out / "report.html").read_text()
+    assert "Not a medical device." in html
+    keras_file = home / "pneumonia-model-package-0.3.0" / "pneumonia_xception_model_val-acc_0.861.keras"
+    assert hashlib.sha256(keras_file.read_bytes()).hexdigest() in html and "minicnn version" in html
+    assert "NORMAL, PNEUMONIA" in html                   # the classes by name, not "not PNEUMONIA"
+    assert "4 equal-width bins for 16 images" in html
 
 
 @pytest.fixture(scope="module")

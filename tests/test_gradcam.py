@@ -83,3 +83,27 @@ def test_default_node_and_errors():
         gradcam(g, np.zeros((2, 2, 2, 3), np.float32))
     with pytest.raises(ValueError, match="feature map"):
         gradcam(g, X, node="gap")
+
+
+def test_explain_files_names_one_overlay_per_image_even_when_stems_repeat(tmp_path):
+    from PIL import Image
+    from minicnn.data import Preprocessing
+    from minicnn.gradcam import explain_files
+    g = Graph(input_shape=(1, 8, 8))
+    g.add("conv", layers.Conv2D(1, 2, 3, padding=1, seed=0))
+    g.add("gap", layers.GlobalAvgPool2D())
+    g.add("fc", layers.Dense(2, 1, seed=1))
+    g.output_activation = "sigmoid"
+    g.meta.update(classes=["NORMAL", "PNEUMONIA"], positive_class="PNEUMONIA", outputs=["PNEUMONIA"],
+                  preprocessing=Preprocessing(8, channels=1, mode="sample").to_dict(), threshold=[0.5])
+    paths = []
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.random.default_rng(len(paths)).integers(0, 255, (8, 8), dtype=np.uint8)).save(
+            tmp_path / folder / "x.png")
+        paths.append(tmp_path / folder / "x.png")
+    res = explain_files(g, paths, tmp_path / "cams")
+    assert [r["overlay"] for r in res] == [str(tmp_path / "cams" / "x_gradcam.png"),
+                                           str(tmp_path / "cams" / "x_2_gradcam.png")]
+    assert all((tmp_path / "cams" / n).is_file() for n in ("x_gradcam.png", "x_2_gradcam.png"))
+    assert [r["class"] for r in res] == [r["prediction"] for r in res]     # the predicted class is explained

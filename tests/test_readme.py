@@ -16,6 +16,7 @@ def _section_code(title: str) -> str:
 def test_python_api_section_runs_as_written(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     exec(compile(_section_code("Python API"), "README.md", "exec"), {})
-    assert (tmp_path / "model.npz").exists()
-    auc = float(capsys.readouterr().out.split("ROC-AUC")[1])
+    assert (tmp_path / "model.npz").exists() and (tmp_path / "best.npz").exists()
+    out = capsys.readouterr().out
+    auc = float(next(line for line in out.splitlines() if line.startswith("ROC-AUC")).split()[1])
     assert 0.5 < auc <= 1.0

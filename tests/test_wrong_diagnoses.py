@@ -72,7 +72,13 @@ def test_an_image_or_hdf5_file_given_as_a_model_is_named_for_what_it_is(images, 
         assert str(e.value) == (f"{path} is {what}, not a minicnn model (.npz); a Keras or PyTorch file is "
                                 f"converted first (`minicnn convert FILE OUT.npz`)")
         assert "pickled" not in str(e.value)
+    # the command line reads any model format (minicnn.load, by content)
+    cli_says = {images / "img0.png": "img0.png is a PNG image, not a model or weight file; give the model first "
+                                     "(e.g. minicnn predict MODEL IMAGE)",
+                tmp_path / "weights.h5": "weights.h5: unrecognised or corrupt weight file (an HDF5 file with "
+                                         "neither Keras 'layer_names' nor a 'layers' group)"}
+    for path, fragment in cli_says.items():
         for argv in (["summary", str(path)], ["predict", str(path), str(images / "img1.png")]):
             assert main(argv) == 1
             err = capsys.readouterr().err
-            assert err.count("\n") == 1 and f"is {what}, not a minicnn model" in err and "pickled" not in err
+            assert err.count("\n") == 1 and fragment in err and "pickled" not in err, err

@@ -155,6 +155,43 @@ def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
                       bits_stored=bits, transfer_syntax=_syntax(ds)[1])
 
 
+def read_dicom_stored(path, max_pixels: int | None = None) -> DicomImage:
+    """A DICOM X-ray as torchxrayvision's ``read_xray_dcm`` reads it, on the [0, 255] scale.
+
+    The stored values (no modality or VOI LUT), MONOCHROME1 inverted within the bit depth
+    (``2**BitsStored - 1 - v``), then ``v * 255 / (2**BitsStored - 1)``: the scale of the models
+    trained with torchxrayvision (``Preprocessing`` mode ``'xrv'``), not what a viewer shows.
+    """
+    pydicom = _pydicom()
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"DICOM file not found: {path}", path=path)
+    try:
+        ds = pydicom.dcmread(str(path))
+        _check_geometry(ds, path, MAX_PIXELS if max_pixels is None else int(max_pixels))
+        bits = int(ds.BitsStored)
+    except DicomError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - unreadable file or damaged header fields
+        raise DicomError(f"{path}: not a readable DICOM X-ray header (BitsStored, Rows, Columns): {exc}",
+                         path=path, field="BitsStored") from exc
+    if not 1 <= bits <= 32:
+        raise DicomError(f"{path}: BitsStored {bits} is not a bit depth", path=path, field="BitsStored")
+    maxval = float(2 ** bits - 1)
+    x = _stored_values(ds, path).astype(np.float64)
+    if x.ndim != 2:
+        raise DicomError(f"{path}: expected a single grayscale frame, got pixel array shape {x.shape}", path=path)
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
+    if photometric.upper() == "MONOCHROME1":
+        x = maxval - x
+    if x.max() > maxval:
+        raise DicomError(f"{path}: a stored value {x.max():g} is above 2**BitsStored - 1 = {maxval:g}",
+                         path=path, field="BitsStored")
+    pid = str(ds.get("PatientID", "") or "").strip() or None
+    return DicomImage((x * (255.0 / maxval)).astype(np.float32), patient_id=pid, photometric=photometric,
+                      bits_stored=bits, transfer_syntax=_syntax(ds)[1])
+
+
 def read_patient_id(path) -> str | None:
     """The PatientID of a DICOM file, reading the header only (no pixel data)."""
     pydicom = _pydicom()

@@ -188,7 +188,7 @@ class BatchLoader(_Epochs):
             return cached
         pre = self.preprocessing
         try:
-            img = self.dataset.image(i, pre.image_size, pre.color, pre.interpolation, pre.fit)
+            img = pre.read_item(self.dataset, i)
         except ImageLoadError:
             raise
         except (ValueError, OSError) as exc:

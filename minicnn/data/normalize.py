@@ -14,6 +14,8 @@ Modes
                     (Keras ``preprocess_input`` mode ``torch``; torchvision). Needs 3 channels.
     imagenet-caffe  RGB -> BGR, minus [103.939, 116.779, 123.68] (BGR order; Keras mode ``caffe``). 3 channels.
     tf              x / 127.5 - 1 (Keras mode ``tf``).
+    xrv             (2 x / 255 - 1) * 1024: torchxrayvision's [-1024, 1024] scale (its ``normalize``);
+                    with ``Preprocessing`` it also reads images torchxrayvision's way (``data.xray``).
     none            pixels stay in [0, 255].
 
 These are the only names (files written before format 2 spelled ``torch``/``caffe``; they are
@@ -30,7 +32,7 @@ from ..legacy import LEGACY_MODE_NAMES
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-MODES = ("dataset", "sample", "seed", "imagenet-torch", "imagenet-caffe", "tf", "none")
+MODES = ("dataset", "sample", "seed", "imagenet-torch", "imagenet-caffe", "tf", "xrv", "none")
 FITTED_MODES = ("dataset", "seed")
 
 
@@ -87,6 +89,8 @@ def normalize(batch, mode: str, mean=None, std=None, eps: float = 1e-6, training
         return x
     if mode == "tf":
         return (x / 127.5 - 1.0).astype(dtype, copy=False)
+    if mode == "xrv":
+        return ((2.0 * (x / 255.0) - 1.0) * 1024.0).astype(dtype, copy=False)
     if mode in ("imagenet-torch", "imagenet-caffe"):
         if c != 3:
             raise DataError(f"normalisation {mode!r} needs 3-channel (RGB) input, got {c} "

@@ -20,6 +20,10 @@ fed what it was trained on.
                        "std": [per channel] | None, "eps": 1e-06, "count": images fitted on}}
 
 Older files (a mode string, or a dict with ``"normalizer"``) are upgraded by ``from_meta``.
+
+Mode ``'xrv'`` (torchxrayvision's models) reads the image torchxrayvision's way instead
+(:mod:`minicnn.data.xray`): full resolution, DICOM by bit depth, the centred square crop, skimage's
+anti-aliased resize; ``fit`` is ``'crop'`` and one channel. ``Preprocessing.for_xrv(224)`` makes it.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ from ..errors import DataError, UsageError, WeightFileError
 from ..legacy import upgrade_preprocessing
 from .images import FITS, INTERPOLATIONS, load_image, normalize_size, prepare_array
 from .normalize import FITTED_MODES, channel_statistics, check_mode, normalize
+from .xray import prepare_xray, read_xray_pixels
 
 _KEYS = ("image_size", "channels", "interpolation", "fit", "normalization")
 _NORM_KEYS = ("mode", "mean", "std", "eps", "count")
@@ -73,6 +78,9 @@ class Preprocessing:
         set_(self, "count", int(self.count))
         if (self.mean is None) != (self.std is None):
             raise DataError("give both mean and std, or neither")
+        if self.mode == "xrv" and (self.fit != "crop" or self.channels != 1):
+            raise DataError("normalisation 'xrv' (torchxrayvision) reads one channel with the centred square "
+                            f"crop: use fit='crop', channels=1 (got fit={self.fit!r}, channels={self.channels})")
 
     def __repr__(self) -> str:
         stats = ""
@@ -104,13 +112,26 @@ class Preprocessing:
 
     def read(self, path) -> np.ndarray:
         """One image file, decoded and resized: float32 (H, W) or (H, W, 3) in [0, 255] (for display)."""
+        if self.mode == "xrv":
+            return prepare_xray(read_xray_pixels(path), self.image_size)
         return load_image(path, size=self.image_size, color=self.color, interpolation=self.interpolation,
                           fit=self.fit)
 
     def read_array(self, image) -> np.ndarray:
         """``read`` for an in-memory image (H, W), (H, W, 1|3|4)."""
+        if self.mode == "xrv":
+            a = np.asarray(image)
+            a = a[..., :3].mean(axis=-1) if a.ndim == 3 else a
+            a = a.astype(np.float32) * np.float32(255.0 / 65535.0) if image.dtype == np.uint16 else a
+            return prepare_xray(a, self.image_size)
         return prepare_array(image, size=self.image_size, color=self.color, interpolation=self.interpolation,
                              fit=self.fit)
+
+    def read_item(self, dataset, i: int) -> np.ndarray:
+        """``read`` / ``read_array`` of image ``i`` of a ``Dataset`` (what the loaders call)."""
+        if self.mode == "xrv":
+            return self.read(dataset.paths[i]) if dataset.paths is not None else self.read_array(dataset.images[i])
+        return dataset.image(i, self.image_size, self.color, self.interpolation, self.fit)
 
     @staticmethod
     def stack(images) -> np.ndarray:
@@ -170,6 +191,11 @@ class Preprocessing:
         bilinear, stretched, normalised with ``mode`` (e.g. 'imagenet-torch')."""
         c, h, w = (int(v) for v in input_shape)
         return cls(image_size=(h, w), channels=c, mode=mode)
+
+    @classmethod
+    def for_xrv(cls, size: int = 224) -> "Preprocessing":
+        """torchxrayvision's recipe at ``size`` x ``size`` (see :mod:`minicnn.data.xray`)."""
+        return cls(image_size=(size, size), channels=1, interpolation="bilinear", fit="crop", mode="xrv")
 
     @classmethod
     def of(cls, model) -> "Preprocessing":

@@ -18,9 +18,9 @@ Geometry ``g`` is a ``minicnn.kernels.conv.ConvGeometry``; the arguments are che
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, prange
+from numba import prange
 
-from ..runtime import blas_single_thread, njit
+from ..runtime import blas_single_thread, njit, work_split
 from .conv_common import split_rows, valid_range
 
 # The column buffer of one band of output rows of one sample stays below this (L2-sized).
@@ -47,7 +47,7 @@ def backward(dy, x, W, g, need_dx, need_dW):
     F, Cg, KH, KW = W.shape
     G, Fg, K = g.G, F // g.G, Cg * KH * KW
     W3t = np.ascontiguousarray(W.reshape(G, Fg, K).transpose(0, 2, 1))   # (G, K, Fg)
-    T = max(1, min(N, get_num_threads()))
+    T = max(1, min(N, work_split()))      # partial dW buffers: fixed with runtime.configure(deterministic=True)
     dWp = np.zeros((T, G, Fg, K), x.dtype) if need_dW else np.zeros((1, 1, 1, 1), x.dtype)
     dx = np.zeros(x.shape, x.dtype) if need_dx else np.zeros((1, 1, 1, 1), x.dtype)
     Wp = _band_pitch(Wd, g)

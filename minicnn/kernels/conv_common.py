@@ -7,9 +7,7 @@ precomputed offset: indices that are provably non-negative let LLVM vectorise (a
 """
 from __future__ import annotations
 
-from numba import get_num_threads
-
-from ..runtime import njit
+from ..runtime import njit, work_split
 
 
 @njit(cache=True)
@@ -31,5 +29,5 @@ def is_pointwise(KH, KW, sh, sw, pt, pb, pl, pr) -> bool:
 
 def split_rows(rows: int, items: int) -> int:
     """Rows per chunk so that ``items`` times the number of chunks gives every Numba thread work."""
-    per = -(-get_num_threads() // max(items, 1))                      # chunks per item (ceil)
+    per = -(-work_split() // max(items, 1))                           # chunks per item (ceil)
     return max(1, -(-rows // per)) if per > 1 else rows

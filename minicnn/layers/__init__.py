@@ -9,14 +9,19 @@ from .activation import Dropout, ReLU, Sigmoid, Softmax
 from .base import Layer
 from .conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from .dense import Dense
-from .elementwise import Activation, Identity, Rescaling
+from .elementwise import Activation, Identity, OperatingPoints, Rescaling
 from .norm import BatchNorm2D
+from .onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+                       Transpose, Unary)
 from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from .shape import Add, BufferedConcat, Concat, Flatten, ZeroPad2D
 
 __all__ = ["Layer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "ReLU", "Sigmoid", "Softmax",
            "Dropout", "BatchNorm2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
-           "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "BufferedConcat", "Add", "Activation", "Rescaling", "Identity"]
+           "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "BufferedConcat", "Add", "Activation", "Rescaling", "Identity",
+           "Binary", "Reshape", "Transpose", "Pad", "Clip", "MatMul", "OnnxSoftmax", "HardSigmoid", "PRelu",
+           "Unary", "Reduce", "Slice", "LRN",
+           "OperatingPoints"]
 
 # The classes a saved model may name (``minicnn.load`` rebuilds only these; nothing is imported by name).
 LAYER_CLASSES = {name: globals()[name] for name in __all__ if name != "Layer"}

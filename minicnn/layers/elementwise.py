@@ -1,8 +1,16 @@
-"""Small elementwise layers the Keras importer needs: Rescaling, Activation, Identity.
+"""Small elementwise layers: Rescaling, Activation, Identity (the Keras importer), OperatingPoints.
 
-    Rescaling   y = x * scale + offset            dx = dy * scale
-    Activation  y = f(x) for a named f            dx = dy * f'(x)
-    Identity    y = x                             dx = dy
+    Rescaling        y = x * scale + offset            dx = dy * scale
+    Activation       y = f(x) for a named f            dx = dy * f'(x)
+    Identity         y = x                             dx = dy
+    OperatingPoints  y = p / (2 t)            p <  t   dx = dy / (2 t)
+                     y = 1 - (1 - p)/(2(1-t)) p >= t   dx = dy / (2 (1 - t))
+                     y = 0.5                  t NaN    dx = 0
+
+``OperatingPoints`` is torchxrayvision's ``op_norm``: per-output calibration of probabilities ``p``
+(N, K) so that each output's operating point ``t`` maps to 0.5 (piecewise linear, continuous at
+``t``); an output without a threshold (NaN: not trained) is 0.5. The thresholds are a buffer
+(``op_threshs``), saved with the model.
 
 ``scale`` and ``offset`` of Rescaling are a number or one value per channel (axis 1 of an
 NCHW tensor, or the last axis of an (N, D) tensor). They are constants, not parameters (Keras
@@ -178,4 +186,63 @@ class Identity(Layer):
         return np.array(dy, copy=True) if need_dx else None
 
 
-EXTRA_LAYERS = {"Activation": Activation, "Rescaling": Rescaling, "Identity": Identity}
+def operating_points_reference(p, thresholds) -> np.ndarray:
+    """``op_norm`` element by element, as torchxrayvision writes it (the plain reference of the layer)."""
+    p = np.asarray(p, dtype=np.float64)
+    out = np.full(p.shape, 0.5)
+    for i in range(p.shape[0]):
+        for k in range(p.shape[1]):
+            t = float(thresholds[k])
+            if math.isnan(t):
+                continue
+            out[i, k] = p[i, k] / (t * 2) if p[i, k] < t else 1.0 - (1.0 - p[i, k]) / ((1 - t) * 2)
+    return out
+
+
+class OperatingPoints(Layer):
+    """``OperatingPoints(thresholds)``: each output's threshold maps to 0.5 (torchxrayvision's ``op_norm``).
+
+    ``thresholds``: one per output (K), each in (0, 1) or NaN (the output is not calibrated: 0.5).
+    Input (N, K) probabilities (after a sigmoid); no trainable parameters.
+    """
+
+    def __init__(self, thresholds):
+        super().__init__()
+        t = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+        ok = np.isnan(t) | ((t > 0) & (t < 1))
+        if t.size == 0 or not ok.all():
+            raise UsageError(f"OperatingPoints: thresholds must be in (0, 1) or NaN, got {list(t)}")
+        self.buffers["op_threshs"] = t.astype(np.float32)
+        self.trainable = False
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        return self.buffers["op_threshs"]
+
+    def _slopes(self, x):
+        t = self.thresholds.astype(x.dtype)
+        if x.ndim != 2 or x.shape[1] != t.size:
+            raise UsageError(f"{self!r}: expects (N, {t.size}) probabilities, got shape {x.shape}")
+        nan = np.isnan(t)
+        below = x < t
+        safe = np.where(nan, 0.5, t)
+        slope = np.where(below, 0.5 / safe, 0.5 / (1 - safe))
+        return np.where(nan, 0, slope).astype(x.dtype), below, safe, nan
+
+    def forward(self, x, training: bool = False):
+        x = _any_rank(self, x)
+        slope, below, t, nan = self._slopes(x)
+        y = np.where(below, x * slope, 1 - (1 - x) * slope)
+        self._cache = slope
+        return np.where(nan, 0.5, y).astype(x.dtype)
+
+    def backward(self, dy, need_dx: bool = True):
+        slope = self._pop_cache()
+        return (dy * slope).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"thresholds": [None if math.isnan(v) else float(v) for v in self.thresholds]}
+
+
+EXTRA_LAYERS = {"Activation": Activation, "Rescaling": Rescaling, "Identity": Identity,
+                "OperatingPoints": OperatingPoints}

@@ -17,14 +17,15 @@ Names: sensitivity = recall = true-positive rate (TPR); specificity = true-negat
 PPV = positive predictive value = precision; NPV = negative predictive value.
 """
 from .ranking import average_precision, bootstrap_auc_ci, check_binary, macro_roc_auc, roc_auc, roc_curve
-from .report import binary_report, evaluate_predictions, format_metrics_table, to_jsonable
+from .report import (binary_report, evaluate_predictions, format_interval, format_metrics_table, format_number,
+                     to_jsonable)
 from .sklearn_names import classification_report, confusion_matrix, roc_auc_score
-from .threshold import (accuracy, rate_intervals, calibration_curve, confusion_at, f1, npv, ppv, rates_from_confusion, sensitivity,
+from .threshold import (accuracy, rate_intervals, calibration_bins, calibration_curve, confusion_at, f1, npv, ppv, rates_from_confusion, sensitivity,
                         specificity, threshold_for_sensitivity, wilson_interval, youden_threshold, youden_thresholds)
 
 __all__ = [
     "check_binary", "roc_auc", "roc_curve", "average_precision", "confusion_at", "rates_from_confusion",
     "accuracy", "sensitivity", "specificity", "ppv", "npv", "f1",
     "youden_threshold", "threshold_for_sensitivity", "bootstrap_auc_ci", "calibration_curve",
-    "macro_roc_auc", "youden_thresholds", "wilson_interval", "rate_intervals", "binary_report", "evaluate_predictions", "roc_auc_score", "confusion_matrix", "classification_report", "format_metrics_table", "to_jsonable",
+    "macro_roc_auc", "youden_thresholds", "wilson_interval", "rate_intervals", "binary_report", "evaluate_predictions", "roc_auc_score", "confusion_matrix", "classification_report", "format_metrics_table", "to_jsonable", "format_number", "format_interval", "calibration_bins",
 ]

@@ -141,18 +141,26 @@ def to_jsonable(obj):
     return obj
 
 
-def _fmt(value, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+def format_number(value, digits: int = 3) -> str:
+    """A metric for people: ``n/a`` for None/nan, integers as they are, else ``digits`` decimals
+    (the text table here and the HTML report share it)."""
+    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
         return "n/a"
-    if isinstance(value, (int, np.integer)):
+    if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         return str(int(value))
-    return f"{value:.{digits}f}"
+    return f"{float(value):.{digits}f}"
+
+
+def format_interval(ci, between: str = ", ", empty: str = "") -> str:
+    """``[lo, hi]`` as ``lo<between>hi`` (``empty`` when missing); the caller adds brackets."""
+    if not ci or ci[0] is None or ci[1] is None:
+        return empty
+    return f"{format_number(ci[0])}{between}{format_number(ci[1])}"
 
 
 def _fmt_ci(ci) -> str:
-    if not ci or ci[0] is None or ci[1] is None:
-        return ""
-    return f"[{_fmt(ci[0])}, {_fmt(ci[1])}]"
+    text = format_interval(ci)
+    return f"[{text}]" if text else ""
 
 
 _TABLE_ROWS = [("roc_auc", "ROC-AUC"), ("pr_auc", "PR-AUC (AP)"), ("accuracy", "accuracy"),
@@ -167,7 +175,7 @@ def format_metrics_table(metrics: dict) -> str:
     if metrics.get("split"):
         head = f"split: {metrics['split']}   " + head
     thr = metrics.get("threshold")
-    thr_text = ", ".join(_fmt(t) for t in thr) if isinstance(thr, list) else _fmt(thr)
+    thr_text = ", ".join(format_number(t) for t in thr) if isinstance(thr, list) else format_number(thr)
     head += f"   threshold = {thr_text}"
     if metrics.get("threshold_rule"):
         head += f" ({metrics['threshold_rule']})"
@@ -188,10 +196,10 @@ def format_metrics_table(metrics: dict) -> str:
     lines.append("-" * len(header))
     for key, label in _TABLE_ROWS:
         if multi:
-            row = f"{label:<{label_w}}{_fmt(metrics.get(key)):>{col_w}}"
-            row += "".join(f"{_fmt(per_class[c].get(key)):>{col_w}}" for c in per_class)
+            row = f"{label:<{label_w}}{format_number(metrics.get(key)):>{col_w}}"
+            row += "".join(f"{format_number(per_class[c].get(key)):>{col_w}}" for c in per_class)
         else:
-            row = f"{label:<{label_w}}{_fmt(metrics.get(key)):>{col_w}}"
+            row = f"{label:<{label_w}}{format_number(metrics.get(key)):>{col_w}}"
             if metrics.get(f"{key}_ci95"):
                 row += "   " + _fmt_ci(metrics.get(f"{key}_ci95"))
         lines.append(row.rstrip())
@@ -200,7 +208,7 @@ def format_metrics_table(metrics: dict) -> str:
         row += "".join(f"{_fmt_ci(per_class[c].get('roc_auc_ci95')):>{col_w}}" for c in per_class)
         lines.append(row)
         row = f"{'positives':<{label_w}}{'':>{col_w}}"
-        row += "".join(f"{_fmt(per_class[c].get('n_pos')):>{col_w}}" for c in per_class)
+        row += "".join(f"{format_number(per_class[c].get('n_pos')):>{col_w}}" for c in per_class)
         lines.append(row)
     cm = metrics.get("confusion")
     if cm:

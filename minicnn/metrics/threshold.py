@@ -127,6 +127,13 @@ def calibration_curve(y, p, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, n
     return sum_p[keep] / count[keep], sum_y[keep] / count[keep], count[keep]
 
 
+def calibration_bins(n: int, most: int = 10, fewest: int = 2) -> int:
+    """Equal-width calibration bins for ``n`` predictions: about sqrt(n) (so a bin holds about as
+    many images as there are bins), between ``fewest`` and ``most``: 16 images -> 4 bins, 100 or
+    more -> 10. Ten bins over 16 images would leave most bins with one image or none."""
+    return int(min(most, max(fewest, math.isqrt(max(int(n), 0)))))
+
+
 def wilson_interval(successes, n, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a proportion ``successes / n`` at level ``1 - alpha``.
 

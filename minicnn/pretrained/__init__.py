@@ -2,6 +2,9 @@
 
     densenet121 / vgg16 / resnet50 / inception_v3(weights=None | path | registry name, include_top=True,
                                      pooling=None, classes=1000, source=None)
+    load(path_or_name, output=...)     any model file (by content) or registry name -> Graph (= minicnn.load)
+    xrv_densenet121 / xrv_resnet50(weights, output='calibrated')   torchxrayvision's chest X-ray models
+    chexnet(weights)                   arnoweng/CheXNet's 14-class DenseNet121
     load_keras(path)                   a Keras .keras / .h5 model file (architecture + weights) as a Graph
     load_weights(model, path)          any supported weight file -> model (strict, all mismatches listed)
     preprocess(images, mode_or_name)   NHWC pixels in [0, 255] -> NCHW float32 for the weights
@@ -23,7 +26,10 @@ from .vgg import vgg16
 from .features import build_head, combine, unfreeze_last
 from .preprocess import check_input_range, preprocess
 from .registry import fetch, load_weights
+from .chexnet import chexnet
+from .xrv import xrv_densenet121, xrv_resnet50
+from .loading import load
 
 __all__ = ["densenet121", "vgg16", "resnet50", "inception_v3", "load_keras", "KerasImportError", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
            "build_head", "combine", "unfreeze_last", "fold_batchnorm",
-           "use_concat_buffers", "fast_densenet"]
+           "use_concat_buffers", "fast_densenet", "load", "xrv_densenet121", "xrv_resnet50", "chexnet"]

@@ -4,6 +4,10 @@ The cache is ``$MINICNN_HOME/weights`` (default ``~/.cache/minicnn/weights``). A
 there only after its digest checked out: it is streamed into a temporary file beside the target
 (``minicnn.fileio.atomic_write``), hashed on the way, and renamed only if the digest matches.
 Offline, the error says where to place the file by hand.
+
+Some projects publish no digest (torchxrayvision): for those entries (``digest = ('sha256', None)``)
+the SHA-256 of the first download -- or of a file placed in the cache by hand, at its first use --
+is recorded beside it (``<file>.sha256``) and every later use checks the file against it.
 """
 from __future__ import annotations
 
@@ -43,14 +47,56 @@ def digest_ok(path, digest: tuple) -> bool:
     return _matches(file_digest(path, digest[0]), digest)
 
 
+def recorded_digest_path(dest: str) -> str:
+    """Where the first-use SHA-256 of a cached file without a published digest is kept."""
+    return dest + ".sha256"
+
+
+def recorded_digest(dest: str) -> str | None:
+    """The SHA-256 recorded at the first use of ``dest`` (None if none was recorded)."""
+    p = recorded_digest_path(dest)
+    if not os.path.isfile(p):
+        return None
+    with open(p, encoding="ascii") as f:
+        words = f.read().split()
+    return words[0].lower() if words else None
+
+
+def _record(dest: str, digest: str) -> None:
+    with atomic_write(recorded_digest_path(dest), "w") as f:
+        f.write(f"{digest}  {os.path.basename(dest)}\n")
+
+
+def _download_unpublished(entry: WeightsEntry, dest: str, progress: bool, timeout: float) -> str:
+    """An entry without a published digest: record the SHA-256 on first use, check it on every later one."""
+    if os.path.exists(dest):
+        got, want = file_digest(dest, "sha256"), recorded_digest(dest)
+        if want is None:
+            _record(dest, got)          # placed by hand: this first use records it
+        elif got != want:
+            raise FetchError(f"{dest} does not match the SHA-256 recorded when it was first used ({want}; now "
+                             f"{got}): the file changed. {entry.name} has no published digest, so minicnn "
+                             f"checks against its first copy; delete {dest} and "
+                             f"{recorded_digest_path(dest)} to fetch it again from {entry.url}", path=dest)
+        return dest
+    h = hashlib.sha256()
+    with atomic_write(dest, "wb") as out:
+        _download(entry.url, out, h, timeout, progress, entry.filename)
+    _record(dest, h.hexdigest())
+    return dest
+
+
 def download(entry: WeightsEntry, progress: bool = True, timeout: float = 30.0) -> str:
     """Path of ``entry``'s file in the cache, downloading (and checking) it first if needed.
 
     Raises ``FetchError`` when the download fails (the message names the file, the URL and where to
-    place a copy by hand) or when a file's digest is wrong (nothing is left behind).
+    place a copy by hand) or when a file's digest is wrong (nothing is left behind). An entry
+    without a published digest gets its SHA-256 recorded on first use (see the module docstring).
     """
     dest = os.path.join(cache_dir(), entry.filename)
     algorithm, expected = entry.digest
+    if expected is None:
+        return _download_unpublished(entry, dest, progress, timeout)
     if os.path.exists(dest):
         if not digest_ok(dest, entry.digest):
             raise FetchError(f"{dest} does not match its published {algorithm} digest {expected}: the file is "

@@ -28,8 +28,20 @@ def snake_case(name: str) -> str:
     return name.lower()
 
 
+#: The largest kernel, stride or pool window a Keras config may declare.
+MAX_WINDOW = 4096
+
+
 def pair(v):
-    return (int(v), int(v)) if isinstance(v, (int, float)) else (int(v[0]), int(v[1]))
+    """A Keras size (an int or a pair of ints) as a pair of positive ints; anything else is refused."""
+    items = list(v) if isinstance(v, (list, tuple)) else [v]
+    if len(items) == 1:
+        items = items * 2
+    if not (len(items) == 2 and all(isinstance(i, int) and not isinstance(i, bool) and 1 <= i <= MAX_WINDOW
+                                    for i in items)):
+        raise KerasImportError(f"a size must be a positive int or a pair of them (at most {MAX_WINDOW}), "
+                               f"got {str(v)[:40]!r}")
+    return items[0], items[1]
 
 
 # ------------------------------------------------------------------------------------------ weights

@@ -54,7 +54,7 @@ from collections import Counter
 
 import numpy as np
 
-from ..errors import KerasImportError
+from ..errors import KerasImportError, MinicnnError
 from ..layers.activation import Dropout, ReLU, Sigmoid, Softmax
 from ..layers.conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from ..layers.dense import Dense
@@ -131,11 +131,15 @@ class _Importer:
     def __init__(self, source: str, keras3: bool):
         self.source, self.keras3 = source, keras3
         self.b = _Builder()
+        self.where = "the model config"        # the entry being imported, for error messages
 
     # -- containers -------------------------------------------------------------------------------
     def model(self, entry, weights, prefix, input_values, frozen, inference):
         """Add a Functional/Sequential model's nodes; returns its output value names."""
+        if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+            raise KerasImportError(f"a model entry must be an object with a 'class_name' string, got {str(entry)[:60]!r}")
         cls = entry["class_name"]
+        self.where = f"Keras model {cls} '{entry_name(entry)}'"
         if cls == "Sequential":
             return self._sequential(entry, weights, prefix, input_values, frozen, inference)
         if cls not in ("Functional", "Model"):
@@ -223,8 +227,13 @@ class _Importer:
 
     # -- one layer --------------------------------------------------------------------------------
     def layer(self, e, weights, prefix, ins, kwargs, as_list, frozen, inference):
+        if not isinstance(e, dict) or not isinstance(e.get("class_name"), str):
+            raise KerasImportError(f"a layer entry must be an object with a 'class_name' string, got {str(e)[:60]!r}")
         cls, name = _ALIASES.get(e["class_name"], e["class_name"]), entry_name(e)
+        self.where = f"Keras layer {cls} '{name}'"
         c = e.get("config") or {}
+        if not isinstance(c, dict) or not isinstance(kwargs, dict):
+            fail(cls, name, "config", "must be a JSON object")
         node_inference = inference
         for k, v in kwargs.items():
             if k == "training":
@@ -588,9 +597,22 @@ def load_keras(path) -> Graph:
     path = os.fspath(path)
     config, make_weights, keras3 = _read(path)
     if not isinstance(config, dict) or "class_name" not in config:
-        raise KerasImportError(f"{path}: the model config has no 'class_name'")
+        raise KerasImportError(f"{path}: the model config has no 'class_name'", path=path)
     imp = _Importer(path, keras3=keras3)
-    outputs = imp.model(config, make_weights(config), "", None, False, False)
+    try:
+        outputs = imp.model(config, make_weights(config), "", None, False, False)
+        return _finish(path, config, imp, outputs)
+    except MinicnnError as e:
+        if str(e).startswith(path):
+            raise
+        raise KerasImportError(f"{path}: {e}", path=path, field=getattr(e, "field", None)) from None
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        # the config is untrusted JSON: any other shape than Keras writes ends here, named
+        raise KerasImportError(f"{path}: {imp.where}: malformed config ({type(e).__name__}: {e})", path=path,
+                               field=imp.where) from None
+
+
+def _finish(path, config, imp, outputs) -> Graph:
     if len(outputs) != 1:
         raise KerasImportError(f"{path}: the model has {len(outputs)} outputs; minicnn graphs have one")
     b = imp.b

@@ -26,9 +26,10 @@ from ..data.preprocessing import Preprocessing
 from ..errors import UsageError
 from .registry import WEIGHTS
 
-MODES = ("imagenet-torch", "imagenet-caffe", "tf")
+MODES = ("imagenet-torch", "imagenet-caffe", "tf", "xrv")
 #: What a correctly preprocessed batch spans, per mode (from pixels 0 and 255).
-EXPECTED_RANGE = {"imagenet-torch": (-2.12, 2.64), "imagenet-caffe": (-123.68, 151.061), "tf": (-1.0, 1.0)}
+EXPECTED_RANGE = {"imagenet-torch": (-2.12, 2.64), "imagenet-caffe": (-123.68, 151.061), "tf": (-1.0, 1.0),
+                  "xrv": (-1024.0, 1024.0)}
 
 
 def resolve_mode(mode_or_weights) -> str:
@@ -73,7 +74,11 @@ def preprocess(images, mode_or_weights_name) -> np.ndarray:
         warnings.warn(f"preprocess({mode!r}) expects pixels in [0, 255], but the images' maximum is "
                       f"{float(x.max()):.3g}: are they already scaled to [0, 1]?", stacklevel=2)
     x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))                            # NHWC -> NCHW
-    pre = Preprocessing(image_size=x.shape[2:], channels=3, mode=mode)          # the one implementation
+    if mode == "xrv":                       # torchxrayvision: one channel (the mean of R, G, B)
+        x = x.mean(axis=1, keepdims=True, dtype=np.float32)
+        pre = Preprocessing(image_size=x.shape[2:], channels=1, fit="crop", mode=mode)
+    else:
+        pre = Preprocessing(image_size=x.shape[2:], channels=3, mode=mode)      # the one implementation
     return pre.normalize(x).astype(np.float32, copy=False)
 
 
@@ -89,6 +94,13 @@ def check_input_range(x, mode_or_weights, slack: float = 0.5) -> bool:
     if x.size == 0:
         return True
     xmin, xmax = float(x.min()), float(x.max())
+    if mode == "xrv":       # torchxrayvision's own heuristic (utils.warn_normalization, its issue #89)
+        if xmin > -255 or xmax < 255 or xmin < -1025 or xmax > 1025:
+            warnings.warn(f"inputs span [{xmin:.2f}, {xmax:.2f}], not torchxrayvision's [-1024, 1024] scale: every "
+                          "image may get the same outputs. Preprocess with the model's "
+                          "Preprocessing (mode 'xrv': pixels * 2048 / 255 - 1024)", stacklevel=2)
+            return False
+        return True
     width = hi - lo
     if xmin < lo - slack * width or xmax > hi + slack * width:
         warnings.warn(f"inputs span [{xmin:.3g}, {xmax:.3g}] but {mode!r} preprocessing gives about "

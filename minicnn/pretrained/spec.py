@@ -17,8 +17,15 @@ NameTable = Callable[[str], Optional[str]]          # node name -> Keras layer n
 class WeightsEntry:
     """One known weight file.
 
-    digest: ``('md5', full hex)`` or ``('sha256', hex prefix)``; preprocessing: a mode of
-    ``minicnn.pretrained.preprocess`` ('imagenet-torch', 'imagenet-caffe', 'tf').
+    digest: ``('md5', full hex)`` or ``('sha256', hex prefix)``, or ``('sha256', None)`` when the
+    project publishes none (torchxrayvision): the SHA-256 is then recorded on first download and
+    checked on every later use; preprocessing: a mode of ``minicnn.pretrained.preprocess``
+    ('imagenet-torch', 'imagenet-caffe', 'tf', 'xrv').
+
+    Multi-label chest X-ray models also carry ``outputs`` (the output names, in order, ``''`` for an
+    output the model was not trained on), ``op_threshs`` (each output's operating point, NaN where
+    none), ``image_size`` (the side the model was trained at) and ``protocol`` (how the reported
+    results were obtained, e.g. CheXNet's ten crops).
     """
     name: str
     architecture: str
@@ -29,6 +36,10 @@ class WeightsEntry:
     preprocessing: str
     licence: str
     classes: str = "ImageNet-1k (1000 classes; names: keras imagenet_class_index.json / torchvision _IMAGENET_CATEGORIES)"
+    outputs: tuple = ()
+    op_threshs: tuple = ()
+    image_size: int | None = None
+    protocol: str = ""
 
     @property
     def filename(self) -> str:

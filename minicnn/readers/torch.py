@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import re
 import struct
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import WeightFileError
 from ._files import check_exists
 from .detect import detect_format
-from .torch_pickle import load_torch_checkpoint
+from .torch_pickle import TorchModuleRecord, load_torch_checkpoint, module_state_dict
 
-__all__ = ["normalize_torch_keys", "read_torch_state_dict"]
+__all__ = ["normalize_torch_keys", "read_torch_state_dict", "read_torch_file", "TorchFile"]
 
 _LEGACY_DENSE_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.([12])\."
@@ -57,10 +58,14 @@ def _is_tensor_dict(obj) -> bool:
 
 
 def _unwrap_checkpoint(obj, path: str) -> dict:
+    if isinstance(obj, TorchModuleRecord):                 # a whole pickled module: its state_dict()
+        return module_state_dict(obj)
     if _is_tensor_dict(obj):
         return obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), TorchModuleRecord):
+                return module_state_dict(obj[key])
             if _is_tensor_dict(obj.get(key)):
                 return obj[key]
         keys = ", ".join(repr(k) for k in list(obj)[:12])
@@ -108,6 +113,52 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     return out
 
 
+@dataclass
+class TorchFile:
+    """What a torch weight file holds, parsed (never executed).
+
+    state_dict   ``{key: array}`` in file order (keys normalised unless asked not to)
+    raw_keys     the keys as saved (``module.densenet121.features.norm0.weight``)
+    module       the root :class:`~minicnn.readers.torch_pickle.TorchModuleRecord` of a whole pickled
+                 module (``torch.save(model)``), else None
+    extra        the other top-level entries of a checkpoint dict (``epoch``, ``arch``, ...), non-tensor
+    """
+    state_dict: dict
+    raw_keys: list
+    module: TorchModuleRecord | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def module_class(self) -> str | None:
+        """The dotted class name of a whole pickled module (``torchxrayvision.models.DenseNet``)."""
+        return None if self.module is None else self.module.torch_class
+
+
+def read_torch_file(path, *, normalize_keys: bool = True) -> TorchFile:
+    """Read a torch file (``.safetensors``, ``.pth`` zip or legacy, a whole pickled module) as a :class:`TorchFile`."""
+    path = check_exists(path)
+    fmt = detect_format(path)
+    module, extra = None, {}
+    if fmt == "safetensors":
+        sd = _read_safetensors(path)
+    elif fmt in ("torch_zip", "torch_legacy"):
+        obj = load_torch_checkpoint(path)
+        if isinstance(obj, TorchModuleRecord):
+            module = obj
+        elif isinstance(obj, dict) and not _is_tensor_dict(obj):
+            extra = {k: v for k, v in obj.items() if isinstance(k, str) and not isinstance(v, (dict, np.ndarray))}
+            inner = next((obj[k] for k in ("state_dict", "model_state_dict", "model")
+                          if isinstance(obj.get(k), TorchModuleRecord)), None)
+            module = inner
+        sd = _unwrap_checkpoint(obj, path)
+    else:
+        raise WeightFileError(f"{path}: is a {fmt} file, not a torch state_dict "
+                              "(.pth/.pt/.pth.tar or .safetensors)", path=path)
+    sd = dict(sd)
+    raw = list(sd)
+    return TorchFile(normalize_torch_keys(sd, path) if normalize_keys else sd, raw, module, extra)
+
+
 def read_torch_state_dict(path, *, normalize_keys: bool = True) -> dict[str, np.ndarray]:
     """Read a torch state_dict from ``.safetensors`` or ``.pth``/``.pt``/``.pth.tar`` -- without torch.
 
@@ -115,7 +166,8 @@ def read_torch_state_dict(path, *, normalize_keys: bool = True) -> dict[str, np.
     which refuses any pickle global outside a small allow-list (:class:`UnsafeFileError`)
     and so never executes code. A checkpoint dict holding the weights under ``state_dict`` (e.g.
     CheXNet's ``{'epoch', 'arch', 'state_dict', 'best_prec1', 'optimizer'}``), ``model_state_dict``
-    or ``model`` is unwrapped. With ``normalize_keys`` the keys go through
+    or ``model`` is unwrapped; a whole pickled module (``torch.save(model)``: torchxrayvision's
+    DenseNets) gives its ``state_dict()``. With ``normalize_keys`` the keys go through
     :func:`normalize_torch_keys` (``module.`` / ``densenet121.`` stripped, legacy ``norm.1`` ->
     ``norm1``).
 
@@ -123,14 +175,4 @@ def read_torch_state_dict(path, *, normalize_keys: bool = True) -> dict[str, np.
     (bfloat16 -> float32). ``*.num_batches_tracked`` entries are **kept**; the weight converter drops them explicitly
     (``WeightSpec.dropped_suffixes``).
     """
-    path = check_exists(path)
-    fmt = detect_format(path)
-    if fmt == "safetensors":
-        sd = _read_safetensors(path)
-    elif fmt in ("torch_zip", "torch_legacy"):
-        sd = _unwrap_checkpoint(load_torch_checkpoint(path), path)
-    else:
-        raise WeightFileError(f"{path}: is a {fmt} file, not a torch state_dict "
-                         "(.pth/.pt/.pth.tar or .safetensors)", path=path)
-    sd = dict(sd)
-    return normalize_torch_keys(sd, path) if normalize_keys else sd
+    return read_torch_file(path, normalize_keys=normalize_keys).state_dict

@@ -11,7 +11,19 @@ Allowed globals
     ``_rebuild_tensor_v3``, ``_rebuild_parameter``, ``_rebuild_parameter_with_state``; the typed
     storage classes ``torch.FloatStorage`` ... ``torch.BoolStorage``;
     ``torch.storage.UntypedStorage`` / ``torch.UntypedStorage`` / ``torch.storage.TypedStorage``;
-    the dtype objects ``torch.float32`` etc. (only as values, they cannot be called).
+    the dtype objects ``torch.float32`` etc. (only as values, they cannot be called); the GPU
+    storage classes ``torch.cuda.FloatStorage`` ... (read as CPU bytes); ``builtins.set`` (of plain
+    values: a module's ``_non_persistent_buffers_set``).
+
+Whole pickled modules (``torch.save(model)``, as torchxrayvision publishes its DenseNets) name their
+classes; the allowed ones (:data:`MODULE_CLASSES`: torchxrayvision's ``DenseNet``, ``_DenseBlock``,
+``_DenseLayer``, ``_Transition``, and the ``torch.nn`` modules inside them) are rebuilt as inert
+:class:`TorchModuleRecord` instances -- a class name and the ``__dict__`` the pickle gives it
+(``_parameters``, ``_buffers``, ``_modules``, plain attributes) -- by ``NEWOBJ`` + ``BUILD`` only.
+Calling such a class (``REDUCE``), or reaching any other class, is refused; no method of the file's
+classes exists here, so nothing from the file runs. The legacy format names each module class
+through a persistent id ``('module', class, source file, source code)``: the class is looked up in
+the same allow-list and the source text is ignored (never compiled).
 
 Two container formats are read:
 
@@ -45,7 +57,8 @@ import numpy as np
 
 from ..errors import UnsafeFileError, WeightFileError, file_not_found
 
-__all__ = ["UnsafeFileError", "SafeTorchUnpickler", "TensorRef", "load_torch_checkpoint",
+__all__ = ["UnsafeFileError", "SafeTorchUnpickler", "TensorRef", "TorchModuleRecord", "MODULE_CLASSES",
+           "module_state_dict", "load_torch_checkpoint",
            "is_torch_legacy_file", "LEGACY_MAGIC_NUMBER"]
 
 #: First pickle of a legacy torch checkpoint.
@@ -153,6 +166,117 @@ def _rebuild_parameter_with_state(data, requires_grad=False, backward_hooks=None
     return data
 
 
+class _Refused(Exception):
+    """Raised inside the unpickler by a stand-in that must not be called; becomes UnsafeFileError."""
+
+
+class TorchModuleRecord:
+    """An ``nn.Module`` as the pickle describes it: its class name and its ``__dict__``, nothing else.
+
+    ``torch_class`` is the dotted class name (``torchxrayvision.models.DenseNet``); ``state`` the
+    attribute dict (``_parameters``, ``_buffers``, ``_modules`` as ``OrderedDict`` and plain
+    values). Built only by the pickle's ``NEWOBJ`` (no arguments) and one ``BUILD``; calling the
+    class is refused. It has no behaviour: it is read with :func:`module_state_dict`.
+    """
+    torch_class = "torch.nn.modules.module.Module"
+
+    def __new__(cls, *args, **kwargs):
+        if cls is TorchModuleRecord or args or kwargs:
+            raise _Refused(f"refusing to call the class '{cls.torch_class}' with arguments; a module may "
+                           "only be rebuilt from its attributes")
+        return object.__new__(cls)
+
+    def __init__(self, *args, **kwargs):    # REDUCE would call the class: never allowed
+        raise _Refused(f"refusing to call the class '{self.torch_class}' (REDUCE); a module may only be "
+                       "rebuilt from its attributes")
+
+    def __setstate__(self, state):
+        if isinstance(state, tuple) and len(state) == 2 and state[1] is None:
+            state = state[0]
+        if "state" in self.__dict__ or not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+            raise pickle.UnpicklingError(f"malformed state for a {self.torch_class} module")
+        self.__dict__["state"] = dict(state)
+
+    def __setattr__(self, name, value):
+        raise pickle.UnpicklingError(f"a {self.torch_class} module record cannot be given attributes")
+
+    @property
+    def class_name(self) -> str:
+        return self.torch_class.rsplit(".", 1)[-1]
+
+    def _group(self, key) -> dict:
+        g = self.__dict__.get("state", {}).get(key)
+        return dict(g) if isinstance(g, dict) else {}
+
+    @property
+    def parameters(self) -> dict:
+        return self._group("_parameters")
+
+    @property
+    def buffers(self) -> dict:
+        return self._group("_buffers")
+
+    @property
+    def modules(self) -> dict:
+        return self._group("_modules")
+
+    @property
+    def attributes(self) -> dict:
+        """The plain attributes (everything not starting with ``_``: ``training``, ``pathologies``, ...)."""
+        return {k: v for k, v in self.__dict__.get("state", {}).items() if not k.startswith("_")}
+
+    def __repr__(self):
+        return f"<{self.torch_class} record: {len(self.modules)} submodules>"
+
+
+#: The module classes a whole-module pickle may name (rebuilt as TorchModuleRecord subclasses).
+MODULE_CLASSES = (
+    "torchxrayvision.models.DenseNet", "torchxrayvision.models._DenseBlock",
+    "torchxrayvision.models._DenseLayer", "torchxrayvision.models._Transition",
+    "torch.nn.modules.container.Sequential", "torch.nn.modules.conv.Conv2d",
+    "torch.nn.modules.batchnorm.BatchNorm2d", "torch.nn.modules.activation.ReLU",
+    "torch.nn.modules.activation.Sigmoid", "torch.nn.modules.pooling.MaxPool2d",
+    "torch.nn.modules.pooling.AvgPool2d", "torch.nn.modules.pooling.AdaptiveAvgPool2d",
+    "torch.nn.modules.linear.Linear",
+)
+_MODULE_RECORDS = {tuple(n.rsplit(".", 1)): type(n.rsplit(".", 1)[1], (TorchModuleRecord,), {"torch_class": n})
+                   for n in MODULE_CLASSES}
+
+
+def _thnn_backend():
+    """torch < 1.5 modules keep ``_backend``, pickled as a call of ``_get_thnn_function_backend()``: inert."""
+    return None
+
+
+def _plain_set(items=()):
+    items = list(items)
+    if not all(isinstance(v, (str, int, float, bool, type(None))) for v in items):
+        raise pickle.UnpicklingError("a set may hold only plain values")
+    return set(items)
+
+
+def module_state_dict(record: TorchModuleRecord, prefix: str = "", depth: int = 0) -> "OrderedDict[str, Any]":
+    """``module.state_dict()`` of a :class:`TorchModuleRecord` tree: parameters, then persistent buffers,
+    then submodules, in the order torch uses; ``None`` entries skipped."""
+    if depth > 100:
+        raise WeightFileError("module nesting too deep")
+    out: OrderedDict = OrderedDict()
+    non_persistent = record.__dict__.get("state", {}).get("_non_persistent_buffers_set") or set()
+    for k, v in record.parameters.items():
+        if v is not None:
+            out[prefix + k] = v
+    for k, v in record.buffers.items():
+        if v is not None and k not in non_persistent:
+            out[prefix + k] = v
+    for k, m in record.modules.items():
+        if m is None:
+            continue
+        if not isinstance(m, TorchModuleRecord):
+            raise WeightFileError(f"submodule '{prefix + k}' is a {type(m).__name__}, not a module")
+        out.update(module_state_dict(m, prefix + k + ".", depth + 1))
+    return out
+
+
 _ALLOWED: dict[tuple[str, str], Any] = {
     ("collections", "OrderedDict"): OrderedDict,
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
@@ -166,6 +290,10 @@ _ALLOWED: dict[tuple[str, str], Any] = {
 }
 _ALLOWED.update({("torch", n): st for n, st in _STORAGE_TYPES.items()})
 _ALLOWED.update({("torch", n): dt for n, dt in _DTYPES.items()})
+_ALLOWED.update({("torch.cuda", n): st for n, st in _STORAGE_TYPES.items()})   # saved from a GPU: same bytes
+_ALLOWED.update(_MODULE_RECORDS)
+_ALLOWED.update({("builtins", "set"): _plain_set, ("__builtin__", "set"): _plain_set,
+                 ("torch.nn.backends.thnn", "_get_thnn_function_backend"): _thnn_backend})
 
 
 class SafeTorchUnpickler(pickle.Unpickler):
@@ -190,6 +318,11 @@ class SafeTorchUnpickler(pickle.Unpickler):
                 "(torch.save(model.state_dict(), path)) or convert it to .safetensors.", path=self.source) from None
 
     def persistent_load(self, pid):
+        if isinstance(pid, tuple) and len(pid) == 4 and pid[0] == "module":
+            # legacy format: ('module', class, source file, source text); the source is never used
+            if isinstance(pid[1], type) and issubclass(pid[1], TorchModuleRecord) and pid[1] is not TorchModuleRecord:
+                return pid[1]
+            raise pickle.UnpicklingError(f"unsupported module id naming {pid[1]!r}")
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
             raise pickle.UnpicklingError(f"unsupported persistent id {pid!r}")
         _, stype, key, _location, numel = pid[:5]
@@ -260,6 +393,10 @@ def _resolve(obj, byteorder: str, source: str, depth: int = 0):
         return [_resolve(v, byteorder, source, depth + 1) for v in obj]
     if isinstance(obj, tuple):
         return tuple(_resolve(v, byteorder, source, depth + 1) for v in obj)
+    if isinstance(obj, TorchModuleRecord):
+        if "state" in obj.__dict__:
+            obj.__dict__["state"] = _resolve(obj.__dict__["state"], byteorder, source, depth + 1)
+        return obj
     return obj
 
 
@@ -271,6 +408,8 @@ def _unpickle(data_or_file, source: str) -> tuple[Any, SafeTorchUnpickler]:
         return up.load(), up
     except UnsafeFileError:
         raise
+    except _Refused as e:
+        raise UnsafeFileError(f"{source}: {e}; minicnn never executes code from a weight file", path=source) from None
     except RecursionError:
         raise WeightFileError(f"{source}: pickle nested too deeply", path=source) from None
     except Exception as e:   # UnpicklingError, EOFError, TypeError from a bad REDUCE, ...

@@ -579,4 +579,4 @@ def test_normalize_torch_keys():
 
 def test_formats_constant():
     assert set(FORMATS) == {"keras_h5", "keras_h5_model", "keras3_weights", "keras_archive",
-                            "torch_zip", "torch_legacy", "safetensors", "npz"}
+                            "torch_zip", "torch_legacy", "safetensors", "npz", "onnx"}

@@ -53,7 +53,7 @@ def test_registry_entries_carry_upstream_digests():
     assert registry.get("densenet121-keras-imagenet").digest[1] == "9d60b8095a5708f2dcce2bca79d332c7"
     tv = registry.get("densenet121-torchvision-imagenet")
     assert tv.digest == ("sha256", "a639ec97") and tv.filename == "densenet121-a639ec97.pth"
-    assert all(registry.get(n).preprocessing in ("imagenet-torch", "imagenet-caffe", "tf") and registry.get(n).licence
+    assert all(registry.get(n).preprocessing in ("imagenet-torch", "imagenet-caffe", "tf", "xrv") and registry.get(n).licence
                for n in registry.names())
     with pytest.raises(KeyError, match="densenet121-keras-imagenet"):
         registry.get("densenet-imaginary")
@@ -83,6 +83,31 @@ def test_fetch_digest_mismatch_leaves_nothing(server, tmp_path, monkeypatch):
     (tmp_path / "weights" / "weights.bin").write_bytes(b"not the weights")
     with pytest.raises(FetchError, match="corrupt"):
         fetch(entry(f"{url}/weights.bin", ("md5", hashlib.md5(PAYLOAD).hexdigest())), progress=False)
+
+
+def test_unpublished_digest_recorded_on_first_download_then_checked(server, tmp_path, monkeypatch):
+    """torchxrayvision publishes no digest: the first download records its SHA-256, later uses check it."""
+    url, hits = server
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
+    e = entry(f"{url}/weights.bin", ("sha256", None))
+    path = fetch(e, progress=False)
+    assert open(path, "rb").read() == PAYLOAD and len(hits) == 1
+    record = tmp_path / "weights" / "weights.bin.sha256"
+    assert record.read_text().split()[0] == hashlib.sha256(PAYLOAD).hexdigest()
+    assert fetch(e, progress=False) == path and len(hits) == 1                      # cached, checked, no request
+    with open(path, "r+b") as f:                                                     # the cached file changes
+        f.write(b"tampered")
+    with pytest.raises(FetchError, match="recorded when it was first used"):
+        fetch(e, progress=False)
+    # a file placed by hand (no record yet) is recorded at its first use
+    os.unlink(path)
+    os.unlink(record)
+    (tmp_path / "weights" / "weights.bin").write_bytes(b"by hand")
+    assert fetch(e, progress=False) == path and len(hits) == 1
+    assert record.read_text().split()[0] == hashlib.sha256(b"by hand").hexdigest()
+    # the torchxrayvision entries are of this kind, and a name in the registry resolves the entry
+    assert registry.get("xrv-densenet121-all").digest == ("sha256", None)
+    assert registry.get("xrv-densenet121-all").filename.startswith("nih-pc-chex-mimic_ch-google-openi-kaggle-densenet121")
 
 
 def test_fetch_offline_says_where_to_put_the_file(server, tmp_path, monkeypatch):

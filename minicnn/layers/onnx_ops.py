@@ -1,0 +1,578 @@
+"""Layers for the ONNX operators minicnn had no layer for (any input rank, NumPy broadcasting).
+
+    Binary(op)      y = a (op) b, op in add/sub/mul/div/max/min/pow (d/db of pow is taken as 0 where a <= 0); NumPy broadcasting at any rank.
+                    Both operands are activations (two inputs), or one is a constant buffer ``c``
+                    (``const_first``: c op x instead of x op c). dx reduces dy over the broadcast axes.
+    Reshape(shape)  ONNX Reshape: 0 copies the input's size on that axis, -1 is inferred.
+    Transpose(perm) y = x.transpose(perm)                      dx = dy.transpose(argsort(perm))
+    Pad(pads, mode, value)  pads (begin..., end...) per axis, mode constant/reflect/edge; negative = crop
+    Clip(min, max)  y = min(max(x, min), max)                  dx = dy where min < x < max
+    MatMul(in, out) y = x @ W for x (..., in), W (in, out) param    dW = sum over leading axes of x^T dy
+    OnnxSoftmax(axis, log, coerce_2d)   (log-)softmax along axis; coerce_2d: opset < 13's rule, the
+                    input flattened to 2-D at ``axis`` (softmax over all axes from ``axis`` on)
+    HardSigmoid(alpha, beta) y = max(0, min(1, alpha x + beta))  HardSwish: x * HardSigmoid(1/6, 1/2)(x)
+    PRelu(slope)    y = x if x > 0 else slope * x, slope a param broadcast against x
+    Unary(name, p)  neg, abs, sqrt, reciprocal, log, erf, pow (x ** p, p a constant)
+    Reduce(op, axes, keepdims)  mean / sum / max over ``axes``
+    Slice(starts, ends, axes, steps)   x[start:end:step] on the given axes; dx scatters dy back
+    LRN(size, alpha, beta, bias)        local response normalisation across channels
+
+Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
+``tests/onnx/test_onnx_layers.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import UsageError
+from .. import init as _init
+from .base import Layer
+
+_BINARY = {
+    "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+    "max": np.maximum, "min": np.minimum, "pow": np.power,
+}
+
+
+def _float(x):
+    x = np.asarray(x)
+    if x.dtype not in (np.float32, np.float64):
+        raise TypeError(f"expected a float32 or float64 input, got dtype {x.dtype}")
+    return x
+
+
+def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
+    """Sum ``g`` over the axes NumPy broadcasting added or stretched to reach it from ``shape``."""
+    shape = tuple(shape)
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class Binary(Layer):
+    """``Binary(op, const_shape=None, const_first=False)``: elementwise ``op`` with broadcasting.
+
+    Without ``const_shape`` the layer takes two inputs ``[a, b]``; with it, one input ``x`` and the
+    buffer ``c`` (set it with ``layer.buffers['c'][...] = value`` or ``load_state_dict``).
+    """
+
+    def __init__(self, op: str, const_shape=None, const_first: bool = False):
+        super().__init__()
+        if op not in _BINARY:
+            raise UsageError(f"Binary: unknown op {op!r}; known: {', '.join(_BINARY)}")
+        self.op, self.const_first = op, bool(const_first)
+        self.const_shape = None if const_shape is None else [int(s) for s in const_shape]
+        self.multi_input = const_shape is None
+        if const_shape is not None:
+            self.buffers["c"] = np.zeros(self.const_shape, np.float32)
+
+    def _operands(self, xs):
+        if self.multi_input:
+            if len(xs) != 2:
+                raise UsageError(f"{self!r} takes two inputs, got {len(xs)}")
+            return _float(xs[0]), _float(xs[1])
+        x = _float(xs)
+        c = self.buffers["c"].astype(x.dtype, copy=False)
+        return (c, x) if self.const_first else (x, c)
+
+    def forward(self, xs, training: bool = False):
+        a, b = self._operands(xs)
+        try:
+            y = _BINARY[self.op](a, b)
+        except ValueError:
+            raise UsageError(f"{self!r}: shapes {a.shape} and {b.shape} do not broadcast") from None
+        self._cache = (a, b)
+        return y.astype(np.result_type(a, b), copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        a, b = self._pop_cache()
+        if not need_dx:
+            return None
+        if self.op == "add":
+            da, db = dy, dy
+        elif self.op == "sub":
+            da, db = dy, -dy
+        elif self.op == "mul":
+            da, db = dy * b, dy * a
+        elif self.op == "div":
+            da, db = dy / b, -dy * a / (b * b)
+        elif self.op == "pow":
+            y = np.power(a, b)
+            da = dy * b * np.power(a, b - 1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = np.where(a > 0, dy * y * np.log(np.where(a > 0, a, 1)), 0)
+        else:   # max / min: the gradient goes to the selected operand (ties: to the first)
+            pick_a = (a >= b) if self.op == "max" else (a <= b)
+            da, db = dy * pick_a, dy * ~pick_a
+        da, db = unbroadcast(np.asarray(da), a.shape), unbroadcast(np.asarray(db), b.shape)
+        if self.multi_input:
+            return [da.astype(dy.dtype, copy=False), db.astype(dy.dtype, copy=False)]
+        return (db if self.const_first else da).astype(dy.dtype, copy=False)
+
+    def output_shape(self, input_shape):
+        if self.multi_input:
+            shapes = [tuple(1 if s is None else s for s in sh) for sh in input_shape]
+            return (input_shape[0][0],) + np.broadcast_shapes(*shapes)[1:]
+        shape = tuple(1 if s is None else s for s in input_shape)
+        return (input_shape[0],) + np.broadcast_shapes(shape, tuple(self.const_shape))[1:]
+
+    def get_config(self):
+        return {"op": self.op, "const_shape": self.const_shape, "const_first": self.const_first}
+
+
+class Reshape(Layer):
+    """``Reshape(shape)``: ONNX Reshape (allowzero=0): 0 keeps the input's size on that axis, -1 is inferred."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = [int(s) for s in shape]
+        if sum(s == -1 for s in self.shape) > 1 or min(self.shape, default=0) < -1:
+            raise UsageError(f"Reshape: shape may hold one -1 and no other negative value, got {self.shape}")
+
+    def _target(self, in_shape):
+        out = [in_shape[i] if s == 0 else s for i, s in enumerate(self.shape)]
+        if any(s == 0 for s in self.shape) and len(self.shape) > len(in_shape):
+            if any(s == 0 and i >= len(in_shape) for i, s in enumerate(self.shape)):
+                raise UsageError(f"{self!r}: 0 on axis beyond the input rank {tuple(in_shape)}")
+        return out
+
+    def forward(self, x, training: bool = False):
+        x = np.asarray(x)
+        target = self._target(x.shape)
+        try:
+            y = x.reshape(target)
+        except ValueError:
+            raise UsageError(f"{self!r} cannot reshape x.shape={x.shape} to {target}") from None
+        self._cache = x.shape
+        return y
+
+    def backward(self, dy, need_dx: bool = True):
+        shape = self._pop_cache()
+        return dy.reshape(shape) if need_dx else None
+
+    def output_shape(self, input_shape):
+        out = self._target(input_shape)
+        if -1 in out:
+            known = [s for s in input_shape if s is not None]
+            if len(known) == len(input_shape) and None not in out:
+                rest = int(np.prod([s for s in out if s != -1]))
+                out = [int(np.prod(input_shape)) // rest if s == -1 else s for s in out]
+            else:
+                out = [None if s == -1 else s for s in out]
+        return tuple(out)
+
+    def get_config(self):
+        return {"shape": list(self.shape)}
+
+
+class Transpose(Layer):
+    """``Transpose(perm)``: ``y = x.transpose(perm)``."""
+
+    def __init__(self, perm):
+        super().__init__()
+        self.perm = [int(p) for p in perm]
+        if sorted(self.perm) != list(range(len(self.perm))):
+            raise UsageError(f"Transpose: perm must be a permutation of 0..{len(self.perm) - 1}, got {self.perm}")
+
+    def forward(self, x, training: bool = False):
+        x = np.asarray(x)
+        if x.ndim != len(self.perm):
+            raise UsageError(f"{self!r} expects a {len(self.perm)}-D input, got x.shape={x.shape}")
+        self._cache = True
+        return np.ascontiguousarray(x.transpose(self.perm))
+
+    def backward(self, dy, need_dx: bool = True):
+        self._pop_cache()
+        return np.ascontiguousarray(dy.transpose(np.argsort(self.perm))) if need_dx else None
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[p] for p in self.perm)
+
+    def get_config(self):
+        return {"perm": list(self.perm)}
+
+
+class Pad(Layer):
+    """``Pad(pads, mode="constant", value=0.0)``: ``pads`` = begins of every axis, then ends (ONNX order).
+
+    Negative pads crop. ``mode``: constant (``value``), reflect (mirror without the edge), edge (repeat it).
+    """
+
+    MODES = ("constant", "reflect", "edge")
+
+    def __init__(self, pads, mode: str = "constant", value: float = 0.0):
+        super().__init__()
+        self.pads = [int(p) for p in pads]
+        if len(self.pads) % 2:
+            raise UsageError(f"Pad: pads must hold a begin and an end per axis, got {self.pads}")
+        if mode not in self.MODES:
+            raise UsageError(f"Pad: mode must be one of {self.MODES}, got {mode!r}")
+        self.mode, self.value = mode, float(value)
+
+    def _split(self, ndim):
+        r = len(self.pads) // 2
+        if r != ndim:
+            raise UsageError(f"{self!r} has pads for {r} axes, got a {ndim}-D input")
+        return self.pads[:r], self.pads[r:]
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        begin, end = self._split(x.ndim)
+        crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(zip(begin, end)))
+        xc = x[crop]
+        widths = [(max(b, 0), max(e, 0)) for b, e in zip(begin, end)]
+        if self.mode == "constant":
+            y = np.pad(xc, widths, mode="constant", constant_values=self.value)
+        else:
+            y = np.pad(xc, widths, mode="reflect" if self.mode == "reflect" else "edge")
+        self._cache = (x.shape, crop, xc.shape, widths)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x_shape, crop, xc_shape, widths = self._pop_cache()
+        if not need_dx:
+            return None
+        if self.mode == "constant":
+            dxc = dy[tuple(slice(b, b + n) for (b, _), n in zip(widths, xc_shape))]
+        else:
+            dxc = self._fold(dy, xc_shape, widths)
+        dx = np.zeros(x_shape, dy.dtype)
+        dx[crop] = dxc
+        return dx
+
+    def _fold(self, dy, xc_shape, widths):
+        """Adjoint of reflect/edge padding: add each padded cell's gradient to the cell it copied."""
+        g = dy
+        for axis, ((b, e), n) in enumerate(zip(widths, xc_shape)):
+            if b == 0 and e == 0:
+                continue
+            idx = np.arange(-b, n + e)
+            if self.mode == "edge":
+                src = np.clip(idx, 0, n - 1)
+            else:
+                period = 2 * (n - 1) if n > 1 else 1
+                m = np.mod(idx, period)
+                src = np.where(m < n, m, period - m) if n > 1 else np.zeros_like(idx)
+            out = np.zeros(g.shape[:axis] + (n,) + g.shape[axis + 1:], g.dtype)
+            np.add.at(out, (slice(None),) * axis + (src,), g)
+            g = out
+        return g
+
+    def output_shape(self, input_shape):
+        begin, end = self._split(len(input_shape))
+        return tuple(None if s is None else s + b + e for s, b, e in zip(input_shape, begin, end))
+
+    def get_config(self):
+        return {"pads": list(self.pads), "mode": self.mode, "value": self.value}
+
+
+class Clip(Layer):
+    """``Clip(min=None, max=None)``: ``y = min(max(x, min), max)`` (ReLU6 is Clip(0, 6))."""
+
+    def __init__(self, min=None, max=None):
+        super().__init__()
+        self.min = None if min is None else float(min)
+        self.max = None if max is None else float(max)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        self._cache = x
+        lo = -np.inf if self.min is None else self.min
+        hi = np.inf if self.max is None else self.max
+        return np.minimum(np.maximum(x, lo), hi).astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        if not need_dx:
+            return None
+        inside = np.ones(x.shape, bool)
+        if self.min is not None:
+            inside &= x > self.min
+        if self.max is not None:
+            inside &= x < self.max
+        return dy * inside
+
+    def get_config(self):
+        return {"min": self.min, "max": self.max}
+
+
+class MatMul(Layer):
+    """``MatMul(in_features, out_features)``: ``y = x @ W`` for ``x`` of any rank >= 1 (..., in); ``W`` (in, out)."""
+
+    def __init__(self, in_features: int, out_features: int, init: str = "glorot", seed=None):
+        super().__init__()
+        self.in_features, self.out_features, self.init = int(in_features), int(out_features), init
+        self.params["W"] = _init.initialize((self.in_features, self.out_features), self.in_features,
+                                            self.out_features, init, _init.rng_from(seed))
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        if x.shape[-1] != self.in_features:
+            raise UsageError(f"{self!r} expects {self.in_features} features on the last axis, got x.shape={x.shape}")
+        self._cache = x
+        return x @ self.params["W"].astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        W = self.params["W"]
+        if self.trainable:
+            self.grads["W"] = (x.reshape(-1, x.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])).astype(W.dtype)
+        return dy @ W.T.astype(dy.dtype, copy=False) if need_dx else None
+
+    def output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.out_features,)
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features}
+
+
+class OnnxSoftmax(Layer):
+    """``OnnxSoftmax(axis=-1, log=False, coerce_2d=False)``: ONNX Softmax / LogSoftmax."""
+
+    def __init__(self, axis: int = -1, log: bool = False, coerce_2d: bool = False):
+        super().__init__()
+        self.axis, self.log, self.coerce_2d = int(axis), bool(log), bool(coerce_2d)
+
+    def _view(self, x):
+        axis = self.axis % x.ndim
+        if self.coerce_2d:
+            return x.reshape(int(np.prod(x.shape[:axis], dtype=np.int64)), -1), 1
+        return x, axis
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        v, axis = self._view(x)
+        z = v - v.max(axis=axis, keepdims=True)
+        lse = np.log(np.exp(z).sum(axis=axis, keepdims=True))
+        y = z - lse if self.log else np.exp(z - lse)
+        self._cache = (x.shape, y, axis)
+        return y.reshape(x.shape)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, y, axis = self._pop_cache()
+        if not need_dx:
+            return None
+        g = dy.reshape(y.shape)
+        if self.log:
+            dx = g - np.exp(y) * g.sum(axis=axis, keepdims=True)
+        else:
+            dx = y * (g - (g * y).sum(axis=axis, keepdims=True))
+        return dx.reshape(shape)
+
+    def get_config(self):
+        return {"axis": self.axis, "log": self.log, "coerce_2d": self.coerce_2d}
+
+
+class HardSigmoid(Layer):
+    """``HardSigmoid(alpha=0.2, beta=0.5, swish=False)``: ``max(0, min(1, alpha x + beta))``; with
+    ``swish``: ``x * that`` (ONNX HardSwish is ``HardSigmoid(1/6, 0.5, swish=True)``)."""
+
+    def __init__(self, alpha: float = 0.2, beta: float = 0.5, swish: bool = False):
+        super().__init__()
+        self.alpha, self.beta, self.swish = float(alpha), float(beta), bool(swish)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        self._cache = x
+        h = np.clip(self.alpha * x + self.beta, 0, 1)
+        return (x * h if self.swish else h).astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        if not need_dx:
+            return None
+        u = self.alpha * x + self.beta
+        inside = (u > 0) & (u < 1)
+        dh = self.alpha * inside
+        d = (np.clip(u, 0, 1) + x * dh) if self.swish else dh
+        return (dy * d).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"alpha": self.alpha, "beta": self.beta, "swish": self.swish}
+
+
+class PRelu(Layer):
+    """``PRelu(slope_shape)``: ``y = x if x > 0 else slope * x``; param ``slope`` broadcast against ``x``."""
+
+    def __init__(self, slope_shape=(1,)):
+        super().__init__()
+        self.slope_shape = [int(s) for s in slope_shape]
+        self.params["slope"] = np.full(self.slope_shape, 0.25, np.float32)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        self._cache = x
+        s = self.params["slope"].astype(x.dtype, copy=False)
+        return np.where(x > 0, x, s * x).astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        s = self.params["slope"]
+        if self.trainable:
+            self.grads["slope"] = unbroadcast(np.where(x > 0, 0, dy * x), s.shape).astype(s.dtype)
+        return (dy * np.where(x > 0, 1, s)).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"slope_shape": list(self.slope_shape)}
+
+
+_UNARY = {
+    "neg": (lambda x, p: -x, lambda x, p: -np.ones_like(x)),
+    "abs": (lambda x, p: np.abs(x), lambda x, p: np.sign(x)),
+    "sqrt": (lambda x, p: np.sqrt(x), lambda x, p: 0.5 / np.sqrt(x)),
+    "reciprocal": (lambda x, p: 1.0 / x, lambda x, p: -1.0 / (x * x)),
+    "log": (lambda x, p: np.log(x), lambda x, p: 1.0 / x),
+    "erf": (lambda x, p: _erf(x), lambda x, p: 2.0 / np.sqrt(np.pi) * np.exp(-x * x)),
+    "pow": (lambda x, p: np.power(x, p), lambda x, p: p * np.power(x, p - 1)),
+}
+
+
+def _erf(x):
+    from scipy.special import erf
+    return erf(x)
+
+
+class Unary(Layer):
+    """``Unary(name, p=None)``: an elementwise function of ``_UNARY`` (``p``: the exponent of pow)."""
+
+    def __init__(self, name: str, p=None):
+        super().__init__()
+        if name not in _UNARY:
+            raise UsageError(f"Unary: unknown function {name!r}; known: {', '.join(_UNARY)}")
+        self.name, self.p = name, None if p is None else float(p)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        self._cache = x
+        return np.asarray(_UNARY[self.name][0](x, self.p), x.dtype)
+
+    def backward(self, dy, need_dx: bool = True):
+        x = self._pop_cache()
+        return (dy * _UNARY[self.name][1](x, self.p)).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"name": self.name, "p": self.p}
+
+
+class Reduce(Layer):
+    """``Reduce(op, axes, keepdims=True)``: mean / sum / max over ``axes`` (max: ties share the gradient)."""
+
+    def __init__(self, op: str, axes, keepdims: bool = True):
+        super().__init__()
+        if op not in ("mean", "sum", "max"):
+            raise UsageError(f"Reduce: op must be mean, sum or max, got {op!r}")
+        self.op, self.axes, self.keepdims = op, [int(a) for a in axes], bool(keepdims)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        axes = tuple(a % x.ndim for a in self.axes)
+        y = (np.max(x, axis=axes, keepdims=True, initial=-np.inf) if self.op == "max"
+             else getattr(np, self.op)(x, axis=axes, keepdims=True))
+        self._cache = (x, y, axes)
+        return y if self.keepdims else y.reshape([s for i, s in enumerate(x.shape) if i not in axes])
+
+    def backward(self, dy, need_dx: bool = True):
+        x, y, axes = self._pop_cache()
+        if not need_dx:
+            return None
+        g = dy.reshape(y.shape)
+        if self.op == "sum":
+            return np.broadcast_to(g, x.shape).copy()
+        if self.op == "mean":
+            return np.broadcast_to(g / np.prod([x.shape[a] for a in axes]), x.shape).copy()
+        hit = (x == y)
+        return (g * hit / hit.sum(axis=axes, keepdims=True)).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"op": self.op, "axes": list(self.axes), "keepdims": self.keepdims}
+
+
+class Slice(Layer):
+    """``Slice(starts, ends, axes, steps=None)``: ONNX Slice with constant bounds (clamped like NumPy)."""
+
+    def __init__(self, starts, ends, axes, steps=None):
+        super().__init__()
+        self.starts, self.ends, self.axes = [int(v) for v in starts], [int(v) for v in ends], [int(v) for v in axes]
+        self.steps = [1] * len(self.axes) if steps is None else [int(v) for v in steps]
+        if 0 in self.steps:
+            raise UsageError("Slice: steps must not be 0")
+
+    def _index(self, ndim):
+        idx = [slice(None)] * ndim
+        for s, e, a, st in zip(self.starts, self.ends, self.axes, self.steps):
+            big = 2 ** 62
+            e = None if (st < 0 and e <= -big) else (None if e >= big else e)
+            idx[a % ndim] = slice(s if abs(s) < 2 ** 62 else (None), e, st)
+        return tuple(idx)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        idx = self._index(x.ndim)
+        self._cache = (x.shape, idx)
+        return np.ascontiguousarray(x[idx])
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, idx = self._pop_cache()
+        if not need_dx:
+            return None
+        dx = np.zeros(shape, dy.dtype)
+        dx[idx] = dy
+        return dx
+
+    def get_config(self):
+        return {"starts": self.starts, "ends": self.ends, "axes": self.axes, "steps": self.steps}
+
+
+class LRN(Layer):
+    """``LRN(size, alpha=1e-4, beta=0.75, bias=1.0)``: ONNX LocalResponseNormalization over channels::
+
+        s_c = bias + alpha / size * sum_{c' in [c - floor((size-1)/2), c + ceil((size-1)/2)]} x_c'^2
+        y = x / s_c ** beta
+    """
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, bias: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.bias = int(size), float(alpha), float(beta), float(bias)
+
+    def _window_sum(self, a):
+        lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
+        C = a.shape[1]
+        cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
+        top = np.minimum(np.arange(C) + hi + 1, C)
+        bot = np.maximum(np.arange(C) - lo, 0)
+        return cs[:, top] - cs[:, bot]
+
+    def _adjoint_window_sum(self, g):
+        """The transpose of ``_window_sum`` (the window mirrored)."""
+        lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
+        C = g.shape[1]
+        cs = np.concatenate([np.zeros_like(g[:, :1]), np.cumsum(g, axis=1)], axis=1)
+        top = np.minimum(np.arange(C) + lo + 1, C)
+        bot = np.maximum(np.arange(C) - hi, 0)
+        return cs[:, top] - cs[:, bot]
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        s = self.bias + self.alpha / self.size * self._window_sum(x * x)
+        y = x * s ** -self.beta
+        self._cache = (x, s)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        x, s = self._pop_cache()
+        if not need_dx:
+            return None
+        t = dy * x * (-self.beta) * s ** (-self.beta - 1)
+        return (dy * s ** -self.beta + 2 * self.alpha / self.size * x * self._adjoint_window_sum(t)).astype(dy.dtype)
+
+    def get_config(self):
+        return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
+
+
+ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
+               "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
+               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN}
