@@ -111,10 +111,10 @@ def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_pa
     ref = tmp_path / "reference"
     proc = _start(data, ref)                        # the reference, timed from its first checkpoint on
     assert _wait_for(lambda: (ref / "last.npz").exists(), proc)
-    t_first = time.monotonic()
+    t_first = time.time()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    span = time.monotonic() - t_first
+    span = (ref / "history.json").stat().st_mtime - t_first     # its epochs and their checkpoints
     want = _run_files(ref)
     assert len(want["history.json"]) == 3
 
@@ -131,7 +131,7 @@ def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_pa
         proc = _start(data, out)
         assert _wait_for(lambda: (out / "last.npz").exists(), proc)   # the checkpoint written before batch 1
         if kind == "random":                         # a seeded random moment of the run
-            time.sleep(rng.uniform(0, 0.9 * span))
+            time.sleep(rng.uniform(0, span))
         else:                                        # inside the k-th checkpoint write after that one
             k, seen = int(rng.integers(1, 4)), set()
 
