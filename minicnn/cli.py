@@ -457,7 +457,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("predict", help="predict image files or folders", formatter_class=_Help)
     s.add_argument("model", help="run directory or model .npz")
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
-    s.add_argument("--out", default=None, help="write a .csv or .json")
+    s.add_argument("--out", default=None, help="write a .csv or .json (a folder: FOLDER/predictions.csv)")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
     _add_on_bad_file(s, "fail", "skip: warn and leave it out")
     s.add_argument("--gradcam", default=None, metavar="DIR",

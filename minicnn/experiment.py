@@ -88,9 +88,11 @@ def run_lock(out, log=print):
     """Hold an exclusive ``fcntl.flock`` on ``out/.minicnn-lock`` for the block, or refuse at once.
 
     The lock file names its holder (``pid``, ``host``, ``started``); it is truncated (not removed,
-    which would race with a process opening it) when the block ends. A killed holder's lock is
-    released by the kernel, so the next run takes it."""
+    which would race with a process opening it) when the block ends -- unless the block created
+    ``out`` and left nothing else in it (a run that failed at once leaves no empty folder). A killed
+    holder's lock is released by the kernel, so the next run takes it."""
     out = Path(out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / RUN_LOCK
     if fcntl is None:
@@ -99,13 +101,9 @@ def run_lock(out, log=print):
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise
-            raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
-                             f"finish, or choose another --out", path=path) from None
+        if not _try_lock(fd, out, path, log):
+            yield
+            return
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         os.ftruncate(fd, 0)
@@ -114,14 +112,34 @@ def run_lock(out, log=print):
             yield
         finally:
             os.ftruncate(fd, 0)
+            if created and os.listdir(out) == [RUN_LOCK]:   # a run that failed before writing anything
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    out.rmdir()
     finally:
         os.close(fd)          # closing the last descriptor releases the lock
+
+
+def _try_lock(fd, out, path, log) -> bool:
+    """Lock ``fd``: True; False (warned) on a file system without locks; ``UsageError`` if it is held."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError as exc:
+        if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+            log(f"WARNING: the file system of {out} does not support locks: it is not locked against a "
+                f"second `minicnn train` into it")
+            return False
+        if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise
+    raise UsageError(f"{out} is in use by another minicnn train ({_lock_holder(path)}); wait for it to "
+                     f"finish, or choose another --out", path=path)
 
 
 def _lock_holder(path) -> str:
     """``pid 123 on host, started 2026-...Z`` from a held lock file (the holder writes it just after locking)."""
     for _ in range(20):
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             h = json.loads(Path(path).read_text())
             return f"pid {h['pid']} on {h['host']}, started {h['started']}"
         time.sleep(0.01)

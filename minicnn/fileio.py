@@ -13,11 +13,12 @@ left behind.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
-import time
 import threading
+import time
 
 import numpy as np
 
@@ -53,6 +54,8 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
     if mode not in ("w", "wb", "wt"):
         raise ValueError(f"atomic_write writes whole files; mode must be 'w' or 'wb', not {mode!r}")
     path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith((os.sep, "/")):
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", path)   # before any temporary
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.path.basename(path)}-", dir=folder)
@@ -67,8 +70,8 @@ def atomic_write(path, mode: str = "wb", **open_kwargs):
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-            raise OSError(exc.errno, exc.strerror, path) from exc   # name the file (a full disk names none)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp) and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, path) from exc   # name the target (a full disk names none)
         raise
 
 

@@ -209,7 +209,10 @@ def format_records(records, model: Graph | None = None) -> str:
 
 def write_records(records, path) -> str:
     """Write prediction records (a list or an iterator, consumed as it comes: memory stays flat) to a
-    ``.json`` file, or a ``.csv`` (any other suffix), atomically."""
+    ``.json`` file, or a ``.csv`` (any other suffix), atomically. A folder (existing, or a path
+    ending in ``/``) gets ``predictions.csv`` inside it."""
+    if os.path.isdir(path) or os.fspath(path).endswith((os.sep, "/")):
+        path = Path(path) / "predictions.csv"
     path = Path(path)
     records = iter(records)
     first = next(records, None)

@@ -334,6 +334,11 @@ def train_state_from_arrays(arrays: dict, source: str | None = None) -> dict:
 
 def load(path) -> Graph:
     """Rebuild a saved model (architecture + weights + buffers) from its ``.npz``."""
+    from .readers.detect import describe_content
+    not_npz = describe_content(path)
+    if not_npz is not None:               # an image or an HDF5 file is named as such, not as a broken .npz
+        raise WeightFileError(f"{path} is {not_npz}, not a minicnn model (.npz); a Keras or PyTorch file is "
+                              f"converted first (`minicnn convert FILE OUT.npz`)", path=path)
     arrays, config = read_npz(path)
     if config is None:
         raise WeightFileError(f"{path} has no 'architecture' entry: it is a weights file, not a minicnn model; "

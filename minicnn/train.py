@@ -215,12 +215,12 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
     last_path = os.path.join(out_dir, "last.npz") if out_dir else None
     if last_path and resume_state is None:    # write order: last.npz first, so model.npz never exists without it
         save_checkpoint(last_path, model, optimizer, state, scheduler, checkpoint_extra)
-    budget = [stop_after_batches]
+    budget, first_epoch = [stop_after_batches], state.epoch
     metrics_fns = dict(metrics_fns or {})
     for cb in callbacks:
         cb.on_train_begin(model)
     with _StopFlag() as stop:
-        while state.epoch < epochs:
+        while state.epoch < epochs and (patience is None or state.bad_epochs < patience):  # (resumed after a stop)
             epoch = state.epoch
             row = _train_epoch(model, loss, optimizer, train, state, epochs, seed, progress, stop, budget,
                                lambda: last_path and save_checkpoint(last_path, model, optimizer, state, scheduler,
@@ -252,8 +252,8 @@ def fit(model: Graph, loss, optimizer, train, val=None, epochs: int = 10, *, out
                 break
             if any([cb.on_epoch_end(epoch, row, model) for cb in callbacks]):   # every callback sees the epoch
                 break
-    if out_dir:
-        _write_history(out_dir, state.history)   # a resumed run killed after its last checkpoint, before its history
+    if out_dir and state.epoch == first_epoch:   # resumed after its last checkpoint: history may not be written yet
+        _write_history(out_dir, state.history)
     for cb in callbacks:
         cb.on_train_end(model)
     return state

@@ -1,6 +1,9 @@
 """One corrupt image in a dataset: `--on-bad-file skip|fail` in the loader, `train` (default skip:
-warned once, counted, listed in RUN/bad_files.txt), `evaluate` and `predict` (default fail)."""
+warned once, counted, listed in RUN/bad_files.txt), `evaluate` and `predict` (default fail); and
+`predict --out` into a folder, which leaves no temporary file behind, written or failed."""
+import errno
 import json
+import os
 
 import numpy as np
 import pytest
@@ -112,3 +115,30 @@ def test_predict_fails_by_default_and_skips_when_asked(data, model, tmp_path, ca
     records = json.loads((tmp_path / "p.json").read_text())
     files = [r["file"] for r in records]
     assert str(bad["test"]) not in files and len(files) == len(list(folder.rglob("*.png"))) - 1
+
+
+def test_predict_out_folder_leaves_no_temporary_behind(data, model, tmp_path, monkeypatch, capsys):
+    from minicnn import fileio
+    root, _ = data
+    image = str(sorted((root / "val" / "NORMAL").iterdir())[0])
+
+    def temporaries():
+        return [p for p in tmp_path.rglob("*") if p.name.startswith(fileio.TMP_PREFIX) or p.name.endswith(".tmp")]
+    (tmp_path / "existing").mkdir()
+    for out, written in ((tmp_path / "existing", tmp_path / "existing" / "predictions.csv"),
+                         (f"{tmp_path / 'new'}/", tmp_path / "new" / "predictions.csv")):
+        assert main(["predict", str(model), image, "--out", str(out)]) == 0
+        assert f"wrote {written}" in capsys.readouterr().out
+        assert written.read_text().startswith("file,P(NORMAL),P(PNEUMONIA),prediction")
+        assert temporaries() == []
+
+    def full_disk(path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(fileio, "_fail_hook", full_disk)
+    target = tmp_path / "existing" / "p.csv"
+    assert main(["predict", str(model), image, "--out", str(target)]) == 1
+    assert capsys.readouterr().err == f"minicnn predict: error: No space left on device: {target}\n"
+    assert temporaries() == [] and not target.exists()
+    with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
+        fileio.write_text(tmp_path / "existing", "x")
+    assert temporaries() == []

@@ -55,6 +55,8 @@ def test_enospc_in_the_kth_checkpoint_write(data, tmp_path, monkeypatch, capsys,
                              f"with `minicnn train --resume {out}`")
     else:
         assert line.endswith("free some space, then start the run again with --overwrite")
+        assert not out.exists()                  # nothing was written, so no run directory is left
+        return
     for name in ("last.npz", "model.npz"):                              # what was there is untouched
         assert (out / name).exists() == (name in before)
         if name in before:

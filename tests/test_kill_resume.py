@@ -5,7 +5,8 @@ run ends (weights, optimizer state, training state, history; timings aside).
 The kills inside a write use the test hook ``$MINICNN_TEST_PAUSE_BEFORE_RENAME`` of
 ``minicnn.fileio``: every atomic write pauses with its temporary file complete and the target not
 yet replaced, so the test can kill while a ``.tmp-last.npz-*`` / ``.tmp-model.npz-*`` exists.
-All processes run with ``--threads 1`` (a run is reproducible for a given thread count).
+Every run uses ``--threads 1`` (a run is reproducible for a given thread count); the killed runs
+and the reference are processes of their own, the resumes run in the test's process.
 """
 import json
 import os
@@ -15,13 +16,14 @@ import sys
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 import pytest
 
 from minicnn.cli import main
 from minicnn.fileio import PAUSE_ENV, TMP_PREFIX
 from minicnn.serialization import load
-from minicnn.train import load_checkpoint
+from minicnn.train import load_checkpoint, set_threads
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fcntl are POSIX-only")
@@ -97,56 +99,95 @@ def data(tmp_path_factory):
     return root
 
 
-def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_path):
+@pytest.fixture
+def one_thread():
+    """The resumes run in this process with ``--threads 1`` (as the killed runs did); restored after."""
+    previous = numba.get_num_threads()
+    yield
+    set_threads(previous)
+
+
+def test_sigkill_anywhere_then_resume_matches_the_uninterrupted_run(data, tmp_path, capsys, one_thread):
     ref = tmp_path / "reference"
     proc = _start(data, ref)                        # the reference, timed from its first checkpoint on
     assert _wait_for(lambda: (ref / "last.npz").exists(), proc)
-    t_first = time.monotonic()
+    t_first = time.time()
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    span = time.monotonic() - t_first
+    span = (ref / "history.json").stat().st_mtime - t_first     # its epochs and their checkpoints
     want = _run_files(ref)
     assert len(want["history.json"]) == 3
 
     rng = np.random.default_rng(14)
-    outcomes, attempts = [], 0
-    while len(outcomes) < RANDOM_KILLS + KILLS_IN_WRITES:
-        trial, attempts = len(outcomes), attempts + 1
-        assert attempts <= 2 * (RANDOM_KILLS + KILLS_IN_WRITES), "too many runs ended before their kill"
+    outcomes, attempts = [], 0            # (kind of kill, epoch resumed from, inside an atomic write)
+    while True:
+        random_kills = sum(kind == "random" for kind, _, _ in outcomes)
+        write_kills = sum(kind == "write" and inside for kind, _, inside in outcomes)
+        if random_kills >= RANDOM_KILLS and write_kills >= KILLS_IN_WRITES:
+            break
+        kind, attempts = "random" if random_kills < RANDOM_KILLS else "write", attempts + 1
+        assert attempts <= 2 * (RANDOM_KILLS + KILLS_IN_WRITES), f"too many runs ended before their kill: {outcomes}"
         out = tmp_path / f"killed{attempts}"
         proc = _start(data, out)
         assert _wait_for(lambda: (out / "last.npz").exists(), proc)   # the checkpoint written before batch 1
-        if trial < RANDOM_KILLS:                     # a seeded random moment of the run
-            time.sleep(rng.uniform(0, 0.9 * span))
-        else:                                        # inside the k-th checkpoint write of the run
-            k, seen = int(rng.integers(2, 6)), set()
+        if kind == "random":                         # a seeded random moment of the run
+            time.sleep(rng.uniform(0, span))
+        else:                                        # inside the k-th checkpoint write after that one
+            k, seen = int(rng.integers(1, 4)), set()
 
             def in_kth_write():
                 now = [n for n in _temporaries(out) if n[len(TMP_PREFIX):].startswith(CHECKPOINTS)]
                 seen.update(now)
                 return len(seen) >= k and bool(now)
-            assert _wait_for(in_kth_write, proc), f"trial {trial}: the run ended before write {k}"
+            _wait_for(in_kth_write, proc)
         proc.send_signal(signal.SIGKILL)
-        if proc.wait(timeout=60) == 0 and trial < RANDOM_KILLS:
-            continue                                 # a slow reference: the run ended first; draw again
-        assert proc.returncode == -signal.SIGKILL, f"trial {trial}: {proc.communicate()[1]}"
-        left = _temporaries(out)
-        if trial >= RANDOM_KILLS:
-            assert any(n[len(TMP_PREFIX):].startswith(CHECKPOINTS) for n in left), left
+        if proc.wait(timeout=60) == 0:
+            continue                                 # the run ended before the kill (a loaded machine); again
+        assert proc.returncode == -signal.SIGKILL, proc.communicate()[1]
+        left = _temporaries(out)                     # a write the kill interrupted leaves its temporary
 
         # what a kill leaves loads: the checkpoint always, the best model when there is one
         _, info, _ = load_checkpoint(out / "last.npz")
         if (out / "model.npz").exists():
             assert load(out / "model.npz").meta["best_epoch"] >= 1
-        r = subprocess.run(_cli("train", "--resume", str(out), *COMMON), cwd=REPO, capture_output=True,
-                           text=True, timeout=300)
-        assert r.returncode == 0, f"trial {trial}: {r.stderr}"
-        assert f"resuming {out} at epoch {info['state']['epoch'] + 1}, batch 0" in r.stdout
+        capsys.readouterr()
+        assert main(["train", "--resume", str(out), *COMMON]) == 0, capsys.readouterr().err
+        assert f"resuming {out} at epoch {info['state']['epoch'] + 1}, batch 0" in capsys.readouterr().out
         assert _temporaries(out) == []               # what the killed write left was removed
-        _assert_identical(_run_files(out), want, f"trial {trial}")
-        outcomes.append((trial, info["state"]["epoch"], bool(left)))
+        _assert_identical(_run_files(out), want, f"kill {len(outcomes)} ({kind})")
+        outcomes.append((kind, info["state"]["epoch"], bool(left)))
 
-    inside = sum(1 for _, _, in_write in outcomes if in_write)
-    print(f"{len(outcomes)} SIGKILLs, {inside} inside an atomic write, resumed from epochs "
-          f"{[e for _, e, _ in outcomes]}; every resumed run identical to the uninterrupted one")
+    inside = sum(in_write for _, _, in_write in outcomes)
+    with capsys.disabled():
+        print(f"\n{len(outcomes)} SIGKILLs, {inside} inside an atomic write, resumed from epochs "
+              f"{[e for _, e, _ in outcomes]}; every resumed run identical to the uninterrupted one")
     assert len(outcomes) >= 10 and inside >= KILLS_IN_WRITES
+
+
+def test_overwrite_and_resume_remove_the_temporaries_a_killed_write_left(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--arch", "tiny", "--image-size", "16", "--epochs", "1", "--batch-size", "32", "--quiet"]
+    assert main(["train", str(data), "--out", str(out), *args]) == 0
+    stale = [out / f"{TMP_PREFIX}last.npz-k1ll3d", out / f"{TMP_PREFIX}model.npz-x9"]
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert _temporaries(out) == []
+    for p in stale:
+        p.write_bytes(b"half a checkpoint")
+    assert main(["train", str(data), "--out", str(out), *args, "--overwrite"]) == 0
+    assert _temporaries(out) == [] and (out / "last.npz").exists()
+
+
+def test_resuming_an_early_stopped_run_trains_no_further(data, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--arch", "tiny", "--image-size", "16", "--epochs", "6", "--batch-size", "8", "--seed", "5",
+            "--patience", "1", "--lr", "0.05", "--quiet"]
+    assert main(["train", str(data), "--out", str(out), *args]) == 0
+    assert "early stopping" in capsys.readouterr().out
+    before = (out / "last.npz").read_bytes()
+    stopped = len(json.loads((out / "history.json").read_text()))
+    assert stopped < 6
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert len(json.loads((out / "history.json").read_text())) == stopped
+    assert (out / "last.npz").read_bytes() == before

@@ -64,8 +64,8 @@ def test_a_second_train_into_a_run_in_use_refuses_naming_the_holder(data, tmp_pa
     assert "done: best validation ROC-AUC" in out1
     assert (out / "model.npz").exists() and (out / "last.npz").exists()
     assert (out / RUN_LOCK).read_text() == ""           # released: the file names no holder
-    again = _train(data, out, "--overwrite")            # the lock is free again
-    assert again.wait(timeout=120) == 0, again.communicate()
+    assert main(["train", str(data), "--out", str(out), "--overwrite", "--arch", "tiny", "--image-size", "16",
+                 "--epochs", "1", "--quiet"]) == 0        # the lock is free again
 
 
 def test_a_killed_holder_leaves_no_stale_lock(data, tmp_path):
@@ -80,3 +80,26 @@ def test_a_killed_holder_leaves_no_stale_lock(data, tmp_path):
     assert (out / RUN_LOCK).read_text()                  # the dead holder's record is still there ...
     with run_lock(out):                                  # ... but the kernel released its lock
         assert json.loads((out / RUN_LOCK).read_text())["pid"] == os.getpid()
+
+
+def test_without_fcntl_or_file_system_locks_the_run_goes_on_with_a_warning(tmp_path, monkeypatch):
+    import errno
+    from minicnn import experiment
+    said = []
+    monkeypatch.setattr(experiment, "fcntl", None)                      # Windows
+    with run_lock(tmp_path / "a", log=said.append):
+        pass
+    assert said == [f"WARNING: this platform has no fcntl: {tmp_path / 'a'} is not locked against a second "
+                    f"`minicnn train` into it"]
+
+    class NoLocks:                                                      # e.g. an NFS mount without lockd
+        LOCK_EX = LOCK_NB = 0
+
+        @staticmethod
+        def flock(fd, how):
+            raise OSError(errno.ENOLCK, "No locks available")
+    monkeypatch.setattr(experiment, "fcntl", NoLocks)
+    with run_lock(tmp_path / "b", log=said.append):
+        pass
+    assert said[1] == (f"WARNING: the file system of {tmp_path / 'b'} does not support locks: it is not locked "
+                       f"against a second `minicnn train` into it")

@@ -282,20 +282,60 @@ def _find_column(header, candidates):
     return None
 
 
+class _Row(dict):
+    """One CSV data row (column -> text) that knows its number (``row``, 1 = the first under the
+    header) and its ``line`` in the file, for messages."""
+    row: int = 0
+    line: int = 0
+
+
 def _read_csv(path: Path):
     if not path.is_file():
         raise file_not_found("CSV file", path)
     with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames:
-            raise DataError(f"{path} is empty or has no header row")
-        rows = list(reader)
-    return list(reader.fieldnames), rows
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if not header:
+            raise DataError(f"{path} is empty or has no header row", path=path)
+        rows = []
+        for fields in reader:
+            if not fields:
+                continue                  # a blank line
+            if len(fields) != len(header):
+                raise DataError(f"{path}, line {reader.line_num}: {len(fields)} fields but the header has "
+                                f"{len(header)} ({', '.join(header)}); fix or remove that row", path=path,
+                                field=f"line {reader.line_num}")
+            row = _Row(zip(header, fields))
+            row.row, row.line = len(rows) + 1, reader.line_num
+            rows.append(row)
+    return header, rows
+
+
+_BINARY = {"0", "1", "0.0", "1.0"}
 
 
 def _is_binary_column(rows, col):
     values = {r[col].strip() for r in rows}
-    return bool(values) and values <= {"0", "1", "0.0", "1.0"}
+    return bool(values) and values <= _BINARY
+
+
+def _looks_like_labels(rows, col) -> bool:
+    """Mostly 0/1, the rest numbers or blanks (NaN, 2, 0.5): a label column with bad values."""
+    values = [r[col].strip() for r in rows]
+    def number(v):
+        try:
+            float(v)
+            return True
+        except ValueError:
+            return v == ""
+    return all(map(number, values)) and 2 * sum(v in _BINARY for v in values) >= len(values)
+
+
+def _bad_label(path, rows, col):
+    """``DataError`` naming the first row of label column ``col`` that is not 0/1."""
+    r = next(r for r in rows if r[col].strip() not in _BINARY)
+    return DataError(f"{path}: label column {col!r}, row {r.row} (line {r.line}) holds {r[col]!r}; labels "
+                     f"must be 0 or 1 (one column per class)", path=path, field=col)
 
 
 def load_csv(path, split=None, image_column=None, label_columns=None, findings_column=None,
@@ -350,6 +390,10 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
     else:
         if label_columns is None:
             skip = {image_column, patient_column, split_column}
+            suspect = [h for h in header if h not in skip and not _is_binary_column(rows, h)
+                       and _looks_like_labels(rows, h)]
+            if suspect:
+                raise _bad_label(path, rows, suspect[0])
             label_columns = [h for h in header if h not in skip and _is_binary_column(rows, h)]
         if not label_columns:
             raise DataError(f"{path}: no label columns found; give label_columns=[...] (0/1 per class) "
@@ -358,7 +402,7 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
             if c not in header:
                 raise DataError(f"{path}: label column {c!r} is not a column; columns are {header}")
             if not _is_binary_column(rows, c):
-                raise DataError(f"{path}: label column {c!r} must hold only 0/1 values")
+                raise _bad_label(path, rows, c)
         classes = list(label_columns)
         labels = np.array([[float(r[c]) for c in classes] for r in rows], np.float32)
     if positive_class is not None:

@@ -127,4 +127,27 @@ def detect_format(path) -> str:
         raise _unknown(path, "empty file")
     if head[:1] == b"\x08" and looks_like_onnx(path, size):
         return "onnx"
-    raise _unknown(path, "no known magic bytes")
+    what = describe_content(path)
+    if what is not None and ("image" in what or "DICOM" in what):
+        raise WeightFileError(f"{path} is {what}, not a model or weight file; give the model first "
+                              f"(e.g. minicnn predict MODEL IMAGE)", path=path)
+    raise _unknown(path, what or "no known magic bytes")
+
+
+_CONTENT = ((b"\x89PNG\r\n\x1a\n", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+            (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"),
+            (_HDF5_MAGIC, "an HDF5 file (Keras .h5 / .weights.h5)"), (b"\x80", "a Python pickle (a legacy torch .pth?)"),
+            (b"\x93NUMPY", "a single .npy array"))
+
+
+def describe_content(path) -> str | None:
+    """What a file that is not a zip archive is, by its first bytes ("a PNG image", "an HDF5 file
+    (...)", "a DICOM file", ...), for messages; None for a zip, an unknown or unreadable file."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return None
+    if head[128:132] == b"DICM":
+        return "a DICOM file"
+    return next((what for magic, what in _CONTENT if head.startswith(magic)), None)
