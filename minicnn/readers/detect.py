@@ -108,8 +108,9 @@ def detect_format(path) -> str:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = zf.namelist()
-        except ZIP_ERRORS as e:
-            raise _unknown(path, f"broken zip archive: {e}") from None
+        except ZIP_ERRORS as e:       # a zip's directory is at its end: the usual cause is a cut-off copy
+            raise _unknown(path, f"a zip archive without a readable directory ({e}): was it truncated "
+                                 "(an interrupted download or copy)?") from None
         if "config.json" in names and "model.weights.h5" in names:
             return "keras_archive"
         if any(n.endswith("/data.pkl") and n.count("/") == 1 for n in names):
