@@ -340,3 +340,23 @@ def test_dicom_follows_read_xray_dcm(xrays, tmp_path):
         err = float(np.abs(got[0] - want).max())
         assert err <= 1.0, (photometric, err)
         assert got.min() < -500 and got.max() > 500
+
+
+def test_chexnet_ten_crop_protocol(xrays):
+    """predict_ten_crop = torchvision Resize(256) + TenCrop(224) + normalisation, outputs averaged."""
+    from minicnn.pretrained.chexnet import predict_ten_crop
+    from PIL import Image
+    from minicnn import layers
+    # a small stand-in with CheXNet's preprocessing: the protocol, not the network, is under test
+    model = minicnn.Sequential([layers.Conv2D(3, 4, 5, stride=4, seed=0), layers.ReLU(), layers.GlobalAvgPool2D(),
+                                layers.Dense(4, 14, seed=1)], input_shape=(3, 224, 224))
+    model.meta["preprocessing"] = Preprocessing.for_weights("imagenet-torch", (3, 224, 224)).to_dict()
+    tf = torchvision.transforms.Compose([
+        torchvision.transforms.Resize(256), torchvision.transforms.TenCrop(224),
+        torchvision.transforms.Lambda(lambda crops: torch.stack([torchvision.transforms.ToTensor()(c) for c in crops])),
+        torchvision.transforms.Lambda(lambda crops: torch.stack([torchvision.transforms.Normalize(
+            [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])(c) for c in crops]))])
+    crops = tf(Image.open(xrays[9]).convert("RGB")).numpy()
+    want = model.predict(crops, batch_size=10).mean(axis=0)
+    got = predict_ten_crop(model, [xrays[9]])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
