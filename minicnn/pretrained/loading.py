@@ -111,7 +111,12 @@ def load(path_or_name, output: str = "calibrated"):
         raise file_not_found("model file", path)
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.npz")):
         path = os.path.join(path, "model.npz")          # a training run's folder
-    fmt = detect_format(path)
+    try:
+        fmt = detect_format(path)
+    except WeightFileError:
+        if path.lower().endswith(".npz"):
+            return load_npz(path)          # a damaged .npz: the npz reader says what is wrong with it
+        raise
     if fmt == "npz":
         return load_npz(path)
     if fmt in ("torch_zip", "torch_legacy", "safetensors"):

@@ -360,3 +360,20 @@ def test_chexnet_ten_crop_protocol(xrays):
     want = model.predict(crops, batch_size=10).mean(axis=0)
     got = predict_ten_crop(model, [xrays[9]])[0]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_gradcam_sees_the_calibration(xrays, densenet_files, tmp_path):
+    """Grad-CAM on the calibrated graph explains through the calibration node: a positive rescaling of the
+    score, so the normalised map equals the logit's map."""
+    from minicnn.gradcam import explain_file, gradcam
+    cal = minicnn.load(densenet_files["paths"]["zip"])
+    raw = minicnn.load(densenet_files["paths"]["zip"], output="logits")
+    x = densenet_files["x"][:1]
+    h_cal, info = gradcam(cal, x, target_class="Pneumonia")
+    h_raw, _ = gradcam(raw, x, target_class="Pneumonia")
+    assert info["class"] == "Pneumonia" and info["output"] == PATHOLOGIES.index("Pneumonia") and h_cal.shape == (7, 7)
+    assert h_cal.max() == 1.0
+    np.testing.assert_allclose(h_cal, h_raw, atol=1e-4)
+    out = explain_file(cal, xrays[0], tmp_path / "cam.png", target_class="Pneumonia")
+    assert (tmp_path / "cam.png").is_file() and out["class"] == "Pneumonia"
+    assert abs(out["probability"] - float(densenet_files["calibrated"][0, 8])) < E2E_TOL
