@@ -218,8 +218,8 @@ def test_saved_model_keeps_the_calibration(densenet_files, tmp_path):
     assert list(back.nodes) == list(model.nodes) and back.meta["classes"] == model.meta["classes"]
     np.testing.assert_array_equal(back.nodes["calibration"].layer.thresholds, model.nodes["calibration"].layer.thresholds)
     assert Preprocessing.of(back) == Preprocessing.for_xrv(224)
-    x = densenet_files["x"][:1]
-    np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    err = float(np.abs(back.predict(densenet_files["x"][:1]) - densenet_files["calibrated"][:1]).max())
+    assert err <= TOL, err
 
 
 # ------------------------------------------------------------------------------ ResNet50 at 512 px
@@ -362,10 +362,10 @@ def test_chexnet_ten_crop_protocol(xrays):
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
-def test_gradcam_sees_the_calibration(xrays, densenet_files, tmp_path):
+def test_gradcam_sees_the_calibration(densenet_files):
     """Grad-CAM on the calibrated graph explains through the calibration node: a positive rescaling of the
     score, so the normalised map equals the logit's map."""
-    from minicnn.gradcam import explain_file, gradcam
+    from minicnn.gradcam import gradcam
     cal = minicnn.load(densenet_files["paths"]["zip"])
     raw = minicnn.load(densenet_files["paths"]["zip"], output="logits")
     x = densenet_files["x"][:1]
@@ -374,6 +374,4 @@ def test_gradcam_sees_the_calibration(xrays, densenet_files, tmp_path):
     assert info["class"] == "Pneumonia" and info["output"] == PATHOLOGIES.index("Pneumonia") and h_cal.shape == (7, 7)
     assert h_cal.max() == 1.0
     np.testing.assert_allclose(h_cal, h_raw, atol=1e-4)
-    out = explain_file(cal, xrays[0], tmp_path / "cam.png", target_class="Pneumonia")
-    assert (tmp_path / "cam.png").is_file() and out["class"] == "Pneumonia"
-    assert abs(out["probability"] - float(densenet_files["calibrated"][0, 8])) < E2E_TOL
+    assert abs(float(info["probs"][0, 8]) - float(densenet_files["calibrated"][0, 8])) <= TOL
