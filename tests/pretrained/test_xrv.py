@@ -375,3 +375,15 @@ def test_gradcam_sees_the_calibration(densenet_files):
     assert h_cal.max() == 1.0
     np.testing.assert_allclose(h_cal, h_raw, atol=1e-4)
     assert abs(float(info["probs"][0, 8]) - float(densenet_files["calibrated"][0, 8])) <= TOL
+
+
+def test_backbone_without_the_head(densenet_files):
+    """include_top=False: the 1-channel feature extractor (the head's tensors dropped and listed)."""
+    from minicnn.pretrained import xrv_densenet121
+    bb = xrv_densenet121(densenet_files["paths"]["legacy"], include_top=False, pooling="avg")
+    assert "classifier" not in bb.nodes and "calibration" not in bb.nodes and bb.meta["include_top"] is False
+    assert set(bb.meta["dropped"]) >= {"classifier.weight", "classifier.bias"}
+    assert Preprocessing.of(bb) == Preprocessing.for_xrv(224) and bb.input_shape == (1, 224, 224)
+    full = minicnn.load(densenet_files["paths"]["legacy"], output="logits")
+    np.testing.assert_array_equal(bb.nodes["features.conv0"].layer.params["W"],
+                                  full.nodes["features.conv0"].layer.params["W"])
