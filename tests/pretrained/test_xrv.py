@@ -387,3 +387,16 @@ def test_backbone_without_the_head(densenet_files):
     full = minicnn.load(densenet_files["paths"]["legacy"], output="logits")
     np.testing.assert_array_equal(bb.nodes["features.conv0"].layer.params["W"],
                                   full.nodes["features.conv0"].layer.params["W"])
+
+
+def test_cli_takes_a_registry_name(xrays, densenet_files, tmp_path, monkeypatch, capsys):
+    """`minicnn predict xrv-densenet121-all IMAGE` (the file placed in the cache by hand: no network)."""
+    from minicnn.cli import main
+    monkeypatch.setenv("MINICNN_HOME", str(tmp_path))
+    (tmp_path / "weights").mkdir()
+    shutil.copy(densenet_files["paths"]["zip"], tmp_path / "weights" / Path(ALL["weights_url"]).name)
+    assert main(["summary", "xrv-densenet121-all"]) == 0
+    assert "calibration" in capsys.readouterr().out
+    assert main(["predict", "xrv-densenet121-all", xrays[3]]) == 0
+    out = capsys.readouterr().out
+    assert Path(xrays[3]).name in out and "Pneumonia" in out
