@@ -92,7 +92,7 @@ def densenet_files(xrays, tmp_path_factory):
     with torch.no_grad():
         calibrated = ref(torch.from_numpy(x)).numpy()
         ref.op_threshs = None                                 # the maintainer's way to raw outputs: logits
-        logits = ref(torch.from_numpy(x)).numpy()
+        logits = ref(torch.from_numpy(x[:4])).numpy()        # the uncalibrated test uses 4 images
     return {"paths": paths, "x": x, "calibrated": calibrated, "logits": logits, "dir": d}
 
 
