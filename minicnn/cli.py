@@ -177,10 +177,7 @@ def _print_prediction_summary(records, model) -> None:
 
 
 def _dask_client(address):
-    try:
-        from . import distributed
-    except ImportError as exc:
-        raise UsageError(f"--dask: {exc}") from None
+    from . import distributed                # MissingExtraError (one line) without minicnn[dask]
     return distributed, distributed.connect(address)
 
 

@@ -47,7 +47,8 @@ try:
     from dask.distributed import Client, LocalCluster, WorkerPlugin, as_completed, get_worker
     import dask
 except ImportError as exc:                                       # pragma: no cover - the extra is missing
-    raise ImportError('minicnn.distributed needs Dask: pip install "minicnn[dask]"') from exc
+    from .errors import MissingExtraError
+    raise MissingExtraError('minicnn.distributed needs Dask: pip install "minicnn[dask]"') from exc
 
 from . import __version__, fileio, runtime
 from .data.preprocessing import Preprocessing

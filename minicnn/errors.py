@@ -81,6 +81,10 @@ class UnknownNameError(UsageError, KeyError):
     """A name minicnn does not know (registry entry, node, class); the message lists the known ones."""
 
 
+class MissingExtraError(MinicnnError, ImportError):
+    """An optional feature whose extra is not installed (``pip install "minicnn[onnx]"`` & co.)."""
+
+
 def env_int(name: str, default: int) -> int:
     """A positive integer setting from the environment variable ``name`` (``default`` when unset)."""
     raw = os.environ.get(name)

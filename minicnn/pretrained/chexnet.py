@@ -82,3 +82,26 @@ def ten_crop_batch(image: np.ndarray, size: int = 224) -> np.ndarray:
     flipped = image[:, :, ::-1]
     crops += [flipped[:, y:y + size, x:x + size] for y, x in boxes]
     return np.ascontiguousarray(np.stack(crops))
+
+
+def predict_ten_crop(model: Graph, paths, resize: int = 256, crop: int = 224) -> np.ndarray:
+    """CheXNet's published protocol: ``Resize(resize)`` (shorter side, bilinear), ``TenCrop(crop)``,
+    ImageNet normalisation, the model's outputs averaged over the ten crops; ``(N, classes)``.
+
+    ``paths``: image files (RGB or grayscale, repeated to 3 channels). ``model.predict`` gives the
+    single-crop answer at ``crop`` px; this is the evaluation arnoweng/CheXNet reported AUROC with.
+    """
+    from PIL import Image
+
+    from ..data.images import load_image
+
+    pre = Preprocessing.of(model)
+    out = []
+    for p in paths:
+        with Image.open(p) as im:
+            w, h = im.size
+        size = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
+        img = load_image(p, size=size, color="rgb", interpolation="bilinear", fit="stretch")
+        x = pre.normalize(ten_crop_batch(np.ascontiguousarray(img.transpose(2, 0, 1)), crop))
+        out.append(model.predict(x.astype(np.float32), batch_size=10).mean(axis=0))
+    return np.stack(out)

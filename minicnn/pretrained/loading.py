@@ -7,7 +7,7 @@
         torchxrayvision DenseNet121 / ResNet50 (1 input channel, 18 outputs)
         torchvision densenet121 / resnet50 / vgg16 / inception_v3 (``classes`` from the head)
     Keras full model (.keras archive, .h5 with model_config)   keras_import.load_keras
-    ONNX model (a ModelProto by content)        minicnn.onnx_import.load_onnx, when installed
+    ONNX model (a ModelProto by content)        pretrained.onnx_import.load_onnx (the onnx extra)
     a registry name (``xrv-densenet121-all``, ``chexnet-densenet121``, ``densenet121-torchvision-imagenet``,
     or torchxrayvision's own ``densenet121-res224-all``)        fetched into the cache, then as above
 
@@ -17,7 +17,6 @@ one (``minicnn.pretrained.densenet121``) and ``load_weights`` it. ``output=`` ('
 """
 from __future__ import annotations
 
-import importlib
 import os
 
 from ..errors import UnknownNameError, UsageError, WeightFileError, file_not_found
@@ -87,12 +86,8 @@ def _from_torch(path: str, output: str):
 
 
 def _from_onnx(path: str):
-    try:
-        onnx_import = importlib.import_module("minicnn.onnx_import")   # optional: its own extra and module
-    except ImportError as e:
-        raise UsageError(f"{path} is an ONNX model, and this minicnn has no ONNX importer available "
-                         f"(minicnn.onnx_import: {e}); install the extra: pip install 'minicnn[onnx]'") from None
-    return onnx_import.load_onnx(path)
+    from .onnx_import import load_onnx           # here, not at the top: the onnx extra is optional
+    return load_onnx(path)
 
 
 def load(path_or_name, output: str = "calibrated"):
@@ -111,7 +106,12 @@ def load(path_or_name, output: str = "calibrated"):
         raise file_not_found("model file", path)
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "model.npz")):
         path = os.path.join(path, "model.npz")          # a training run's folder
-    fmt = detect_format(path)
+    try:
+        fmt = detect_format(path)
+    except WeightFileError:
+        if path.lower().endswith(".npz"):
+            return load_npz(path)          # a damaged .npz: the npz reader says what is wrong with it
+        raise
     if fmt == "npz":
         return load_npz(path)
     if fmt in ("torch_zip", "torch_legacy", "safetensors"):

@@ -175,6 +175,13 @@ def _finish(model: Graph, output: str, outputs, thresholds, size: int, source: d
     return model
 
 
+def _backbone(model: Graph, size: int, source: dict) -> Graph:
+    """``include_top=False``: the feature extractor (no head, no calibration) with torchxrayvision's preprocessing."""
+    model.meta.update({"preprocessing": Preprocessing.for_xrv(size).to_dict(), "include_top": False, "classes": None,
+                       **source})
+    return model
+
+
 def _load(model: Graph, weights, spec: WeightSpec, prefix: str | None) -> tuple[tuple, np.ndarray | None, dict]:
     path = resolve_weights(weights, spec)
     tf = read_torch_file(path)
@@ -184,6 +191,8 @@ def _load(model: Graph, weights, spec: WeightSpec, prefix: str | None) -> tuple[
     entry = match_entry(path, spec)
     source = {"source": "torchvision", "weights": os.path.basename(path), "dropped": dropped,
               "registry": None if entry is None else entry.name}
+    if not any(n in model.nodes for n in spec.head_nodes):
+        return (), None, source                 # a backbone: outputs and calibration do not apply
     if entry is not None:
         return entry.outputs, np.asarray(entry.op_threshs, np.float64), source
     attrs = tf.module.attributes if tf.module is not None else {}
@@ -200,30 +209,44 @@ def _load(model: Graph, weights, spec: WeightSpec, prefix: str | None) -> tuple[
     return names, None, source
 
 
-def xrv_densenet121(weights=None, output: str = "calibrated", seed=None) -> Graph:
+def xrv_densenet121(weights=None, output: str = "calibrated", seed=None, include_top: bool = True,
+                    pooling=None) -> Graph:
     """torchxrayvision's DenseNet121 (1 x 224 x 224 input on [-1024, 1024], 18 outputs).
 
-    weights  None (random, uncalibrated unless ``output='logits'``/``'probabilities'``), a torchxrayvision
-             file (``torch.save(model)``, zip or legacy) or a registry name (``xrv-densenet121-all``,
-             ``-nih``, ``-pc``, ``-chex``, ``-rsna``, ``-mimic_nb``, ``-mimic_ch``), fetched into the cache.
-    output   'calibrated' (torchxrayvision's default), 'probabilities' or 'logits'.
+    weights      None (random; no thresholds, so 'calibrated' gives probabilities), a torchxrayvision
+                 file (``torch.save(model)``, zip or legacy) or a registry name (``xrv-densenet121-all``,
+                 ``-nih``, ``-pc``, ``-chex``, ``-rsna``, ``-mimic_nb``, ``-mimic_ch``), fetched into the cache.
+    output       'calibrated' (torchxrayvision's default), 'probabilities' or 'logits'.
+    include_top  False: the 1-channel feature extractor (``pooling`` None -> (N, 1024, 7, 7), 'avg' ->
+                 (N, 1024)), e.g. a backbone for a new pneumonia head.
     """
     model = densenet_graph(DENSENET121_BLOCKS, classes=18, input_shape=(1, 224, 224), seed=seed,
-                           name="xrv-densenet121")
+                           name="xrv-densenet121", include_top=include_top, pooling=pooling)
+    source = {"source": "torchvision", "registry": None}
+    if weights is not None:
+        outputs, thr, source = _load(model, weights, XRV_DENSENET121_SPEC, prefix=None)
+    if not include_top:
+        return _backbone(model, 224, source)
     if weights is None:
-        return _finish(model, output, PATHOLOGIES, None, 224, {"source": "torchvision", "registry": None})
-    outputs, thr, source = _load(model, weights, XRV_DENSENET121_SPEC, prefix=None)
+        return _finish(model, output, PATHOLOGIES, None, 224, source)
     return _finish(model, output, outputs, thr, 224, source)
 
 
-def xrv_resnet50(weights=None, output: str = "calibrated", seed=None) -> Graph:
+def xrv_resnet50(weights=None, output: str = "calibrated", seed=None, include_top: bool = True,
+                 pooling=None) -> Graph:
     """torchxrayvision's ResNet50 (1 x 512 x 512 input on [-1024, 1024], 18 outputs; ``resnet50-res512-all``).
 
-    ``weights``: None, the state_dict file (``...-resnet50-test512-e400-state.pt``; a whole pickled
-    ``xrv.models.ResNet`` keeps the same tensors under ``model.``) or ``xrv-resnet50-res512-all``.
+    ``weights``: None, the state_dict file (``...-resnet50-test512-e400-state.pt``; a state_dict of the
+    whole ``xrv.models.ResNet`` keeps the same tensors under ``model.``) or ``xrv-resnet50-res512-all``.
+    ``output``, ``include_top``, ``pooling``: as for :func:`xrv_densenet121`.
     """
-    model = resnet_graph(RESNET50_BLOCKS, classes=18, input_shape=(1, 512, 512), seed=seed, name="xrv-resnet50")
+    model = resnet_graph(RESNET50_BLOCKS, classes=18, input_shape=(1, 512, 512), seed=seed, name="xrv-resnet50",
+                         include_top=include_top, pooling=pooling)
+    source = {"source": "torchvision", "registry": None}
+    if weights is not None:
+        outputs, thr, source = _load(model, weights, XRV_RESNET50_SPEC, prefix="model.")
+    if not include_top:
+        return _backbone(model, 512, source)
     if weights is None:
-        return _finish(model, output, PATHOLOGIES, None, 512, {"source": "torchvision", "registry": None})
-    outputs, thr, source = _load(model, weights, XRV_RESNET50_SPEC, prefix="model.")
+        return _finish(model, output, PATHOLOGIES, None, 512, source)
     return _finish(model, output, outputs, thr, 512, source)

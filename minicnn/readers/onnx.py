@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import UnsafeFileError, WeightFileError
+from ..errors import MissingExtraError, UnsafeFileError, WeightFileError
 from ._files import check_exists
 
 __all__ = ["read_onnx", "require_onnx", "OnnxModel", "OnnxNode", "OnnxValue"]
@@ -34,7 +34,8 @@ def require_onnx():
     try:
         import onnx
     except ImportError:
-        raise ImportError("reading or writing ONNX files needs the onnx package: pip install 'minicnn[onnx]'") from None
+        raise MissingExtraError("reading or writing ONNX files needs the onnx package: "
+                                "pip install 'minicnn[onnx]'") from None
     return onnx
 
 

@@ -196,3 +196,31 @@ def test_allowed_module_class_cannot_be_called(tmp_path):
         assert str(p) in str(ei.value), name
         if name != "module id":
             assert isinstance(ei.value, UnsafeFileError) and "refusing to call" in str(ei.value), name
+
+
+def test_damaged_module_pickles_fail_cleanly(tmp_path):
+    """Random byte flips and truncations of a module pickle: parsed or refused, never another exception."""
+    w = np.arange(12, dtype=np.float32)
+    root = module("torchxrayvision.models.DenseNet", modules=[("classifier", module(
+        "torch.nn.modules.linear.Linear", params=[("weight", tensor_v1("0", 12, 0, (3, 4), (4, 1)))]))],
+        attrs=[("training", b"\x89")])
+    p = tmp_path / "good.pt"
+    legacy_file(p, root, [("0", w)])
+    good = p.read_bytes()
+    rng = np.random.default_rng(0)
+    outcomes = set()
+    for i in range(300):
+        data = bytearray(good)
+        if i % 3 == 0:
+            data = data[:int(rng.integers(1, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        q = tmp_path / "bad.pt"
+        q.write_bytes(bytes(data))
+        try:
+            read_torch_state_dict(q)
+            outcomes.add("read")
+        except WeightFileError:
+            outcomes.add("refused")
+    assert "refused" in outcomes
