@@ -32,6 +32,7 @@ __all__ = ["load", "model_from_config", "model_from_arrays", "validate_config", 
 #: Largest channel / feature count, spatial window and weights per layer a model file may declare.
 MAX_DIM = 1 << 20
 MAX_WINDOW = 4096
+MAX_RANK = 8
 MAX_LAYER_PARAMS = 1 << 28
 _MAX_NODES = 100_000
 
@@ -100,6 +101,33 @@ def _seed(v):
         raise _Bad("must be null or a non-negative int")
 
 
+def _ints(v):
+    if not (isinstance(v, list) and len(v) <= MAX_RANK * 2 and all(_is_int(i) and abs(i) < 2 ** 63 for i in v)):
+        raise _Bad(f"must be a list of at most {MAX_RANK * 2} ints")
+
+
+def _ints_or_none(v):
+    if v is not None:
+        _ints(v)
+
+
+def _dims(v):
+    if not (isinstance(v, list) and len(v) <= MAX_RANK and all(_is_int(i) and 0 <= i <= MAX_DIM for i in v)):
+        raise _Bad(f"must be a list of at most {MAX_RANK} non-negative ints (at most {MAX_DIM:,})")
+
+
+def _dims_or_none(v):
+    if v is not None:
+        _dims(v)
+
+
+def _thresholds(v):
+    if not (isinstance(v, list) and len(v) <= MAX_DIM
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) and (math.isnan(t) or 0 < t < 1)
+                    for t in v)):
+        raise _Bad("must be a list of thresholds, each in (0, 1) or NaN")
+
+
 def _axis(v):
     if not (_is_int(v) and -8 <= v <= 8):
         raise _Bad("must be a small int")
@@ -112,7 +140,22 @@ _CHECKS = {"in_channels": _pos_int(MAX_DIM), "out_channels": _pos_int(MAX_DIM), 
            "padding": _padding, "eps": _number, "momentum": _number, "p": _number, "alpha": _number_or_none,
            "scale": _bool, "offset": _numbers, "bias": _bool, "center": _bool, "count_include_pad": _bool,
            "continues": _bool, "init": _str, "method": _str, "name": _str, "seed": _seed, "axis": _axis}
-_CLASS_CHECKS = {("Rescaling", "scale"): _numbers}
+_CLASS_CHECKS = {("Rescaling", "scale"): _numbers,
+                 # ONNX operator layers (minicnn.layers.onnx_ops)
+                 ("Binary", "op"): _str, ("Binary", "const_shape"): _dims_or_none, ("Binary", "const_first"): _bool,
+                 ("Reshape", "shape"): _ints, ("Transpose", "perm"): _dims,
+                 ("Pad", "pads"): _ints, ("Pad", "mode"): _str, ("Pad", "value"): _number,
+                 ("Clip", "min"): _number_or_none, ("Clip", "max"): _number_or_none,
+                 ("OnnxSoftmax", "log"): _bool, ("OnnxSoftmax", "coerce_2d"): _bool,
+                 ("HardSigmoid", "beta"): _number, ("HardSigmoid", "swish"): _bool,
+                 ("PRelu", "slope_shape"): _dims,
+                 ("Reduce", "op"): _str, ("Reduce", "axes"): _ints_or_none, ("Reduce", "keepdims"): _bool,
+                 ("Slice", "starts"): _ints, ("Slice", "ends"): _ints, ("Slice", "axes"): _ints,
+                 ("Slice", "steps"): _ints_or_none,
+                 ("Unary", "p"): _number_or_none,
+                 ("LRN", "size"): _pos_int(MAX_WINDOW), ("LRN", "beta"): _number, ("LRN", "bias"): _number,
+                 # torchxrayvision's calibration (minicnn.layers.OperatingPoints): NaN = not calibrated
+                 ("OperatingPoints", "thresholds"): _thresholds}
 
 
 def _layer_params(cls_name: str, c: dict) -> int:

@@ -225,3 +225,14 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(WeightFileError, match=r"nodes\[0\]\.config\.kernel_size") as e:
         load_checkpoint(p)
     assert str(e.value).startswith(f"{p}: ")
+
+
+def test_every_layer_field_has_a_check():
+    """A new layer class must say how its saved fields are validated, or its files could not load."""
+    import inspect
+    from minicnn import layers, serialization as S
+    missing = [(name, p) for name, cls in layers.LAYER_CLASSES.items()
+               for p, par in inspect.signature(cls.__init__).parameters.items()
+               if p != "self" and par.kind not in (par.VAR_KEYWORD, par.VAR_POSITIONAL)
+               and S._CLASS_CHECKS.get((name, p), S._CHECKS.get(p)) is None]
+    assert not missing, missing
