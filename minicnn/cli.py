@@ -75,6 +75,9 @@ def cmd_train(a):
     set_threads(a.threads)
     if a.resume:
         config = resume_config(a.resume, epochs=a.epochs)
+        if config.deterministic:     # the run was started with --deterministic: continue it so
+            from . import runtime
+            runtime.configure(deterministic=True)
         if config.backbone:          # a head on cached features is trained again from the start
             config = dataclasses.replace(config, overwrite=True)
     else:

@@ -96,6 +96,7 @@ class TrainConfig:
     cache_mb: int = 512
     on_bad_file: str = "skip"          # an unreadable training image: "skip" (warned, listed in bad_files.txt) or "fail"
     dask: str | None = None            # with backbone: extract the features on this Dask cluster (minicnn.distributed)
+    deterministic: bool = False        # results independent of the thread count (runtime.configure); kept on --resume
     seed: int = 0
     quiet: bool = False
 

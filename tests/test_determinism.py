@@ -53,3 +53,16 @@ def test_the_cli_switch_applies_it(tmp_path, restore_runtime, capsys):
 def test_a_bad_value_is_a_usage_error():
     with pytest.raises(UsageError, match="deterministic"):
         runtime.configure(deterministic="yes")
+
+
+def test_resume_keeps_the_deterministic_switch(restore_runtime, tmp_path):
+    from minicnn.data.synthetic import make_synthetic
+    from minicnn.experiment import resume_config
+    make_synthetic(tmp_path / "data", n=40, size=16, seed=0)
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "data"), "--out", str(run), "--epochs", "1", "--image-size", "16",
+                 "--arch", "tiny", "--batch-size", "8", "--deterministic", "--quiet"]) == 0
+    assert resume_config(run).deterministic is True
+    runtime.configure(deterministic=False)
+    assert main(["train", "--resume", str(run), "--epochs", "2", "--quiet"]) == 0
+    assert runtime.settings().deterministic                   # the resumed run ran as it was started

@@ -125,3 +125,15 @@ def test_backbone_given_another_architectures_file_says_which(tmp_path, capsys):
     with pytest.raises(Exception, match="is a DenseNet121 file, not VGG16"):
         registry.check_file_architecture("vgg16", f)
     registry.check_file_architecture("densenet121", f)      # its own architecture: no complaint
+
+
+def test_a_python_builder_given_another_architectures_file_says_which(tmp_path):
+    from safetensors.numpy import save_file
+    from minicnn import pretrained
+    from minicnn.errors import WeightFileError
+    f = tmp_path / "densenet.safetensors"
+    save_file(_state_dict(DENSENET_SIG, "classifier.weight", 2), str(f))
+    with pytest.raises(WeightFileError, match="is a DenseNet121 file, not ResNet50") as e:
+        pretrained.resnet50(weights=str(f), include_top=False, input_shape=(3, 32, 32))
+    assert "missing" not in str(e.value)
+    assert pretrained.resnet50.__doc__ and "ResNet" in pretrained.resnet50.__doc__ + pretrained.resnet50.__name__

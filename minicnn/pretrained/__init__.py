@@ -25,10 +25,14 @@ from .resnet import resnet50
 from .vgg import vgg16
 from .features import build_head, combine, unfreeze_last
 from .preprocess import check_input_range, preprocess
-from .registry import fetch, load_weights
+from .registry import checked_builder, fetch, load_weights
 from .chexnet import chexnet
 from .xrv import xrv_densenet121, xrv_resnet50
 from .loading import load
+
+# the builders users call: a weight file of another architecture is named as such
+densenet121, vgg16, resnet50, inception_v3 = (checked_builder(n) for n in ("densenet121", "vgg16", "resnet50",
+                                                                          "inception_v3"))
 
 __all__ = ["densenet121", "vgg16", "resnet50", "inception_v3", "load_keras", "KerasImportError", "load_weights", "preprocess", "check_input_range", "fetch", "FetchError",
            "build_head", "combine", "unfreeze_last", "fold_batchnorm",

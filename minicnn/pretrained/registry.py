@@ -19,6 +19,7 @@ checked out (written beside it, then renamed). Offline, the error says where to 
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Callable
@@ -107,6 +108,24 @@ def load_weights(model, path):
     except (WeightFileError, UsageError):
         check_file_architecture(spec.architecture, path)   # "this is a DenseNet121 file" beats a list of keys
         raise
+
+
+def checked_builder(name: str):
+    """``ARCHITECTURES[name]``'s builder, which names the architecture of a weight file that belongs
+    to another one ("x.pth is a DenseNet121 file, not ResNet50") instead of listing missing layers.
+    ``minicnn.pretrained`` exports these (the architecture files cannot import the registry)."""
+    builder = ARCHITECTURES[name].build
+
+    @functools.wraps(builder)
+    def build(*args, **kwargs):
+        try:
+            return builder(*args, **kwargs)
+        except (WeightFileError, UsageError):
+            weights = kwargs.get("weights", args[0] if args else None)
+            if isinstance(weights, (str, os.PathLike)) and os.path.isfile(weights):
+                check_file_architecture(name, weights)
+            raise
+    return build
 
 
 def check_file_architecture(architecture: str | None, path) -> None:
