@@ -50,8 +50,17 @@ def upgrade_preprocessing(pre, input_shape=None) -> dict | None:
 
 
 def upgrade_meta(meta: dict, input_shape=None) -> dict:
-    """A format 1 model's ``meta`` -> format 2 (only ``preprocessing`` changed)."""
-    meta = dict(meta or {})
+    """A format 1 model's ``meta`` -> format 2 (``preprocessing``, and ``classes`` as below)."""
+    meta = upgrade_classes(meta)
     if "preprocessing" in meta:
         meta["preprocessing"] = upgrade_preprocessing(meta["preprocessing"], input_shape)
+    return meta
+
+
+def upgrade_classes(meta: dict) -> dict:
+    """``meta['classes']`` always names the outputs; the pretrained builders once stored their output
+    count there (an int): it is ``meta['num_classes']`` now. Applied to files of every version."""
+    meta = dict(meta or {})
+    if isinstance(meta.get("classes"), int) and not isinstance(meta.get("classes"), bool):
+        meta.setdefault("num_classes", meta.pop("classes"))
     return meta

@@ -22,7 +22,7 @@ import math
 
 from . import layers as _layers
 from .errors import MinicnnError, WeightFileError
-from .legacy import upgrade_meta
+from .legacy import upgrade_classes, upgrade_meta
 from .model import FORMAT_VERSION, OUTPUT_ACTIVATIONS, Graph, Sequential
 from .readers.npz import read_npz
 
@@ -288,7 +288,7 @@ def model_from_config(config: dict, source: str = "<config>") -> Graph:
         model.output_activation = config.get("output_activation")
         where = "meta"
         meta = config.get("meta") or {}
-        model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else meta
+        model.meta = upgrade_meta(meta, model.input_shape) if version < 2 else upgrade_classes(meta)
     except MinicnnError as e:
         raise WeightFileError(f"{source}: {where}: {e}", path=None if source.startswith("<") else source,
                               field=where) from None

@@ -72,3 +72,14 @@ def test_legacy_strings_are_read_but_not_accepted_as_new_input():
         Preprocessing((8, 8), 3, mode="torch")
     with pytest.raises(ValueError, match="keys"):
         Preprocessing.from_dict({"image_size": [8, 8], "channels": 3, "normalizer": {"mode": "tf"}})
+
+
+def test_builder_output_counts_become_num_classes():
+    """Old builders stored their output count in meta['classes']; it names the outputs now."""
+    for name in ("builder_caffe", "builder_densenet_torch"):
+        model = minicnn.load(HERE / f"{name}.npz")
+        assert not isinstance(model.meta.get("classes"), int)
+        assert isinstance(model.meta["num_classes"], int)
+    from minicnn import pretrained
+    m = pretrained.vgg16(weights=None, input_shape=(3, 32, 32), classes=3)
+    assert m.meta["num_classes"] == 3 and "classes" not in m.meta

@@ -135,7 +135,7 @@ def densenet_graph(blocks=DENSENET121_BLOCKS, growth_rate: int = 32, num_init_fe
         g.add("classifier", fc)
         g.output_activation = "softmax" if source == "keras" else None
     g.meta.update({"architecture": name, "source": source, "include_top": bool(include_top),
-                   "pooling": pooling, "classes": int(classes) if include_top else None,
+                   "pooling": pooling, "num_classes": int(classes) if include_top else None,
                    "preprocessing": Preprocessing.for_weights("imagenet-torch", g.input_shape).to_dict()})
     return g
 

@@ -76,7 +76,7 @@ def build_head(in_features: int, classes: int, hidden=None, dropout: float = 0.0
     if dropout > 0:
         head.add("head.dropout", Dropout(dropout, seed=int(rng.integers(2**31))))
     head.add("head.logits", Dense(width, int(classes), seed=rng))
-    head.meta["classes"] = int(classes)
+    head.meta["num_classes"] = int(classes)
     return head
 
 

@@ -213,7 +213,7 @@ def inception_v3_graph(include_top: bool = True, pooling=None, classes: int = 10
         g.output_activation = "softmax" if source == "keras" else None
     preprocessing = Preprocessing.for_weights("imagenet-torch" if transform_input else "tf", g.input_shape).to_dict()
     g.meta.update({"architecture": "inception_v3", "source": source, "include_top": bool(include_top),
-                   "pooling": pooling, "classes": int(classes) if include_top else None,
+                   "pooling": pooling, "num_classes": int(classes) if include_top else None,
                    "transform_input": bool(transform_input), "preprocessing": preprocessing})
     return g
 

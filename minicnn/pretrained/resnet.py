@@ -149,7 +149,7 @@ def resnet_graph(blocks=RESNET50_BLOCKS, include_top: bool = True, pooling=None,
         g.add("fc", Dense(cin, classes, seed=rng))
         g.output_activation = "softmax" if source == "keras" else None
     g.meta.update({"architecture": name, "source": source, "include_top": bool(include_top),
-                   "pooling": pooling, "classes": int(classes) if include_top else None,
+                   "pooling": pooling, "num_classes": int(classes) if include_top else None,
                    "preprocessing": Preprocessing.for_weights(PREPROCESSING[source], g.input_shape).to_dict()})
     return g
 

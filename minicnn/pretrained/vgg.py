@@ -115,7 +115,7 @@ def vgg16_graph(include_top: bool = True, pooling=None, classes: int = 1000, sou
     elif pooling == "max":
         g.add("pool", GlobalMaxPool2D())
     g.meta.update({"architecture": "vgg16", "source": source, "include_top": bool(include_top),
-                   "pooling": pooling, "classes": int(classes) if include_top else None,
+                   "pooling": pooling, "num_classes": int(classes) if include_top else None,
                    "preprocessing": Preprocessing.for_weights(PREPROCESSING[source], g.input_shape).to_dict()})
     return g
 

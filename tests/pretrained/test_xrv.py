@@ -295,7 +295,7 @@ def test_load_recognises_torchvision_state_dicts_and_onnx(tmp_path):
     p = tmp_path / "some_resnet.bin"                   # the name says nothing: the keys say resnet50
     torch.save(sd, p)
     m = minicnn.load(p)
-    assert m.meta["architecture"] == "resnet50" and m.meta["classes"] == 5
+    assert m.meta["architecture"] == "resnet50" and m.meta["num_classes"] == 5 and "classes" not in m.meta
     np.testing.assert_array_equal(m.nodes["fc"].layer.params["W"], sd["fc.weight"].numpy().T)
     onnx_file = tmp_path / "model.weights"
     torch.onnx.export(torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU()), torch.zeros(1, 1, 8, 8),
