@@ -667,8 +667,13 @@ class _Importer:
             for i in (1, 2):
                 if len(node.inputs) > i and node.inputs[i] and not self.is_const(node.inputs[i]):
                     raise _Unsupported("bounds computed at run time")
-        lo = None if lo is None or float(lo) <= -3.4e38 else float(lo)
-        hi = None if hi is None or float(hi) >= 3.4e38 else float(hi)
+        for v in (lo, hi):
+            if v is not None and np.size(v) != 1:
+                raise _Unsupported(f"a bound of shape {np.shape(v)} (only one number)")
+        lo = None if lo is None or np.size(lo) == 0 else float(np.asarray(lo).reshape(-1)[0])
+        hi = None if hi is None or np.size(hi) == 0 else float(np.asarray(hi).reshape(-1)[0])
+        lo = None if lo is not None and lo <= -3.4e38 else lo
+        hi = None if hi is not None and hi >= 3.4e38 else hi
         self.add(node, Clip(lo, hi), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def pad(self, node):
