@@ -248,6 +248,10 @@ EXPORTERS = {
     O.OnnxSoftmax: _onnx_softmax, O.HardSigmoid: _hardsigmoid,
     O.PRelu: lambda w, n, l, x, s: w.node("PRelu", [x, w.const(f"{n}.slope", l.params["slope"])], n),
     O.Unary: _unary_math, O.Reduce: _reduce, O.Slice: _slice,
+    O.ConvTranspose2D: lambda w, n, l, x, s: w.node(
+        "ConvTranspose", [x, w.const(f"{n}.W", l.params["W"])] + ([w.const(f"{n}.b", l.params["b"])] if l.bias else []),
+        n, kernel_shape=list(l.kernel_size), strides=list(l.stride), dilations=list(l.dilation), group=l.groups,
+        pads=_pads_onnx(l.padding), output_padding=list(l.output_padding)),
     O.LRN: lambda w, n, l, x, s: w.node("LRN", [x], n, size=l.size, alpha=l.alpha, beta=l.beta, bias=l.bias),
 }
 

@@ -16,6 +16,7 @@
     Reduce(op, axes, keepdims)  mean / sum / max over ``axes``
     Slice(starts, ends, axes, steps)   x[start:end:step] on the given axes; dx scatters dy back
     LRN(size, alpha, beta, bias)        local response normalisation across channels
+    ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
 ``tests/onnx/test_onnx_layers.py``).
@@ -573,6 +574,81 @@ class LRN(Layer):
         return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
 
 
+class ConvTranspose2D(Layer):
+    """``ConvTranspose2D(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+    output_padding, bias)``: ONNX ConvTranspose / torch ConvTranspose2d.
+
+    ``W`` (C, F/G, KH, KW), ``b`` (F,). ``y`` is the gradient a Conv2D with weight ``W`` (C outputs
+    from F inputs) sends back to its input when ``x`` is the gradient at its output, so the native
+    conv kernels compute it: ``OH = SH (H - 1) + OPH + DH (KH - 1) + 1 - top - bottom``. Backward:
+    ``dx`` is that Conv2D's forward of ``dy``, ``dW`` its weight gradient with ``dy`` as input.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 output_padding=0, bias=True, init="zeros", seed=None):
+        super().__init__()
+        from ..shapes import as_pair, normalize_padding
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size, self.stride = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride")
+        self.dilation, self.output_padding = as_pair(dilation, "dilation"), as_pair(output_padding, "output_padding")
+        self.padding = normalize_padding(padding)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise UsageError(f"ConvTranspose2D: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        KH, KW = self.kernel_size
+        Fg = self.out_channels // self.groups
+        self.params["W"] = _init.initialize((self.in_channels, Fg, KH, KW), Fg * KH * KW, self.in_channels * KH * KW,
+                                            init, _init.rng_from(seed))
+        self.bias, self.init = bool(bias), init
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_channels, np.float32)
+
+    def _out_hw(self, hw):
+        t, b, l, r = self.padding
+        return tuple(s * (n - 1) + op + d * (k - 1) + 1 - p0 - p1 for n, s, op, d, k, p0, p1 in
+                     zip(hw, self.stride, self.output_padding, self.dilation, self.kernel_size, (t, l), (b, r)))
+
+    def forward(self, x, training: bool = False):
+        from ..kernels.conv import conv2d_backward
+        x = _float(x)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise UsageError(f"{self!r} expects (N, {self.in_channels}, H, W), got x.shape={x.shape}")
+        OH, OW = self._out_hw(x.shape[2:])
+        if min(OH, OW) < 1:
+            raise UsageError(f"{self!r}: output size {(OH, OW)} for x.shape={x.shape}")
+        u = np.zeros((x.shape[0], self.out_channels, OH, OW), x.dtype)
+        W = self.params["W"].astype(x.dtype, copy=False)
+        y, _, _ = conv2d_backward(x, u, W, self.stride, self.padding, self.dilation, self.groups,
+                                  need_dx=True, need_dW=False)
+        if self.bias:
+            y = y + self.params["b"].astype(x.dtype).reshape(1, -1, 1, 1)
+        self._cache = x
+        return y
+
+    def backward(self, dy, need_dx: bool = True):
+        from ..kernels.conv import conv2d_backward, conv2d_forward
+        x = self._pop_cache()
+        W = self.params["W"].astype(dy.dtype, copy=False)
+        if self.trainable:
+            _, dW, _ = conv2d_backward(x, dy, W, self.stride, self.padding, self.dilation, self.groups,
+                                       need_dx=False, need_dW=True)
+            self.grads["W"] = dW.astype(self.params["W"].dtype, copy=False)
+            if self.bias:
+                self.grads["b"] = dy.sum(axis=(0, 2, 3)).astype(self.params["b"].dtype)
+        if not need_dx:
+            return None
+        return conv2d_forward(dy, W, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.out_channels) + self._out_hw(input_shape[2:])
+
+    def get_config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups, "output_padding": list(self.output_padding),
+                "bias": self.bias}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
-               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN}
+               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
+               "ConvTranspose2D": ConvTranspose2D}

@@ -39,7 +39,7 @@ from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from ..layers.onnx_ops import (LRN, Binary, Clip, ConvTranspose2D, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                                Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
@@ -282,6 +282,119 @@ class _Importer:
         if B is not None:
             layer.params["b"] = np.ascontiguousarray(B, np.float32).reshape(F)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def conv_transpose(self, node):
+        a = node.attrs
+        W = self.const(node.inputs[1], "weight")
+        B = self.opt_const(node, 2, "bias")
+        if W.ndim != 4:
+            raise _Unsupported(f"a {W.ndim - 2}-D kernel (only 2-D)")
+        k = list(W.shape[2:])
+        s = _pair(a.get("strides", [1, 1]), "strides")
+        d = _pair(a.get("dilations", [1, 1]), "dilations")
+        op = _pair(a.get("output_padding", [0, 0]), "output_padding")
+        G = int(a.get("group", 1))
+        auto = a.get("auto_pad", "NOTSET")
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            hw = self.static_hw(node.inputs[0])
+            out = list(a["output_shape"])[-2:] if "output_shape" in a else [n * st for n, st in zip(hw, s)]
+            pads = []
+            for i, (n, st, o, dd, kk, want) in enumerate(zip(hw, s, op, d, k, out)):
+                total = st * (n - 1) + o + (kk - 1) * dd + 1 - want
+                if total < 0:          # a larger output_shape: the extra rows/columns come after the end
+                    if -total >= st:
+                        raise _Unsupported(f"output_shape={a.get('output_shape')} more than a stride larger "
+                                           f"than the full output")
+                    op[i] += -total
+                    total = 0
+                half = total // 2
+                pads += [half, total - half] if auto == "SAME_UPPER" else [total - half, half]
+            pads = tuple(pads)
+        elif auto in ("NOTSET", "", "VALID"):
+            p = [0, 0, 0, 0] if auto == "VALID" else [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+            pads = (p[0], p[2], p[1], p[3])
+        else:
+            raise _Unsupported(f"auto_pad={auto!r}")
+        C, Fg = W.shape[:2]
+        layer = ConvTranspose2D(C, Fg * G, k, s, pads, d, G, op, bias=B is not None)
+        layer.params["W"] = np.ascontiguousarray(W, np.float32)
+        if B is not None:
+            layer.params["b"] = np.asarray(B, np.float32).reshape(-1).copy()
+        self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def depth_to_space(self, node):
+        b = int(node.attrs["blocksize"])
+        s = self.shape(node.inputs[0])
+        if s is None or len(s) != 4 or not all(isinstance(v, int) for v in s[1:]):
+            raise _Unsupported("an input without a static (C, H, W)")
+        _, C, H, W = s
+        x = self.act(node.inputs[0])
+        if node.op_type == "SpaceToDepth":
+            crd = node.attrs.get("mode", "DCR") == "CRD"
+            r = self.add(node, Reshape([0, C, H // b, b, W // b, b]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4]), [r], suffix="/move")
+            self.add(node, Reshape([0, C * b * b, H // b, W // b]), [t], out=node.outputs[0])
+            return
+        mode = node.attrs.get("mode", "DCR")
+        if mode == "DCR":
+            r = self.add(node, Reshape([0, b, b, C // (b * b), H, W]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 3, 4, 1, 5, 2]), [r], suffix="/move")
+        elif mode == "CRD":
+            r = self.add(node, Reshape([0, C // (b * b), b, b, H, W]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 1, 4, 2, 5, 3]), [r], suffix="/move")
+        else:
+            raise _Unsupported(f"mode={mode!r}")
+        self.add(node, Reshape([0, C // (b * b), H * b, W * b]), [t], out=node.outputs[0])
+
+    def normalization(self, node):
+        """Instance/Layer/GroupNormalization composed of Reduce, Binary and Unary layers (their
+        backward is the composition's): (x - mean) / sqrt(var + eps) * scale + bias."""
+        a = node.attrs
+        r = self.rank(node.inputs[0])
+        eps = float(a.get("epsilon", 1e-5))
+        scale = np.asarray(self.const(node.inputs[1], "scale"), np.float32)
+        bias = self.opt_const(node, 2, "bias")
+        x = self.act(node.inputs[0])
+        shape = self.shape(node.inputs[0])
+        if node.op_type == "InstanceNormalization":
+            axes, pshape = list(range(2, r)), (1, -1) + (1,) * (r - 2)
+        elif node.op_type == "LayerNormalization":
+            if a.get("stash_type", 1) != 1 or any(o in self.used for o in node.outputs[1:] if o):
+                raise _Unsupported("the Mean / InvStdDev outputs")
+            axis = int(a.get("axis", -1)) % r
+            if axis == 0:
+                raise _Unsupported("axis=0 (a normalisation over the batch axis)")
+            axes, pshape = list(range(axis, r)), scale.shape
+        else:   # GroupNormalization (opset 18/21): per group of channels, then per-channel scale
+            G = int(a["num_groups"])
+            if not all(isinstance(v, int) for v in shape[1:]):
+                raise _Unsupported("an input without static channel and spatial sizes")
+            C = shape[1]
+            x = self.add(node, Reshape([0, G, -1]), [x], suffix="/groups")
+            axes, pshape = [2], None
+        step = lambda layer, ins, suffix: self.add(node, layer, ins, suffix=suffix)
+        mean = step(Reduce("mean", axes, True), [x], "/mean")
+        xc = step(Binary("sub"), [x, mean], "/center")
+        sq = step(Binary("mul"), [xc, xc], "/square")
+        var = step(Reduce("mean", axes, True), [sq], "/var")
+        ve = Binary("add", const_shape=())
+        ve.buffers["c"] = np.asarray(eps, np.float32)
+        std = step(Unary("sqrt"), [step(ve, [var], "/eps")], "/std")
+        y = step(Binary("div"), [xc, std], "/normalized")
+        if node.op_type == "GroupNormalization":
+            y = step(Reshape([0, C] + list(shape[2:])), [y], "/channels")
+            pshape = (1, C) + (1,) * (r - 2)
+            if scale.size == G and C != G:       # opset 18: one scale per group
+                scale = np.repeat(scale, C // G)
+                bias = None if bias is None else np.repeat(np.asarray(bias), C // G)
+        sc = Binary("mul", const_shape=np.reshape(scale, pshape).shape)
+        sc.buffers["c"] = np.reshape(scale, pshape).astype(np.float32)
+        y = self.add(node, sc, [y], out=None if bias is not None else node.outputs[0], suffix="/scale")
+        if bias is not None:
+            bb = np.reshape(np.asarray(bias, np.float32), np.reshape(scale, pshape).shape)
+            bl = Binary("add", const_shape=bb.shape)
+            bl.buffers["c"] = bb
+            self.add(node, bl, [y], out=node.outputs[0], suffix="/bias")
 
     def pads(self, node, k, s, d, ceil=False):
         """(top, bottom, left, right) from ONNX pads [t, l, b, r] or auto_pad (and ceil_mode)."""
@@ -720,7 +833,10 @@ class _Importer:
 _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 
 _HANDLERS = {
-    "Conv": _Importer.conv, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
+    "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
+    "DepthToSpace": _Importer.depth_to_space, "SpaceToDepth": _Importer.depth_to_space,
+    "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
+    "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
     "GlobalAveragePool": _Importer.global_pool, "GlobalMaxPool": _Importer.global_pool,
     "ReduceMean": _Importer.reduce, "ReduceMax": _Importer.reduce, "ReduceSum": _Importer.reduce,
     "Neg": _Importer.unary_math, "Abs": _Importer.unary_math, "Sqrt": _Importer.unary_math,

@@ -190,3 +190,32 @@ def test_every_new_layer_rebuilds_from_its_config():
         again = cls.from_config(layer.get_config())
         assert again.get_config() == layer.get_config()
         assert {k: v.shape for k, v in again.buffers.items()} == {k: v.shape for k, v in layer.buffers.items()}
+
+
+@given(C=st.integers(1, 3), Fg=st.integers(1, 3), G=st.integers(1, 2), k=st.integers(1, 3), s=st.integers(1, 3),
+       p=st.integers(0, 1), d=st.integers(1, 2), seed=st.integers(0, 99))
+def test_conv_transpose_gradcheck_and_torch_parity(C, Fg, G, k, s, p, d, seed):
+    from minicnn.layers.onnx_ops import ConvTranspose2D
+    torch = pytest.importorskip("torch")
+    op = min(s, d) - 1
+    layer = ConvTranspose2D(C * G, Fg * G, k, s, p, d, G, op, init="he", seed=seed)
+    rng = np.random.default_rng(seed)
+    layer.params["b"][:] = rng.standard_normal(Fg * G)
+    x = rng.standard_normal((2, C * G, 3, 4))
+    if min(layer.output_shape(x.shape)[2:]) < 1:
+        return
+    errs = gradcheck(layer, x, seed=seed)
+    assert set(errs) == {"x", "W", "b"} and max(errs.values()) < TOL, errs
+    W = layer.params["W"].astype(np.float64)
+    xt = torch.tensor(x, requires_grad=True)
+    Wt, bt = torch.tensor(W, requires_grad=True), torch.tensor(layer.params["b"].astype(np.float64), requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, Wt, bt, s, p, op, G, d)
+    l64 = LAYER_CLASSES["ConvTranspose2D"].from_config(layer.get_config()).astype(np.float64)
+    l64.params["W"][...] = W
+    l64.params["b"][...] = layer.params["b"]
+    y = l64.forward(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(l64.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(l64.grads["W"], Wt.grad.numpy(), rtol=1e-10, atol=1e-12)
