@@ -252,6 +252,10 @@ EXPORTERS = {
         "ConvTranspose", [x, w.const(f"{n}.W", l.params["W"])] + ([w.const(f"{n}.b", l.params["b"])] if l.bias else []),
         n, kernel_shape=list(l.kernel_size), strides=list(l.stride), dilations=list(l.dilation), group=l.groups,
         pads=_pads_onnx(l.padding), output_padding=list(l.output_padding)),
+    O.Resize: lambda w, n, l, x, s: w.node(
+        "Resize", [x, "", w.const(f"{n}.scales", [1.0, 1.0] + l.scales)] if l.scales is not None else
+        [x, "", "", w.const(f"{n}.sizes", np.array([s[0] or 1, s[1]] + l.sizes, np.int64), np.int64)], n,
+        mode=l.mode, coordinate_transformation_mode=l.coord, nearest_mode=l.nearest),
     O.LRN: lambda w, n, l, x, s: w.node("LRN", [x], n, size=l.size, alpha=l.alpha, beta=l.beta, bias=l.bias),
 }
 

@@ -16,6 +16,9 @@
     Reduce(op, axes, keepdims)  mean / sum / max over ``axes``
     Slice(starts, ends, axes, steps)   x[start:end:step] on the given axes; dx scatters dy back
     LRN(size, alpha, beta, bias)        local response normalisation across channels
+    Resize(...)     ONNX Resize / Upsample on H, W: nearest (every nearest_mode) or linear, every
+                    coordinate_transformation_mode but tf_crop_and_resize and tf_half_pixel_for_nn; y = M_h x M_w^T with one
+                    (out x in) interpolation matrix per axis, dx = M_h^T dy M_w
     ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
@@ -648,7 +651,96 @@ class ConvTranspose2D(Layer):
                 "bias": self.bias}
 
 
+RESIZE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, coord: str, nearest: str) -> np.ndarray:
+    """The (n_out, n_in) matrix of one axis of ONNX Resize (``scale`` = n_out / n_in unless given)."""
+    i = np.arange(n_out, dtype=np.float64)
+    if coord == "half_pixel":
+        x = (i + 0.5) / scale - 0.5
+    elif coord == "half_pixel_symmetric":
+        adj = n_out / (scale * n_in)
+        x = n_in / 2 * (1 - adj) + (i + 0.5) / scale - 0.5
+    elif coord == "pytorch_half_pixel":
+        x = (i + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(i)
+    elif coord == "align_corners":
+        out_f = scale * n_in            # ONNX divides by the unrounded output length
+        x = i * (n_in - 1) / (out_f - 1) if n_out > 1 else np.zeros_like(i)
+    elif coord == "asymmetric":
+        x = i / scale
+    else:
+        raise UsageError(f"Resize: coordinate_transformation_mode {coord!r} is not supported")
+    M = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    if mode == "nearest":
+        idx = {"round_prefer_floor": np.ceil(x - 0.5), "round_prefer_ceil": np.floor(x + 0.5),
+               "floor": np.floor(x), "ceil": np.ceil(x)}[nearest]
+        M[rows, np.clip(idx, 0, n_in - 1).astype(int)] = 1.0
+        return M
+    x = np.clip(x, 0, n_in - 1)
+    i0 = np.floor(x).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = x - i0
+    np.add.at(M, (rows, i0), 1 - w1)
+    np.add.at(M, (rows, i1), w1)
+    return M
+
+
+class Resize(Layer):
+    """``Resize(scales=None, sizes=None, mode="nearest", coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor")``: resize H, W of NCHW by ``scales`` (sh, sw) or to ``sizes`` (OH, OW)."""
+
+    def __init__(self, scales=None, sizes=None, mode="nearest", coordinate_transformation_mode="half_pixel",
+                 nearest_mode="round_prefer_floor"):
+        super().__init__()
+        if (scales is None) == (sizes is None):
+            raise UsageError("Resize: give scales or sizes")
+        if mode not in ("nearest", "linear"):
+            raise UsageError(f"Resize: mode must be nearest or linear, got {mode!r}")
+        if coordinate_transformation_mode not in RESIZE_MODES or nearest_mode not in NEAREST_MODES:
+            raise UsageError(f"Resize: unsupported coordinate_transformation_mode={coordinate_transformation_mode!r}"
+                             f" or nearest_mode={nearest_mode!r}")
+        self.scales = None if scales is None else [float(v) for v in scales]
+        self.sizes = None if sizes is None else [int(v) for v in sizes]
+        self.mode, self.coord, self.nearest = mode, coordinate_transformation_mode, nearest_mode
+
+    def _matrices(self, hw, dtype):
+        out = []
+        for k, n in enumerate(hw):
+            if self.sizes is not None:
+                m, sc = self.sizes[k], self.sizes[k] / n
+            else:
+                sc = self.scales[k]
+                m = int(np.floor(n * sc))
+            out.append(resize_matrix(n, m, sc, self.mode, self.coord, self.nearest).astype(dtype))
+        return out
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        if x.ndim != 4:
+            raise UsageError(f"{self!r} expects an NCHW input, got x.shape={x.shape}")
+        Mh, Mw = self._matrices(x.shape[2:], x.dtype)
+        self._cache = (Mh, Mw)
+        return np.ascontiguousarray(np.einsum("oh,nchw,pw->ncop", Mh, x, Mw, optimize=True))
+
+    def backward(self, dy, need_dx: bool = True):
+        Mh, Mw = self._pop_cache()
+        return np.ascontiguousarray(np.einsum("oh,ncop,pw->nchw", Mh, dy, Mw, optimize=True)) if need_dx else None
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        if self.sizes is not None:
+            return (n, c, *self.sizes)
+        return (n, c, int(np.floor(h * self.scales[0])), int(np.floor(w * self.scales[1])))
+
+    def get_config(self):
+        return {"scales": self.scales, "sizes": self.sizes, "mode": self.mode,
+                "coordinate_transformation_mode": self.coord, "nearest_mode": self.nearest}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
                "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
-               "ConvTranspose2D": ConvTranspose2D}
+               "ConvTranspose2D": ConvTranspose2D, "Resize": Resize}

@@ -39,7 +39,7 @@ from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import (LRN, Binary, Clip, ConvTranspose2D, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from ..layers.onnx_ops import (LRN, Binary, Clip, ConvTranspose2D, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                                Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
@@ -320,6 +320,50 @@ class _Importer:
         layer.params["W"] = np.ascontiguousarray(W, np.float32)
         if B is not None:
             layer.params["b"] = np.asarray(B, np.float32).reshape(-1).copy()
+        self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def resize(self, node):
+        a = node.attrs
+        if self.rank(node.inputs[0]) != 4:
+            raise _Unsupported(f"a {self.rank(node.inputs[0])}-D input (only NCHW)")
+        mode = a.get("mode", "nearest")
+        if mode not in ("nearest", "linear"):
+            raise _Unsupported(f"mode={mode!r}")
+        if a.get("antialias", 0):
+            raise _Unsupported("antialias=1")
+        if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise _Unsupported(f"keep_aspect_ratio_policy={a['keep_aspect_ratio_policy']!r}")
+        if "axes" in a:
+            raise _Unsupported("axes")
+        scales = sizes = None
+        if node.op_type == "Upsample" or self.m.opset < 11:   # Upsample, Resize-10: asymmetric, floor
+            coord, nearest = "asymmetric", "floor"
+            scales = a.get("scales")
+            if scales is None:
+                scales = self.const(node.inputs[1], "scales")
+        else:
+            coord = a.get("coordinate_transformation_mode", "half_pixel")
+            nearest = a.get("nearest_mode", "round_prefer_floor")
+            sc, sz = self.opt_const(node, 2, "scales"), self.opt_const(node, 3, "sizes")
+            if sz is not None and np.size(sz):
+                sizes = [int(v) for v in np.asarray(sz).reshape(-1)]
+            elif sc is not None and np.size(sc):
+                scales = sc
+            else:
+                raise _Unsupported("neither scales nor sizes")
+        if coord in ("tf_crop_and_resize", "tf_half_pixel_for_nn"):
+            raise _Unsupported(f"coordinate_transformation_mode={coord!r}")
+        if scales is not None:
+            scales = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if len(scales) != 4 or scales[:2] != [1.0, 1.0]:
+                raise _Unsupported(f"scales={scales} (only the spatial axes of NCHW)")
+            layer = Resize(scales=scales[2:], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+        else:
+            ins = self.shape(node.inputs[0])
+            if len(sizes) != 4 or sizes[1] != ins[1] or not (sizes[0] == ins[0] or self._is_batch_dim(ins[0])
+                                                             or sizes[0] == BATCH_MARKER):
+                raise _Unsupported(f"sizes={sizes} (only the spatial axes of NCHW)")
+            layer = Resize(sizes=sizes[2:], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
 
     def depth_to_space(self, node):
@@ -834,7 +878,7 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
 
 _HANDLERS = {
     "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
-    "DepthToSpace": _Importer.depth_to_space, "SpaceToDepth": _Importer.depth_to_space,
+    "DepthToSpace": _Importer.depth_to_space, "Resize": _Importer.resize, "Upsample": _Importer.resize, "SpaceToDepth": _Importer.depth_to_space,
     "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
     "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
     "GlobalAveragePool": _Importer.global_pool, "GlobalMaxPool": _Importer.global_pool,

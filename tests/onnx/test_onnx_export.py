@@ -102,6 +102,7 @@ def _every_layer_model(rng):
     add("drop", L.Dropout(0.3))
     add("up", L.ConvTranspose2D(8, 8, 2, stride=2, padding=(0, 1, 1, 0), output_padding=1, init="he", seed=5))
     add("lrn", L.LRN(3, 1e-2, 0.75, 1.0))
+    add("resize", L.Resize(scales=[1.5, 0.5], mode="linear"))
     add("gap", L.GlobalAvgPool2D())
     add("fc", L.Dense(8, 3, seed=4))
     g.output_activation = "softmax"

@@ -219,3 +219,42 @@ def test_conv_transpose_gradcheck_and_torch_parity(C, Fg, G, k, s, p, d, seed):
     yt.backward(torch.tensor(dy))
     np.testing.assert_allclose(l64.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(l64.grads["W"], Wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@given(mode=st.sampled_from(["nearest", "linear"]), coord=st.sampled_from(
+    ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"]),
+    nearest=st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),
+    sh=st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]), sw=st.sampled_from([0.75, 1.0, 2.0]), seed=st.integers(0, 99))
+def test_resize_matches_onnx_reference_and_gradchecks(mode, coord, nearest, sh, sw, seed):
+    from minicnn.layers.onnx_ops import Resize
+    x = np.random.default_rng(seed).standard_normal((1, 2, 4, 4))
+    layer = Resize(scales=[sh, sw], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode=mode, coordinate_transformation_mode=coord,
+                            nearest_mode=nearest)
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, x.shape)],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)],
+                          [numpy_helper.from_array(np.array([1, 1, sh, sw], np.float32), "s")])
+    ref = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])).run(None, {"x": x})[0]
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-6, atol=1e-9)
+    assert gradcheck(layer, x)["x"] < TOL
+
+
+def test_resize_equals_torch_interpolate_forward_and_backward():
+    from minicnn.layers.onnx_ops import Resize
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
+    for layer, kw in ((Resize(sizes=[9, 4], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+                       dict(size=(9, 4), mode="bilinear", align_corners=False)),
+                      (Resize(sizes=[9, 4], mode="linear", coordinate_transformation_mode="align_corners"),
+                       dict(size=(9, 4), mode="bilinear", align_corners=True)),
+                      (Resize(scales=[2.0, 2.0], mode="nearest", coordinate_transformation_mode="asymmetric",
+                              nearest_mode="floor"), dict(scale_factor=2.0, mode="nearest"))):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.nn.functional.interpolate(xt, **kw)
+        np.testing.assert_allclose(layer.forward(x), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        dy = np.random.default_rng(1).standard_normal(yt.shape)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)

@@ -85,11 +85,11 @@ def test_imported_torchvision_model_equals_onnxruntime(exported, xrays, name, dy
     import onnx
     ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
     # every ONNX Conv / BatchNormalization became minicnn's own layer (the dynamo exporter folds the
-    # batch norms that follow a conv into it; DenseNet's pre-activation ones stay)
+    # batch norms that follow a conv into it; DenseNet's pre-activation ones, 62, stay)
     assert sum(isinstance(l, Conv2D) for l in g.layers) == ops.count("Conv") > 10
     assert sum(isinstance(l, BatchNorm2D) for l in g.layers) == ops.count("BatchNormalization")
     if name == "densenet121":
-        assert ops.count("BatchNormalization") > 100
+        assert ops.count("BatchNormalization") >= 60
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     for n in (1, 3):
         ref = sess.run(None, {sess.get_inputs()[0].name: xrays[:n]})[0]
