@@ -256,6 +256,11 @@ EXPORTERS = {
         "Resize", [x, "", w.const(f"{n}.scales", [1.0, 1.0] + l.scales)] if l.scales is not None else
         [x, "", "", w.const(f"{n}.sizes", np.array([s[0] or 1, s[1]] + l.sizes, np.int64), np.int64)], n,
         mode=l.mode, coordinate_transformation_mode=l.coord, nearest_mode=l.nearest),
+    O.BatchMatMul: lambda w, n, l, x, s: w.node("MatMul", list(x), n),
+    O.Gather: lambda w, n, l, x, s: w.node("Gather", [x, w.const(f"{n}.indices", np.array(l.indices, np.int64),
+                                                                 np.int64)], n, axis=l.axis),
+    O.Expand: lambda w, n, l, x, s: w.node("Expand", [x, w.const(f"{n}.shape", np.array(l.shape, np.int64),
+                                                                 np.int64)], n),
     O.LRN: lambda w, n, l, x, s: w.node("LRN", [x], n, size=l.size, alpha=l.alpha, beta=l.beta, bias=l.bias),
 }
 

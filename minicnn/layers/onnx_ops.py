@@ -19,6 +19,9 @@
     Resize(...)     ONNX Resize / Upsample on H, W: nearest (every nearest_mode) or linear, every
                     coordinate_transformation_mode but tf_crop_and_resize and tf_half_pixel_for_nn; y = M_h x M_w^T with one
                     (out x in) interpolation matrix per axis, dx = M_h^T dy M_w
+    BatchMatMul     y = a @ b for two activations (NumPy matmul broadcasting, rank >= 2 each)
+    Gather(indices, axis)   y = take(x, indices, axis) with constant indices; dx scatters dy back (add.at)
+    Expand(shape)   y = broadcast_to(x, shape) (ONNX bidirectional rule); dx reduces the broadcast axes
     ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
@@ -740,7 +743,84 @@ class Resize(Layer):
                 "coordinate_transformation_mode": self.coord, "nearest_mode": self.nearest}
 
 
+class BatchMatMul(Layer):
+    """``BatchMatMul()``: ``[a, b] -> a @ b`` (both rank >= 2; leading axes broadcast)."""
+    multi_input = True
+
+    def forward(self, xs, training: bool = False):
+        a, b = (_float(v) for v in xs)
+        if a.ndim < 2 or b.ndim < 2:
+            raise UsageError(f"{self!r} needs operands of rank >= 2, got {a.shape} and {b.shape}")
+        self._cache = (a, b)
+        return np.matmul(a, b)
+
+    def backward(self, dy, need_dx: bool = True):
+        a, b = self._pop_cache()
+        if not need_dx:
+            return None
+        da = unbroadcast(np.matmul(dy, np.swapaxes(b, -1, -2)), a.shape)
+        db = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), dy), b.shape)
+        return [da.astype(dy.dtype, copy=False), db.astype(dy.dtype, copy=False)]
+
+
+class Gather(Layer):
+    """``Gather(indices, axis)``: ``np.take(x, indices, axis)`` with constant (possibly negative) indices."""
+
+    def __init__(self, indices, axis: int = 0):
+        super().__init__()
+        self.indices = np.asarray(indices, np.int64).tolist()
+        self.axis = int(axis)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        axis = self.axis % x.ndim
+        idx = np.asarray(self.indices, np.int64)
+        if idx.size and (idx.max() >= x.shape[axis] or idx.min() < -x.shape[axis]):
+            raise UsageError(f"{self!r}: an index is out of range for axis {axis} of x.shape={x.shape}")
+        self._cache = (x.shape, axis)
+        return np.take(x, idx, axis=axis)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, axis = self._pop_cache()
+        if not need_dx:
+            return None
+        idx = np.asarray(self.indices, np.int64) % shape[axis]
+        dx = np.zeros(shape, dy.dtype)
+        moved = np.moveaxis(dx, axis, 0)
+        g = np.moveaxis(dy, list(range(axis, axis + idx.ndim)), list(range(idx.ndim)))
+        np.add.at(moved, idx, g)
+        return dx
+
+    def get_config(self):
+        return {"indices": self.indices, "axis": self.axis}
+
+
+class Expand(Layer):
+    """``Expand(shape)``: ONNX Expand, ``x`` broadcast with ``shape`` both ways (a 1 keeps x's size)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = [int(v) for v in shape]
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        try:
+            out = np.broadcast_shapes(x.shape, tuple(self.shape))
+        except ValueError:
+            raise UsageError(f"{self!r} cannot broadcast x.shape={x.shape}") from None
+        self._cache = x.shape
+        return np.ascontiguousarray(np.broadcast_to(x, out))
+
+    def backward(self, dy, need_dx: bool = True):
+        shape = self._pop_cache()
+        return unbroadcast(dy, shape).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"shape": list(self.shape)}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
                "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
-               "ConvTranspose2D": ConvTranspose2D, "Resize": Resize}
+               "ConvTranspose2D": ConvTranspose2D, "Resize": Resize,
+               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand}

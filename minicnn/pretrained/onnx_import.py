@@ -39,7 +39,7 @@ from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import (LRN, Binary, Clip, ConvTranspose2D, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, Expand, Gather, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                                Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
@@ -365,6 +365,29 @@ class _Importer:
                 raise _Unsupported(f"sizes={sizes} (only the spatial axes of NCHW)")
             layer = Resize(sizes=sizes[2:], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def gather(self, node):
+        idx = np.asarray(self.const(node.inputs[1], "indices"))
+        axis = int(node.attrs.get("axis", 0)) % self.rank(node.inputs[0])
+        if axis == 0:
+            raise _Unsupported("a gather along the batch axis")
+        self.add(node, Gather(idx, axis), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def expand(self, node):
+        shape = [int(v) for v in np.asarray(self.const(node.inputs[1], "shape")).reshape(-1)]
+        ins = self.shape(node.inputs[0]) or []
+        out = []
+        for i, v in enumerate(shape):
+            k = i - (len(shape) - len(ins))          # the input axis this one lines up with
+            if v == BATCH_MARKER and k >= 0 and self._is_batch_dim(ins[k]):
+                out.append(1)                        # broadcasting 1 keeps the input's batch size
+            elif abs(v) >= _BIG:
+                raise _Unsupported("a shape computed from the batch size")
+            else:
+                if k == 0 and v != 1 and self._is_batch_dim(ins[0]):
+                    raise _Unsupported("an expansion of the batch axis")
+                out.append(v)
+        self.add(node, Expand(out), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def depth_to_space(self, node):
         b = int(node.attrs["blocksize"])
@@ -746,8 +769,13 @@ class _Importer:
         self.add(node, layer, [x], out=node.outputs[0])
 
     def matmul(self, node):
+        if node.inputs[0] in self.acts and node.inputs[1] in self.acts:
+            if self.rank(node.inputs[0]) < 2 or self.rank(node.inputs[1]) < 2:
+                raise _Unsupported("a 1-D operand of an activation @ activation product")
+            self.add(node, BatchMatMul(), [self.act(node.inputs[0]), self.act(node.inputs[1])], out=node.outputs[0])
+            return
         if not self.is_const(node.inputs[1]) or node.inputs[0] not in self.acts:
-            raise _Unsupported("an activation times an activation (only activation @ constant)")
+            raise _Unsupported("a constant @ activation product (only activation @ constant or activation @ activation)")
         W = np.asarray(self.const(node.inputs[1]), np.float32)
         if W.ndim != 2:
             raise _Unsupported(f"a {W.ndim}-D right operand (only a 2-D constant)")
@@ -878,6 +906,7 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
 
 _HANDLERS = {
     "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
+    "Gather": _Importer.gather, "Expand": _Importer.expand,
     "DepthToSpace": _Importer.depth_to_space, "Resize": _Importer.resize, "Upsample": _Importer.resize, "SpaceToDepth": _Importer.depth_to_space,
     "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
     "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,

@@ -258,3 +258,21 @@ def test_resize_equals_torch_interpolate_forward_and_backward():
         dy = np.random.default_rng(1).standard_normal(yt.shape)
         yt.backward(torch.tensor(dy))
         np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@given(seed=st.integers(0, 99), lead=st.sampled_from([(), (2,), (1, 3)]), axis=st.integers(1, 2))
+def test_batch_matmul_gather_expand_gradcheck(seed, lead, axis):
+    from minicnn.layers.onnx_ops import BatchMatMul, Expand, Gather
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((2,) + lead + (3, 4)), rng.standard_normal(lead + (4, 2))
+    np.testing.assert_allclose(BatchMatMul().forward([a, b]), _reference("MatMul", [a, b]), rtol=1e-12)
+    errs = gradcheck(BatchMatMul(), [a, b], seed=seed)
+    assert max(errs.values()) < TOL, errs
+    x = rng.standard_normal((2, 3, 4))
+    idx = np.array([[0, -1], [1, 1]])
+    np.testing.assert_array_equal(Gather(idx, axis).forward(x), np.take(x, idx, axis=axis))
+    assert gradcheck(Gather(idx, axis), x)["x"] < TOL
+    e = Expand([3, 1, 3, 1])
+    y = rng.standard_normal((2, 1, 4))
+    assert e.forward(y).shape == (3, 2, 3, 4)
+    assert gradcheck(Expand([3, 1, 3, 1]), y)["x"] < TOL
