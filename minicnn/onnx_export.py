@@ -233,6 +233,16 @@ def _slice(w, name, layer, x, shape):
                             arr(layer.steps, "steps")], name)
 
 
+def _resize(w, name, layer, x, shape):
+    attrs = dict(mode=layer.mode, coordinate_transformation_mode=layer.coord, nearest_mode=layer.nearest)
+    if layer.scales is not None:
+        return w.node("Resize", [x, "", w.const(f"{name}.scales", [1.0, 1.0] + layer.scales)], name, **attrs)
+    i64 = lambda v, k: w.const(f"{name}.{k}", np.array(v, np.int64), np.int64)
+    nc = w.node("Slice", [w.node("Shape", [x], w.tmp(name)), i64([0], "zero"), i64([2], "two")], w.tmp(name))
+    sizes = w.node("Concat", [nc, i64(layer.sizes, "hw")], w.tmp(name), axis=0)   # (N, C) of x, then (OH, OW)
+    return w.node("Resize", [x, "", "", sizes], name, **attrs)
+
+
 EXPORTERS = {
     CV.Conv2D: _conv, CV.DepthwiseConv2D: _conv, CV.SeparableConv2D: _conv, D.Dense: _dense,
     A.ReLU: _unary("Relu"), A.Sigmoid: _unary("Sigmoid"), A.Softmax: _softmax, A.Dropout: _unary("Identity"),
@@ -252,10 +262,7 @@ EXPORTERS = {
         "ConvTranspose", [x, w.const(f"{n}.W", l.params["W"])] + ([w.const(f"{n}.b", l.params["b"])] if l.bias else []),
         n, kernel_shape=list(l.kernel_size), strides=list(l.stride), dilations=list(l.dilation), group=l.groups,
         pads=_pads_onnx(l.padding), output_padding=list(l.output_padding)),
-    O.Resize: lambda w, n, l, x, s: w.node(
-        "Resize", [x, "", w.const(f"{n}.scales", [1.0, 1.0] + l.scales)] if l.scales is not None else
-        [x, "", "", w.const(f"{n}.sizes", np.array([s[0] or 1, s[1]] + l.sizes, np.int64), np.int64)], n,
-        mode=l.mode, coordinate_transformation_mode=l.coord, nearest_mode=l.nearest),
+    O.Resize: lambda w, n, l, x, s: _resize(w, n, l, x, s),
     O.BatchMatMul: lambda w, n, l, x, s: w.node("MatMul", list(x), n),
     O.Gather: lambda w, n, l, x, s: w.node("Gather", [x, w.const(f"{n}.indices", np.array(l.indices, np.int64),
                                                                  np.int64)], n, axis=l.axis),

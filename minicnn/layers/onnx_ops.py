@@ -48,6 +48,16 @@ def _float(x):
     return x
 
 
+def _shape_by_running(layer, input_shape):
+    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given)."""
+    multi = bool(input_shape) and isinstance(input_shape[0], (tuple, list))
+    shapes = input_shape if multi else [input_shape]
+    xs = [np.zeros([1 if d is None else d for d in sh], np.float32) for sh in shapes]
+    y = layer.forward(xs if multi else xs[0])
+    layer.clear_cache()
+    return (shapes[0][0],) + tuple(y.shape[1:])
+
+
 def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
     """Sum ``g`` over the axes NumPy broadcasting added or stretched to reach it from ``shape``."""
     shape = tuple(shape)
@@ -466,6 +476,7 @@ class Unary(Layer):
 
 
 class Reduce(Layer):
+    output_shape = _shape_by_running
     """``Reduce(op, axes, keepdims=True)``: mean / sum / max over ``axes`` (max: ties share the gradient)."""
 
     def __init__(self, op: str, axes, keepdims: bool = True):
@@ -499,6 +510,7 @@ class Reduce(Layer):
 
 
 class Slice(Layer):
+    output_shape = _shape_by_running
     """``Slice(starts, ends, axes, steps=None)``: ONNX Slice with constant bounds (clamped like NumPy)."""
 
     def __init__(self, starts, ends, axes, steps=None):
@@ -591,7 +603,7 @@ class ConvTranspose2D(Layer):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 output_padding=0, bias=True, init="zeros", seed=None):
+                 output_padding=0, bias=True, init="he", seed=None):
         super().__init__()
         from ..shapes import as_pair, normalize_padding
         self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
@@ -744,6 +756,7 @@ class Resize(Layer):
 
 
 class BatchMatMul(Layer):
+    output_shape = _shape_by_running
     """``BatchMatMul()``: ``[a, b] -> a @ b`` (both rank >= 2; leading axes broadcast)."""
     multi_input = True
 
@@ -764,6 +777,7 @@ class BatchMatMul(Layer):
 
 
 class Gather(Layer):
+    output_shape = _shape_by_running
     """``Gather(indices, axis)``: ``np.take(x, indices, axis)`` with constant (possibly negative) indices."""
 
     def __init__(self, indices, axis: int = 0):
@@ -796,6 +810,7 @@ class Gather(Layer):
 
 
 class Expand(Layer):
+    output_shape = _shape_by_running
     """``Expand(shape)``: ONNX Expand, ``x`` broadcast with ``shape`` both ways (a 1 keeps x's size)."""
 
     def __init__(self, shape):

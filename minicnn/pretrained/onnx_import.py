@@ -277,7 +277,7 @@ class _Importer:
         G = int(a.get("group", 1))
         pads = self.pads(node, k, s, d)
         F, cg = W.shape[:2]
-        layer = Conv2D(cg * G, F, k, stride=s, padding=pads, dilation=d, groups=G, bias=B is not None, init="zeros")
+        layer = Conv2D(cg * G, F, k, stride=s, padding=pads, dilation=d, groups=G, bias=B is not None, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W, np.float32)
         if B is not None:
             layer.params["b"] = np.ascontiguousarray(B, np.float32).reshape(F)
@@ -762,7 +762,7 @@ class _Importer:
         if C is not None and np.asarray(C).size not in (1, M) or (C is not None and np.asarray(C).ndim == 2
                                                                    and np.asarray(C).shape[0] != 1):
             raise _Unsupported(f"C of shape {np.shape(C)} (only a bias of {M} or 1 values)")
-        layer = Dense(K, M, bias=C is not None, init="zeros")
+        layer = Dense(K, M, bias=C is not None, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W, np.float32)
         if C is not None:
             layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (M,)).copy()
@@ -780,7 +780,7 @@ class _Importer:
         if W.ndim != 2:
             raise _Unsupported(f"a {W.ndim}-D right operand (only a 2-D constant)")
         r = self.rank(node.inputs[0])
-        layer = Dense(*W.shape, bias=False, init="zeros") if r == 2 else MatMul(*W.shape, init="zeros")
+        layer = Dense(*W.shape, bias=False, init="assigned") if r == 2 else MatMul(*W.shape, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
 

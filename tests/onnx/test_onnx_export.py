@@ -140,3 +140,50 @@ def test_densenet121_exports_and_onnxruntime_agrees(tmp_path):
     x = r.standard_normal((2, 3, 64, 64)).astype(np.float32)
     ref, y = _ort(path, x), g.predict(x)
     assert np.max(np.abs(y - ref)) / np.max(np.abs(ref)) < 1e-5
+
+
+def _one(layer):
+    g = Sequential([("layer", layer)], input_shape=(4, 6, 6))
+    return g
+
+
+def _two(layer, left, right):
+    g = Graph(input_shape=(4, 6, 6))
+    g.add("left", left, ["input"])
+    g.add("right", right, ["input"])
+    g.add("layer", layer, ["left", "right"])
+    return g
+
+
+def _cases():
+    r = np.random.default_rng(7)
+    b = L.Binary("sub", const_shape=[1, 4, 1, 1], const_first=True)
+    b.buffers["c"][:] = r.standard_normal((1, 4, 1, 1))
+    pr = L.PRelu((4, 1, 1))
+    pr.params["slope"][:] = r.uniform(0, 0.5, (4, 1, 1))
+    ct = L.ConvTranspose2D(4, 2, 3, stride=2, padding=1, output_padding=1, init="he", seed=3)
+    return {
+        "binary_const": _one(b), "binary_two": _two(L.Binary("mul"), L.ReLU(), L.Sigmoid()),
+        "reshape": _one(L.Reshape([0, -1, 3])), "transpose": _one(L.Transpose([0, 2, 3, 1])),
+        "pad_reflect": _one(L.Pad([0, 0, 1, 2, 0, 0, 2, 1], "reflect")), "pad_crop": _one(L.Pad([0, 0, -1, 1, 0, 0, 0, -2])),
+        "clip": _one(L.Clip(None, 0.5)), "matmul": _one(L.MatMul(6, 3, seed=1)),
+        "logsoftmax_2d": _one(L.OnnxSoftmax(1, True, True)), "softmax": _one(L.OnnxSoftmax(-1)),
+        "hardsigmoid": _one(L.HardSigmoid(0.3, 0.4)), "hardswish": _one(L.HardSigmoid(1 / 6, 0.5, swish=True)),
+        "prelu": _one(pr), "abs": _one(L.Unary("abs")), "pow": _one(L.Unary("pow", 2.0)),
+        "reduce_max": _one(L.Reduce("max", [1], False)), "reduce_sum": _one(L.Reduce("sum", [2, 3], True)),
+        "reduce_mean": _one(L.Reduce("mean", [3], True)), "slice": _one(L.Slice([1, -1], [5, 0], [3, 2], [2, -1])),
+        "lrn": _one(L.LRN(3)), "conv_transpose": _one(ct), "resize_sizes": _one(L.Resize(sizes=[9, 5], mode="linear")),
+        "resize_nearest": _one(L.Resize(scales=[2.0, 2.0])),
+        "batch_matmul": _two(L.BatchMatMul(), L.Identity(), L.Transpose([0, 1, 3, 2])),
+        "gather": _one(L.Gather([0, 2], 1)), "expand": _one(L.Expand([1, 4, 6, 6])),
+    }
+
+
+@pytest.mark.parametrize("opset", [17, 18])
+def test_every_onnx_ops_layer_exports_and_onnxruntime_agrees(tmp_path, opset):
+    x = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float32)
+    for name, g in _cases().items():
+        path = g.to_onnx(tmp_path / f"{name}.onnx", opset=opset)
+        np.testing.assert_allclose(_ort(path, x), g.predict(x), rtol=1e-5, atol=1e-6, err_msg=name)
+        back = minicnn.load_onnx(path)
+        np.testing.assert_allclose(back.predict(x), g.predict(x), rtol=1e-5, atol=1e-6, err_msg=name)
