@@ -5,6 +5,7 @@
     minicnn evaluate RUN_OR_MODEL DATA        metrics table, metrics.json, plots (and --report HTML)
     minicnn predict MODEL IMAGE_OR_FOLDER     probabilities and decisions per image
     minicnn explain MODEL IMAGE               Grad-CAM overlay PNG
+    minicnn export MODEL OUT.onnx              the model as an ONNX file (minicnn[onnx])
     minicnn summary MODEL | gradcheck | features | convert | demo
 """
 from __future__ import annotations
