@@ -561,8 +561,8 @@ class _Importer:
             return self.binary(node)
         if name == "pow":
             e = np.asarray(self.const(node.inputs[1], "exponent"))
-            if e.size != 1:
-                raise _Unsupported("an exponent that is not one number")
+            if e.size != 1:                     # a tensor of exponents: x ** c, broadcast
+                return self.binary(node)
             p = float(e.reshape(-1)[0])
         self.add(node, Unary(name, p), [self.act(node.inputs[0])], out=node.outputs[0])
 
