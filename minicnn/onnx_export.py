@@ -243,6 +243,17 @@ def _resize(w, name, layer, x, shape):
     return w.node("Resize", [x, "", "", sizes], name, **attrs)
 
 
+def _dilated_pool(w, name, layer, x, shape):
+    attrs = dict(kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=_pads_onnx(layer.padding),
+                 dilations=list(layer.dilation))
+    if layer.kind == "max":
+        return w.node("MaxPool", [x], name, **attrs)
+    if w.opset < 19:
+        raise OnnxImportError(f"node {name!r}: an average pool with dilations needs opset >= 19 (AveragePool-19), "
+                              f"got opset {w.opset}")
+    return w.node("AveragePool", [x], name, count_include_pad=int(layer.count_include_pad), **attrs)
+
+
 EXPORTERS = {
     CV.Conv2D: _conv, CV.DepthwiseConv2D: _conv, CV.SeparableConv2D: _conv, D.Dense: _dense,
     A.ReLU: _unary("Relu"), A.Sigmoid: _unary("Sigmoid"), A.Softmax: _softmax, A.Dropout: _unary("Identity"),
@@ -268,6 +279,7 @@ EXPORTERS = {
                                                                  np.int64)], n, axis=l.axis),
     O.Expand: lambda w, n, l, x, s: w.node("Expand", [x, w.const(f"{n}.shape", np.array(l.shape, np.int64),
                                                                  np.int64)], n),
+    O.DilatedPool2D: lambda w, n, l, x, s: _dilated_pool(w, n, l, x, s),
     O.LRN: lambda w, n, l, x, s: w.node("LRN", [x], n, size=l.size, alpha=l.alpha, beta=l.beta, bias=l.bias),
 }
 

@@ -22,6 +22,7 @@
     BatchMatMul     y = a @ b for two activations (NumPy matmul broadcasting, rank >= 2 each)
     Gather(indices, axis)   y = take(x, indices, axis) with constant indices; dx scatters dy back (add.at)
     Expand(shape)   y = broadcast_to(x, shape) (ONNX bidirectional rule); dx reduces the broadcast axes
+    DilatedPool2D   max / average pooling with dilated windows (plain NumPy over the KH*KW window taps)
     ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
@@ -834,8 +835,78 @@ class Expand(Layer):
         return {"shape": list(self.shape)}
 
 
+class DilatedPool2D(Layer):
+    """``DilatedPool2D(kind, kernel_size, stride, padding, dilation, count_include_pad=False)``: ONNX
+    MaxPool / AveragePool with ``dilations`` (the native pool kernels have none). Readable NumPy: one
+    strided slice of the padded input per window tap ``(i, j)``; max keeps the first maximal tap."""
+
+    def __init__(self, kind, kernel_size, stride=1, padding=0, dilation=1, count_include_pad: bool = False):
+        super().__init__()
+        from ..shapes import as_pair, normalize_padding
+        if kind not in ("max", "avg"):
+            raise UsageError(f"DilatedPool2D: kind must be max or avg, got {kind!r}")
+        self.kind, self.count_include_pad = kind, bool(count_include_pad)
+        self.kernel_size, self.stride = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride")
+        self.dilation, self.padding = as_pair(dilation, "dilation"), normalize_padding(padding)
+
+    def _taps(self, shape):
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        t, b, l, r = self.padding
+        H, W = shape[2] + t + b, shape[3] + l + r
+        OH, OW = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+        if min(OH, OW) < 1:
+            raise UsageError(f"{self!r}: the window does not fit an input of shape {tuple(shape)}")
+        return [(slice(i * dh, i * dh + sh * (OH - 1) + 1, sh), slice(j * dw, j * dw + sw * (OW - 1) + 1, sw))
+                for i in range(kh) for j in range(kw)]
+
+    def _pad(self, x, value):
+        t, b, l, r = self.padding
+        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        taps = self._taps(x.shape)
+        if self.kind == "max":
+            xp = self._pad(x, -np.inf)
+            stack = np.stack([xp[:, :, rs, cs] for rs, cs in taps])
+            arg = stack.argmax(axis=0)
+            self._cache = (x.shape, taps, arg, None)
+            return np.take_along_axis(stack, arg[None], 0)[0]
+        xp = self._pad(x, 0)
+        total = sum(xp[:, :, rs, cs] for rs, cs in taps)
+        if self.count_include_pad:
+            div = np.full(total.shape[2:], float(len(taps)), x.dtype)
+        else:
+            ones = self._pad(np.ones((1, 1) + x.shape[2:], x.dtype), 0)
+            div = sum(ones[0, 0, rs, cs] for rs, cs in taps)
+        self._cache = (x.shape, taps, None, div)
+        return (total / div).astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, taps, arg, div = self._pop_cache()
+        if not need_dx:
+            return None
+        t, b, l, r = self.padding
+        dxp = np.zeros((shape[0], shape[1], shape[2] + t + b, shape[3] + l + r), dy.dtype)
+        for k, (rs, cs) in enumerate(taps):
+            dxp[:, :, rs, cs] += dy * (arg == k) if self.kind == "max" else dy / div
+        return dxp[:, :, t:t + shape[2], l:l + shape[3]].copy()
+
+    def output_shape(self, input_shape):
+        taps = self._taps(tuple(1 if d is None else d for d in input_shape))
+        rs, cs = taps[0]
+        n_rows = len(range(*rs.indices(10 ** 9)))
+        n_cols = len(range(*cs.indices(10 ** 9)))
+        return (input_shape[0], input_shape[1], n_rows, n_cols)
+
+    def get_config(self):
+        return {"kind": self.kind, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "count_include_pad": self.count_include_pad}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
                "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
                "ConvTranspose2D": ConvTranspose2D, "Resize": Resize,
-               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand}
+               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D}

@@ -39,7 +39,8 @@ from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, Expand, Gather, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather,
+                               Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                                Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
@@ -486,8 +487,9 @@ class _Importer:
             raise _Unsupported(f"auto_pad={auto!r}")
         if ceil:
             hw = self.static_hw(node.inputs[0])
-            for i, (size, kk, ss) in enumerate(zip(hw, k, s)):
+            for i, (size, kk, ss, dd) in enumerate(zip(hw, k, s, d)):
                 lo, hi = pads[2 * i], pads[2 * i + 1]
+                kk = (kk - 1) * dd + 1                       # the dilated window's extent
                 span = size + lo + hi - kk
                 o = -(-span // ss) + 1
                 if (o - 1) * ss >= size + lo:
@@ -504,11 +506,17 @@ class _Importer:
             raise _Unsupported(f"a {self.rank(node.inputs[0])}-D input (only NCHW)")
         k = _pair(a["kernel_shape"], "kernel_shape")
         s = _pair(a.get("strides", [1, 1]), "strides")
-        if any(v != 1 for v in a.get("dilations", [1, 1])):
-            raise _Unsupported(f"dilations={a['dilations']}")
+        d = _pair(a.get("dilations", [1, 1]), "dilations")
         ceil = bool(a.get("ceil_mode", 0))
-        pads = self.pads(node, k, s, (1, 1), ceil=ceil)
+        pads = self.pads(node, k, s, d, ceil=ceil)
         x = self.act(node.inputs[0])
+        if d != [1, 1]:
+            cip = bool(a.get("count_include_pad", 0))
+            if node.op_type == "AveragePool" and ceil and cip and pads != self.pads(node, k, s, d):
+                raise _Unsupported("ceil_mode=1 with count_include_pad=1 where the last window overhangs")
+            layer = DilatedPool2D("max" if node.op_type == "MaxPool" else "avg", k, s, pads, d, cip)
+            self.add(node, layer, [x], out=node.outputs[0])
+            return
         if node.op_type == "MaxPool":
             if a.get("storage_order", 0) not in (0, 1):
                 raise _Unsupported(f"storage_order={a['storage_order']}")

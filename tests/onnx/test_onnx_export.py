@@ -175,14 +175,22 @@ def _cases():
         "lrn": _one(L.LRN(3)), "conv_transpose": _one(ct), "resize_sizes": _one(L.Resize(sizes=[9, 5], mode="linear")),
         "resize_nearest": _one(L.Resize(scales=[2.0, 2.0])),
         "batch_matmul": _two(L.BatchMatMul(), L.Identity(), L.Transpose([0, 1, 3, 2])),
-        "gather": _one(L.Gather([0, 2], 1)), "expand": _one(L.Expand([1, 4, 6, 6])),
+        "gather": _one(L.Gather([0, 2], 1)), "dilated_max": _one(L.DilatedPool2D("max", 2, 1, 1, 2)),
+ "expand": _one(L.Expand([1, 4, 6, 6])),
     }
 
 
-@pytest.mark.parametrize("opset", [17, 18])
+@pytest.mark.parametrize("opset", [17, 18, 19])
 def test_every_onnx_ops_layer_exports_and_onnxruntime_agrees(tmp_path, opset):
     x = np.random.default_rng(0).standard_normal((3, 4, 6, 6)).astype(np.float32)
-    for name, g in _cases().items():
+    cases = _cases()
+    avg = _one(L.DilatedPool2D("avg", 2, 2, 0, 2, True))
+    if opset >= 19:
+        cases["dilated_avg"] = avg
+    else:
+        with pytest.raises(OnnxImportError, match="opset >= 19"):
+            avg.to_onnx(tmp_path / "avg.onnx", opset=opset)
+    for name, g in cases.items():
         path = g.to_onnx(tmp_path / f"{name}.onnx", opset=opset)
         np.testing.assert_allclose(_ort(path, x), g.predict(x), rtol=1e-5, atol=1e-6, err_msg=name)
         back = minicnn.load_onnx(path)

@@ -24,7 +24,7 @@ def broadcastable(draw):
     return side(), side()
 
 
-def _reference(op_type, inputs, **attrs):
+def _reference(op_type, inputs, opset=17, **attrs):
     onnx = pytest.importorskip("onnx")
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
@@ -33,7 +33,7 @@ def _reference(op_type, inputs, **attrs):
     g = helper.make_graph([node], "t", [helper.make_tensor_value_info(n, onnx.TensorProto.DOUBLE, a.shape)
                                         for n, a in zip(names, inputs)],
                           [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     return ReferenceEvaluator(m).run(None, dict(zip(names, inputs)))[0]
 
 
@@ -276,3 +276,23 @@ def test_batch_matmul_gather_expand_gradcheck(seed, lead, axis):
     y = rng.standard_normal((2, 1, 4))
     assert e.forward(y).shape == (3, 2, 3, 4)
     assert gradcheck(Expand([3, 1, 3, 1]), y)["x"] < TOL
+
+
+@given(k=st.integers(1, 3), s=st.integers(1, 2), d=st.integers(1, 3), p=st.integers(0, 1), cip=st.booleans(),
+       seed=st.integers(0, 99))
+def test_dilated_pools_gradcheck_torch_and_onnx(k, s, d, p, cip, seed):
+    from minicnn.layers.onnx_ops import DilatedPool2D
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(seed).standard_normal((2, 2, 7, 8))
+    mp = DilatedPool2D("max", k, s, p, d)
+    if p * 2 > k or (k - 1) * d + 1 > 7:
+        return
+    ref = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, d).numpy()
+    np.testing.assert_array_equal(mp.forward(x), ref)
+    assert mp.output_shape((None, 2, 7, 8)) == (None,) + ref.shape[1:]
+    assert gradcheck(DilatedPool2D("max", k, s, p, d), x)["x"] < TOL
+    ap = DilatedPool2D("avg", k, s, p, d, cip)
+    onnx_ref = _reference("AveragePool", [x], opset=19, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d],
+                          count_include_pad=int(cip))
+    np.testing.assert_allclose(ap.forward(x), onnx_ref, rtol=1e-12)
+    assert gradcheck(DilatedPool2D("avg", k, s, p, d, cip), x)["x"] < TOL
