@@ -103,9 +103,11 @@ def test_every_unsupported_op_is_listed_with_its_nodes(tmp_path):
 
 def test_unsupported_attribute_values_are_named(tmp_path):
     for node, what in ((helper.make_node("Pad", ["x", "p"], ["y"], mode="wrap"), "mode='wrap'"),
-                       (helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2]),
-                        "dilations=[2, 2]")):
-        m = _model([node], {"p": np.zeros(8, np.int64)})
+                       (helper.make_node("Resize", ["x", "", "sc"], ["y"], antialias=1, mode="linear"), "antialias=1"),
+                       (helper.make_node("BatchNormalization", ["x", "s", "s", "s", "s"], ["y"], training_mode=1),
+                        "training_mode=1")):
+        m = _model([node], {"p": np.zeros(8, np.int64), "sc": np.array([1, 1, 2, 2], np.float32),
+                            "s": np.ones(3, np.float32)}, opset=19)
         onnx.save(m, tmp_path / "m.onnx")
         with pytest.raises(OnnxImportError, match=what.replace("[", r"\[").replace("]", r"\]")):
             minicnn.load_onnx(tmp_path / "m.onnx")
