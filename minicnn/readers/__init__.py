@@ -12,6 +12,8 @@ transforms (a Keras conv kernel stays HWIO, a torch Linear weight ``(out, in)``)
     torch.read_torch_state_dict(path)   ``.safetensors`` / ``.pth`` (zip or legacy pickle) state dict
     torch_pickle.load_torch_checkpoint  the safe unpickler behind it (an allow-list, no code runs)
     npz.read_npz(path)                  minicnn's own ``.npz``: ``(arrays, architecture config or None)``
+    onnx.read_onnx(path)                an ONNX model: node records, initializers, inferred shapes (the
+                                        ``onnx`` extra, imported when called; not imported here)
 
 A missing file raises ``FileNotFoundError``; a corrupt or wrong one ``WeightFileError`` (``.path``,
 and ``.field`` when one entry is at fault); a pickle naming a global outside the allow-list
