@@ -33,7 +33,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..errors import OnnxImportError
+from ..errors import MinicnnError, OnnxImportError
 from ..layers.activation import Dropout, ReLU, Sigmoid
 from ..layers.conv import Conv2D
 from ..layers.dense import Dense
@@ -214,6 +214,11 @@ class _Importer:
             except _Unsupported as e:
                 key = node.op_type + (f" ({e})" if str(e) else "")
                 self.unsupported[key].append(node.name)
+                self.dead.update(node.outputs)
+            except (IndexError, KeyError, TypeError, ValueError) as e:   # inputs/attributes the op does not have
+                if isinstance(e, MinicnnError):
+                    raise
+                self.unsupported[f"{node.op_type} (malformed node: {type(e).__name__}: {e})"].append(node.name)
                 self.dead.update(node.outputs)
         if self.unsupported:
             lines = [f"  {op}: {', '.join(names[:8])}" + (f" ... ({len(names)} nodes)" if len(names) > 8 else "")

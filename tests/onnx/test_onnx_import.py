@@ -165,3 +165,25 @@ def test_opset_6_broadcast_axis_and_old_attributes(tmp_path, rng):
     x = rng.standard_normal((1, 3, 2, 2)).astype(np.float32)
     expect = np.clip(x + inits["bias"].reshape(1, 3, 1, 1), -0.5, 0.5) / np.sqrt(1 + 1e-5)
     np.testing.assert_allclose(g.predict(x), expect, rtol=1e-5, atol=1e-6)
+
+
+def test_mutated_files_fail_only_with_minicnn_errors(tmp_path):
+    """Random byte mutations of a valid model: each one imports and predicts, or raises one of
+    minicnn's own errors (never an IndexError, a UnicodeDecodeError, ... from deep inside)."""
+    from minicnn.errors import MinicnnError
+    data = _small_cnn(np.random.default_rng(0), hw=4).SerializeToString()
+    rng = np.random.default_rng(1)
+    outcomes = {"ok": 0, "refused": 0}
+    path = tmp_path / "m.onnx"
+    for _ in range(150):
+        d = bytearray(data)
+        for _ in range(int(rng.integers(1, 6))):
+            d[int(rng.integers(len(d)))] = int(rng.integers(256))
+        path.write_bytes(bytes(d))
+        try:
+            with np.errstate(all="ignore"):
+                minicnn.load_onnx(path).predict(np.zeros((1, 3, 4, 4), np.float32))
+            outcomes["ok"] += 1
+        except MinicnnError:
+            outcomes["refused"] += 1
+    assert outcomes["ok"] > 10 and outcomes["refused"] > 10, outcomes
