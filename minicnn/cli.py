@@ -5,6 +5,7 @@
     minicnn evaluate RUN_OR_MODEL DATA        metrics table, metrics.json, plots (and --report HTML)
     minicnn predict MODEL IMAGE_OR_FOLDER     probabilities and decisions per image
     minicnn explain MODEL IMAGE               Grad-CAM overlay PNG
+    minicnn export MODEL OUT.onnx              the model as an ONNX file (minicnn[onnx])
     minicnn summary MODEL | gradcheck | features | convert | demo
 """
 from __future__ import annotations
@@ -277,6 +278,11 @@ def cmd_convert(a):
     print(f"wrote {out}")
 
 
+def cmd_export(a):
+    out = _load_model(a.model).to_onnx(a.out, opset=a.opset)
+    print(f"wrote {out} (ONNX opset {a.opset}, batch dimension symbolic, output activation included)")
+
+
 def cmd_explain(a):
     from .gradcam import explain_file
     from .train import set_threads
@@ -490,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("convert", help="wrap a Keras/PyTorch model file as a minicnn model with its preprocessing",
                        formatter_class=_Help)
-    s.add_argument("model", help=".keras, .h5, .pth, .safetensors")
+    s.add_argument("model", help=".keras, .h5, .pth, .safetensors, .onnx")
     s.add_argument("out", help="output .npz")
     s.add_argument("--preprocess", required=True, help="tf, imagenet-torch, imagenet-caffe (the weights' own)")
     s.add_argument("--image-size", type=_image_size, required=True, help="input size the model expects")
@@ -499,6 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", default=None, help="comma-separated class names in output order")
     s.add_argument("--positive-class", default=None, help="the class a single output predicts")
     s.set_defaults(func=cmd_convert)
+
+    s = sub.add_parser("export", help="write a minicnn model as an ONNX file (needs minicnn[onnx])",
+                       formatter_class=_Help)
+    s.add_argument("model", help="run directory or model .npz")
+    s.add_argument("out", help="output .onnx")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset to target (13 to the installed onnx's newest)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("features", help="extract (and cache) pooled backbone features of a dataset",
                        formatter_class=_Help)

@@ -25,9 +25,12 @@ def glorot_uniform(shape, fan_in: int, fan_out: int, rng=None, dtype=np.float32)
 
 
 def initialize(shape, fan_in: int, fan_out: int, init: str = "he", rng=None, dtype=np.float32):
-    """Dispatch by name: ``'he'`` or ``'glorot'``."""
+    """Dispatch by name: ``'he'``, ``'glorot'``, or ``'assigned'``: zeros and no random draw, for
+    weights an importer assigns right after building the layer (not a training initialisation)."""
+    if init == "assigned":
+        return np.zeros(shape, dtype)
     if init == "he":
         return he_normal(shape, fan_in, rng, dtype)
     if init == "glorot":
         return glorot_uniform(shape, fan_in, fan_out, rng, dtype)
-    raise UsageError(f"init must be 'he' or 'glorot', got {init!r}")
+    raise UsageError(f"init must be 'he' or 'glorot' ('assigned' for imported weights), got {init!r}")

@@ -494,6 +494,11 @@ class Graph:
         fileio.savez(path, self.to_arrays())
         return path
 
+    def to_onnx(self, path, opset: int | None = None, input_shape=None) -> str:
+        """Write the model as an ONNX file (``minicnn.onnx_export``; needs ``pip install 'minicnn[onnx]'``)."""
+        from .onnx_export import DEFAULT_OPSET, to_onnx
+        return to_onnx(self, path, opset=opset or DEFAULT_OPSET, input_shape=input_shape)
+
     def load_weights(self, path) -> "Graph":
         """Load weights from a minicnn ``.npz`` strictly (names and shapes must match)."""
         arrays, _ = read_npz(path)

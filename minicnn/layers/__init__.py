@@ -11,7 +11,7 @@ from .conv import Conv2D, DepthwiseConv2D, SeparableConv2D
 from .dense import Dense
 from .elementwise import Activation, Identity, OperatingPoints, Rescaling
 from .norm import BatchNorm2D
-from .onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from .onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                        Transpose, Unary)
 from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from .shape import Add, BufferedConcat, Concat, Flatten, ZeroPad2D
@@ -20,7 +20,8 @@ __all__ = ["Layer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Re
            "Dropout", "BatchNorm2D", "MaxPool2D", "AvgPool2D", "GlobalAvgPool2D", "GlobalMaxPool2D",
            "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "BufferedConcat", "Add", "Activation", "Rescaling", "Identity",
            "Binary", "Reshape", "Transpose", "Pad", "Clip", "MatMul", "OnnxSoftmax", "HardSigmoid", "PRelu",
-           "Unary", "Reduce", "Slice", "LRN",
+           "Unary", "Reduce", "Slice", "LRN", "ConvTranspose2D", "Resize",
+           "BatchMatMul", "Gather", "Expand", "DilatedPool2D",
            "OperatingPoints"]
 
 # The classes a saved model may name (``minicnn.load`` rebuilds only these; nothing is imported by name).

@@ -16,6 +16,14 @@
     Reduce(op, axes, keepdims)  mean / sum / max over ``axes``
     Slice(starts, ends, axes, steps)   x[start:end:step] on the given axes; dx scatters dy back
     LRN(size, alpha, beta, bias)        local response normalisation across channels
+    Resize(...)     ONNX Resize / Upsample on H, W: nearest (every nearest_mode) or linear, every
+                    coordinate_transformation_mode but tf_crop_and_resize and tf_half_pixel_for_nn; y = M_h x M_w^T with one
+                    (out x in) interpolation matrix per axis, dx = M_h^T dy M_w
+    BatchMatMul     y = a @ b for two activations (NumPy matmul broadcasting, rank >= 2 each)
+    Gather(indices, axis)   y = take(x, indices, axis) with constant indices; dx scatters dy back (add.at)
+    Expand(shape)   y = broadcast_to(x, shape) (ONNX bidirectional rule); dx reduces the broadcast axes
+    DilatedPool2D   max / average pooling with dilated windows (plain NumPy over the KH*KW window taps)
+    ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
 Every layer's backward is the plain NumPy derivative of its forward (gradient-checked in
 ``tests/onnx/test_onnx_layers.py``).
@@ -39,6 +47,16 @@ def _float(x):
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"expected a float32 or float64 input, got dtype {x.dtype}")
     return x
+
+
+def _shape_by_running(layer, input_shape):
+    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given)."""
+    multi = bool(input_shape) and isinstance(input_shape[0], (tuple, list))
+    shapes = input_shape if multi else [input_shape]
+    xs = [np.zeros([1 if d is None else d for d in sh], np.float32) for sh in shapes]
+    y = layer.forward(xs if multi else xs[0])
+    layer.clear_cache()
+    return (shapes[0][0],) + tuple(y.shape[1:])
 
 
 def unbroadcast(g: np.ndarray, shape) -> np.ndarray:
@@ -459,6 +477,7 @@ class Unary(Layer):
 
 
 class Reduce(Layer):
+    output_shape = _shape_by_running
     """``Reduce(op, axes, keepdims=True)``: mean / sum / max over ``axes`` (max: ties share the gradient)."""
 
     def __init__(self, op: str, axes, keepdims: bool = True):
@@ -492,6 +511,7 @@ class Reduce(Layer):
 
 
 class Slice(Layer):
+    output_shape = _shape_by_running
     """``Slice(starts, ends, axes, steps=None)``: ONNX Slice with constant bounds (clamped like NumPy)."""
 
     def __init__(self, starts, ends, axes, steps=None):
@@ -573,6 +593,320 @@ class LRN(Layer):
         return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}
 
 
+class ConvTranspose2D(Layer):
+    """``ConvTranspose2D(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
+    output_padding, bias)``: ONNX ConvTranspose / torch ConvTranspose2d.
+
+    ``W`` (C, F/G, KH, KW), ``b`` (F,). ``y`` is the gradient a Conv2D with weight ``W`` (C outputs
+    from F inputs) sends back to its input when ``x`` is the gradient at its output, so the native
+    conv kernels compute it: ``OH = SH (H - 1) + OPH + DH (KH - 1) + 1 - top - bottom``. Backward:
+    ``dx`` is that Conv2D's forward of ``dy``, ``dW`` its weight gradient with ``dy`` as input.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 output_padding=0, bias=True, init="he", seed=None):
+        super().__init__()
+        from ..shapes import as_pair, normalize_padding
+        self.in_channels, self.out_channels, self.groups = int(in_channels), int(out_channels), int(groups)
+        self.kernel_size, self.stride = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride")
+        self.dilation, self.output_padding = as_pair(dilation, "dilation"), as_pair(output_padding, "output_padding")
+        self.padding = normalize_padding(padding)
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise UsageError(f"ConvTranspose2D: channels {in_channels}->{out_channels} not divisible by groups={groups}")
+        KH, KW = self.kernel_size
+        Fg = self.out_channels // self.groups
+        self.params["W"] = _init.initialize((self.in_channels, Fg, KH, KW), Fg * KH * KW, self.in_channels * KH * KW,
+                                            init, _init.rng_from(seed))
+        self.bias, self.init = bool(bias), init
+        if self.bias:
+            self.params["b"] = np.zeros(self.out_channels, np.float32)
+
+    def _out_hw(self, hw):
+        t, b, l, r = self.padding
+        return tuple(s * (n - 1) + op + d * (k - 1) + 1 - p0 - p1 for n, s, op, d, k, p0, p1 in
+                     zip(hw, self.stride, self.output_padding, self.dilation, self.kernel_size, (t, l), (b, r)))
+
+    def forward(self, x, training: bool = False):
+        from ..kernels.conv import conv2d_backward
+        x = _float(x)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise UsageError(f"{self!r} expects (N, {self.in_channels}, H, W), got x.shape={x.shape}")
+        OH, OW = self._out_hw(x.shape[2:])
+        if min(OH, OW) < 1:
+            raise UsageError(f"{self!r}: output size {(OH, OW)} for x.shape={x.shape}")
+        u = np.zeros((x.shape[0], self.out_channels, OH, OW), x.dtype)
+        W = self.params["W"].astype(x.dtype, copy=False)
+        y, _, _ = conv2d_backward(x, u, W, self.stride, self.padding, self.dilation, self.groups,
+                                  need_dx=True, need_dW=False)
+        if self.bias:
+            y = y + self.params["b"].astype(x.dtype).reshape(1, -1, 1, 1)
+        self._cache = x
+        return y
+
+    def backward(self, dy, need_dx: bool = True):
+        from ..kernels.conv import conv2d_backward, conv2d_forward
+        x = self._pop_cache()
+        W = self.params["W"].astype(dy.dtype, copy=False)
+        if self.trainable:
+            _, dW, _ = conv2d_backward(x, dy, W, self.stride, self.padding, self.dilation, self.groups,
+                                       need_dx=False, need_dW=True)
+            self.grads["W"] = dW.astype(self.params["W"].dtype, copy=False)
+            if self.bias:
+                self.grads["b"] = dy.sum(axis=(0, 2, 3)).astype(self.params["b"].dtype)
+        if not need_dx:
+            return None
+        return conv2d_forward(dy, W, None, self.stride, self.padding, self.dilation, self.groups)
+
+    def output_shape(self, input_shape):
+        return (input_shape[0], self.out_channels) + self._out_hw(input_shape[2:])
+
+    def get_config(self):
+        return {"in_channels": self.in_channels, "out_channels": self.out_channels,
+                "kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding),
+                "dilation": list(self.dilation), "groups": self.groups, "output_padding": list(self.output_padding),
+                "bias": self.bias}
+
+
+RESIZE_MODES = ("half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric")
+NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def resize_matrix(n_in: int, n_out: int, scale: float, mode: str, coord: str, nearest: str) -> np.ndarray:
+    """The (n_out, n_in) matrix of one axis of ONNX Resize (``scale`` = n_out / n_in unless given)."""
+    i = np.arange(n_out, dtype=np.float64)
+    if coord == "half_pixel":
+        x = (i + 0.5) / scale - 0.5
+    elif coord == "half_pixel_symmetric":
+        adj = n_out / (scale * n_in)
+        x = n_in / 2 * (1 - adj) + (i + 0.5) / scale - 0.5
+    elif coord == "pytorch_half_pixel":
+        x = (i + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(i)
+    elif coord == "align_corners":
+        out_f = scale * n_in            # ONNX divides by the unrounded output length
+        x = i * (n_in - 1) / (out_f - 1) if n_out > 1 else np.zeros_like(i)
+    elif coord == "asymmetric":
+        x = i / scale
+    else:
+        raise UsageError(f"Resize: coordinate_transformation_mode {coord!r} is not supported")
+    M = np.zeros((n_out, n_in))
+    rows = np.arange(n_out)
+    if mode == "nearest":
+        idx = {"round_prefer_floor": np.ceil(x - 0.5), "round_prefer_ceil": np.floor(x + 0.5),
+               "floor": np.floor(x), "ceil": np.ceil(x)}[nearest]
+        M[rows, np.clip(idx, 0, n_in - 1).astype(int)] = 1.0
+        return M
+    x = np.clip(x, 0, n_in - 1)
+    i0 = np.floor(x).astype(int)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w1 = x - i0
+    np.add.at(M, (rows, i0), 1 - w1)
+    np.add.at(M, (rows, i1), w1)
+    return M
+
+
+class Resize(Layer):
+    """``Resize(scales=None, sizes=None, mode="nearest", coordinate_transformation_mode="half_pixel",
+    nearest_mode="round_prefer_floor")``: resize H, W of NCHW by ``scales`` (sh, sw) or to ``sizes`` (OH, OW)."""
+
+    def __init__(self, scales=None, sizes=None, mode="nearest", coordinate_transformation_mode="half_pixel",
+                 nearest_mode="round_prefer_floor"):
+        super().__init__()
+        if (scales is None) == (sizes is None):
+            raise UsageError("Resize: give scales or sizes")
+        if mode not in ("nearest", "linear"):
+            raise UsageError(f"Resize: mode must be nearest or linear, got {mode!r}")
+        if coordinate_transformation_mode not in RESIZE_MODES or nearest_mode not in NEAREST_MODES:
+            raise UsageError(f"Resize: unsupported coordinate_transformation_mode={coordinate_transformation_mode!r}"
+                             f" or nearest_mode={nearest_mode!r}")
+        self.scales = None if scales is None else [float(v) for v in scales]
+        self.sizes = None if sizes is None else [int(v) for v in sizes]
+        self.mode, self.coord, self.nearest = mode, coordinate_transformation_mode, nearest_mode
+
+    def _matrices(self, hw, dtype):
+        out = []
+        for k, n in enumerate(hw):
+            if self.sizes is not None:
+                m, sc = self.sizes[k], self.sizes[k] / n
+            else:
+                sc = self.scales[k]
+                m = int(np.floor(n * sc))
+            out.append(resize_matrix(n, m, sc, self.mode, self.coord, self.nearest).astype(dtype))
+        return out
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        if x.ndim != 4:
+            raise UsageError(f"{self!r} expects an NCHW input, got x.shape={x.shape}")
+        Mh, Mw = self._matrices(x.shape[2:], x.dtype)
+        self._cache = (Mh, Mw)
+        return np.ascontiguousarray(np.einsum("oh,nchw,pw->ncop", Mh, x, Mw, optimize=True))
+
+    def backward(self, dy, need_dx: bool = True):
+        Mh, Mw = self._pop_cache()
+        return np.ascontiguousarray(np.einsum("oh,ncop,pw->nchw", Mh, dy, Mw, optimize=True)) if need_dx else None
+
+    def output_shape(self, input_shape):
+        n, c, h, w = input_shape
+        if self.sizes is not None:
+            return (n, c, *self.sizes)
+        return (n, c, int(np.floor(h * self.scales[0])), int(np.floor(w * self.scales[1])))
+
+    def get_config(self):
+        return {"scales": self.scales, "sizes": self.sizes, "mode": self.mode,
+                "coordinate_transformation_mode": self.coord, "nearest_mode": self.nearest}
+
+
+class BatchMatMul(Layer):
+    output_shape = _shape_by_running
+    """``BatchMatMul()``: ``[a, b] -> a @ b`` (both rank >= 2; leading axes broadcast)."""
+    multi_input = True
+
+    def forward(self, xs, training: bool = False):
+        a, b = (_float(v) for v in xs)
+        if a.ndim < 2 or b.ndim < 2:
+            raise UsageError(f"{self!r} needs operands of rank >= 2, got {a.shape} and {b.shape}")
+        self._cache = (a, b)
+        return np.matmul(a, b)
+
+    def backward(self, dy, need_dx: bool = True):
+        a, b = self._pop_cache()
+        if not need_dx:
+            return None
+        da = unbroadcast(np.matmul(dy, np.swapaxes(b, -1, -2)), a.shape)
+        db = unbroadcast(np.matmul(np.swapaxes(a, -1, -2), dy), b.shape)
+        return [da.astype(dy.dtype, copy=False), db.astype(dy.dtype, copy=False)]
+
+
+class Gather(Layer):
+    output_shape = _shape_by_running
+    """``Gather(indices, axis)``: ``np.take(x, indices, axis)`` with constant (possibly negative) indices."""
+
+    def __init__(self, indices, axis: int = 0):
+        super().__init__()
+        self.indices = np.asarray(indices, np.int64).tolist()
+        self.axis = int(axis)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        axis = self.axis % x.ndim
+        idx = np.asarray(self.indices, np.int64)
+        if idx.size and (idx.max() >= x.shape[axis] or idx.min() < -x.shape[axis]):
+            raise UsageError(f"{self!r}: an index is out of range for axis {axis} of x.shape={x.shape}")
+        self._cache = (x.shape, axis)
+        return np.take(x, idx, axis=axis)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, axis = self._pop_cache()
+        if not need_dx:
+            return None
+        idx = np.asarray(self.indices, np.int64) % shape[axis]
+        dx = np.zeros(shape, dy.dtype)
+        moved = np.moveaxis(dx, axis, 0)
+        g = np.moveaxis(dy, list(range(axis, axis + idx.ndim)), list(range(idx.ndim)))
+        np.add.at(moved, idx, g)
+        return dx
+
+    def get_config(self):
+        return {"indices": self.indices, "axis": self.axis}
+
+
+class Expand(Layer):
+    output_shape = _shape_by_running
+    """``Expand(shape)``: ONNX Expand, ``x`` broadcast with ``shape`` both ways (a 1 keeps x's size)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = [int(v) for v in shape]
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        try:
+            out = np.broadcast_shapes(x.shape, tuple(self.shape))
+        except ValueError:
+            raise UsageError(f"{self!r} cannot broadcast x.shape={x.shape}") from None
+        self._cache = x.shape
+        return np.ascontiguousarray(np.broadcast_to(x, out))
+
+    def backward(self, dy, need_dx: bool = True):
+        shape = self._pop_cache()
+        return unbroadcast(dy, shape).astype(dy.dtype, copy=False) if need_dx else None
+
+    def get_config(self):
+        return {"shape": list(self.shape)}
+
+
+class DilatedPool2D(Layer):
+    """``DilatedPool2D(kind, kernel_size, stride, padding, dilation, count_include_pad=False)``: ONNX
+    MaxPool / AveragePool with ``dilations`` (the native pool kernels have none). Readable NumPy: one
+    strided slice of the padded input per window tap ``(i, j)``; max keeps the first maximal tap."""
+
+    def __init__(self, kind, kernel_size, stride=1, padding=0, dilation=1, count_include_pad: bool = False):
+        super().__init__()
+        from ..shapes import as_pair, normalize_padding
+        if kind not in ("max", "avg"):
+            raise UsageError(f"DilatedPool2D: kind must be max or avg, got {kind!r}")
+        self.kind, self.count_include_pad = kind, bool(count_include_pad)
+        self.kernel_size, self.stride = as_pair(kernel_size, "kernel_size"), as_pair(stride, "stride")
+        self.dilation, self.padding = as_pair(dilation, "dilation"), normalize_padding(padding)
+
+    def _taps(self, shape):
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel_size, self.stride, self.dilation
+        t, b, l, r = self.padding
+        H, W = shape[2] + t + b, shape[3] + l + r
+        OH, OW = (H - dh * (kh - 1) - 1) // sh + 1, (W - dw * (kw - 1) - 1) // sw + 1
+        if min(OH, OW) < 1:
+            raise UsageError(f"{self!r}: the window does not fit an input of shape {tuple(shape)}")
+        return [(slice(i * dh, i * dh + sh * (OH - 1) + 1, sh), slice(j * dw, j * dw + sw * (OW - 1) + 1, sw))
+                for i in range(kh) for j in range(kw)]
+
+    def _pad(self, x, value):
+        t, b, l, r = self.padding
+        return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        taps = self._taps(x.shape)
+        if self.kind == "max":
+            xp = self._pad(x, -np.inf)
+            stack = np.stack([xp[:, :, rs, cs] for rs, cs in taps])
+            arg = stack.argmax(axis=0)
+            self._cache = (x.shape, taps, arg, None)
+            return np.take_along_axis(stack, arg[None], 0)[0]
+        xp = self._pad(x, 0)
+        total = sum(xp[:, :, rs, cs] for rs, cs in taps)
+        if self.count_include_pad:
+            div = np.full(total.shape[2:], float(len(taps)), x.dtype)
+        else:
+            ones = self._pad(np.ones((1, 1) + x.shape[2:], x.dtype), 0)
+            div = sum(ones[0, 0, rs, cs] for rs, cs in taps)
+        self._cache = (x.shape, taps, None, div)
+        return (total / div).astype(x.dtype, copy=False)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape, taps, arg, div = self._pop_cache()
+        if not need_dx:
+            return None
+        t, b, l, r = self.padding
+        dxp = np.zeros((shape[0], shape[1], shape[2] + t + b, shape[3] + l + r), dy.dtype)
+        for k, (rs, cs) in enumerate(taps):
+            dxp[:, :, rs, cs] += dy * (arg == k) if self.kind == "max" else dy / div
+        return dxp[:, :, t:t + shape[2], l:l + shape[3]].copy()
+
+    def output_shape(self, input_shape):
+        taps = self._taps(tuple(1 if d is None else d for d in input_shape))
+        rs, cs = taps[0]
+        n_rows = len(range(*rs.indices(10 ** 9)))
+        n_cols = len(range(*cs.indices(10 ** 9)))
+        return (input_shape[0], input_shape[1], n_rows, n_cols)
+
+    def get_config(self):
+        return {"kind": self.kind, "kernel_size": list(self.kernel_size), "stride": list(self.stride),
+                "padding": list(self.padding), "dilation": list(self.dilation),
+                "count_include_pad": self.count_include_pad}
+
+
 ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pad": Pad, "Clip": Clip,
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
-               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN}
+               "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
+               "ConvTranspose2D": ConvTranspose2D, "Resize": Resize,
+               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D}

@@ -32,7 +32,11 @@ def guess_torch_architecture(sd: dict) -> str:
 
 
 def load_any(path, arch: str | None = None) -> Graph:
-    """A Graph from a Keras model file or a torchvision state dict (architecture recognised or given)."""
+    """A Graph from a Keras model file, an ONNX model, or a torchvision state dict (architecture
+    recognised or given)."""
+    if os.fspath(path).lower().endswith(".onnx"):
+        from .onnx_import import load_onnx
+        return load_onnx(path)
     fmt = detect_format(path)
     if fmt in ("keras_archive", "keras_h5_model"):
         return load_keras(path)

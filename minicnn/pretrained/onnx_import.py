@@ -33,13 +33,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..errors import OnnxImportError
+from ..errors import MinicnnError, OnnxImportError
 from ..layers.activation import Dropout, ReLU, Sigmoid
 from ..layers.conv import Conv2D
 from ..layers.dense import Dense
 from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
-from ..layers.onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
+from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather,
+                               Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
                                Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
@@ -214,6 +215,11 @@ class _Importer:
                 key = node.op_type + (f" ({e})" if str(e) else "")
                 self.unsupported[key].append(node.name)
                 self.dead.update(node.outputs)
+            except (IndexError, KeyError, TypeError, ValueError) as e:   # inputs/attributes the op does not have
+                if isinstance(e, MinicnnError):
+                    raise
+                self.unsupported[f"{node.op_type} (malformed node: {type(e).__name__}: {e})"].append(node.name)
+                self.dead.update(node.outputs)
         if self.unsupported:
             lines = [f"  {op}: {', '.join(names[:8])}" + (f" ... ({len(names)} nodes)" if len(names) > 8 else "")
                      for op, names in sorted(self.unsupported.items())]
@@ -277,11 +283,191 @@ class _Importer:
         G = int(a.get("group", 1))
         pads = self.pads(node, k, s, d)
         F, cg = W.shape[:2]
-        layer = Conv2D(cg * G, F, k, stride=s, padding=pads, dilation=d, groups=G, bias=B is not None)
+        layer = Conv2D(cg * G, F, k, stride=s, padding=pads, dilation=d, groups=G, bias=B is not None, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W, np.float32)
         if B is not None:
             layer.params["b"] = np.ascontiguousarray(B, np.float32).reshape(F)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def conv_transpose(self, node):
+        a = node.attrs
+        W = self.const(node.inputs[1], "weight")
+        B = self.opt_const(node, 2, "bias")
+        if W.ndim != 4:
+            raise _Unsupported(f"a {W.ndim - 2}-D kernel (only 2-D)")
+        k = list(W.shape[2:])
+        s = _pair(a.get("strides", [1, 1]), "strides")
+        d = _pair(a.get("dilations", [1, 1]), "dilations")
+        op = _pair(a.get("output_padding", [0, 0]), "output_padding")
+        G = int(a.get("group", 1))
+        auto = a.get("auto_pad", "NOTSET")
+        if "output_shape" in a or auto in ("SAME_UPPER", "SAME_LOWER"):
+            hw = self.static_hw(node.inputs[0])
+            out = list(a["output_shape"])[-2:] if "output_shape" in a else [n * st for n, st in zip(hw, s)]
+            pads = []
+            for i, (n, st, o, dd, kk, want) in enumerate(zip(hw, s, op, d, k, out)):
+                total = st * (n - 1) + o + (kk - 1) * dd + 1 - want
+                if total < 0:          # a larger output_shape: the extra rows/columns come after the end
+                    if -total >= st:
+                        raise _Unsupported(f"output_shape={a.get('output_shape')} more than a stride larger "
+                                           f"than the full output")
+                    op[i] += -total
+                    total = 0
+                half = total // 2
+                pads += [half, total - half] if auto == "SAME_UPPER" else [total - half, half]
+            pads = tuple(pads)
+        elif auto in ("NOTSET", "", "VALID"):
+            p = [0, 0, 0, 0] if auto == "VALID" else [int(v) for v in a.get("pads", [0, 0, 0, 0])]
+            pads = (p[0], p[2], p[1], p[3])
+        else:
+            raise _Unsupported(f"auto_pad={auto!r}")
+        C, Fg = W.shape[:2]
+        layer = ConvTranspose2D(C, Fg * G, k, s, pads, d, G, op, bias=B is not None)
+        layer.params["W"] = np.ascontiguousarray(W, np.float32)
+        if B is not None:
+            layer.params["b"] = np.asarray(B, np.float32).reshape(-1).copy()
+        self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def resize(self, node):
+        a = node.attrs
+        if self.rank(node.inputs[0]) != 4:
+            raise _Unsupported(f"a {self.rank(node.inputs[0])}-D input (only NCHW)")
+        mode = a.get("mode", "nearest")
+        if mode not in ("nearest", "linear"):
+            raise _Unsupported(f"mode={mode!r}")
+        if a.get("antialias", 0):
+            raise _Unsupported("antialias=1")
+        if a.get("keep_aspect_ratio_policy", "stretch") != "stretch":
+            raise _Unsupported(f"keep_aspect_ratio_policy={a['keep_aspect_ratio_policy']!r}")
+        if "axes" in a:
+            raise _Unsupported("axes")
+        scales = sizes = None
+        if node.op_type == "Upsample" or self.m.opset < 11:   # Upsample, Resize-10: asymmetric, floor
+            coord, nearest = "asymmetric", "floor"
+            scales = a.get("scales")
+            if scales is None:
+                scales = self.const(node.inputs[1], "scales")
+        else:
+            coord = a.get("coordinate_transformation_mode", "half_pixel")
+            nearest = a.get("nearest_mode", "round_prefer_floor")
+            sc, sz = self.opt_const(node, 2, "scales"), self.opt_const(node, 3, "sizes")
+            if sz is not None and np.size(sz):
+                sizes = [int(v) for v in np.asarray(sz).reshape(-1)]
+            elif sc is not None and np.size(sc):
+                scales = sc
+            else:
+                raise _Unsupported("neither scales nor sizes")
+        if coord in ("tf_crop_and_resize", "tf_half_pixel_for_nn"):
+            raise _Unsupported(f"coordinate_transformation_mode={coord!r}")
+        if scales is not None:
+            scales = [float(v) for v in np.asarray(scales).reshape(-1)]
+            if len(scales) != 4 or scales[:2] != [1.0, 1.0]:
+                raise _Unsupported(f"scales={scales} (only the spatial axes of NCHW)")
+            layer = Resize(scales=scales[2:], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+        else:
+            ins = self.shape(node.inputs[0])
+            if len(sizes) != 4 or sizes[1] != ins[1] or not (sizes[0] == ins[0] or self._is_batch_dim(ins[0])
+                                                             or sizes[0] == BATCH_MARKER):
+                raise _Unsupported(f"sizes={sizes} (only the spatial axes of NCHW)")
+            layer = Resize(sizes=sizes[2:], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+        self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def gather(self, node):
+        idx = np.asarray(self.const(node.inputs[1], "indices"))
+        axis = int(node.attrs.get("axis", 0)) % self.rank(node.inputs[0])
+        if axis == 0:
+            raise _Unsupported("a gather along the batch axis")
+        self.add(node, Gather(idx, axis), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def expand(self, node):
+        shape = [int(v) for v in np.asarray(self.const(node.inputs[1], "shape")).reshape(-1)]
+        ins = self.shape(node.inputs[0]) or []
+        out = []
+        for i, v in enumerate(shape):
+            k = i - (len(shape) - len(ins))          # the input axis this one lines up with
+            if v == BATCH_MARKER and k >= 0 and self._is_batch_dim(ins[k]):
+                out.append(1)                        # broadcasting 1 keeps the input's batch size
+            elif abs(v) >= _BIG:
+                raise _Unsupported("a shape computed from the batch size")
+            else:
+                if k == 0 and v != 1 and self._is_batch_dim(ins[0]):
+                    raise _Unsupported("an expansion of the batch axis")
+                out.append(v)
+        self.add(node, Expand(out), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def depth_to_space(self, node):
+        b = int(node.attrs["blocksize"])
+        s = self.shape(node.inputs[0])
+        if s is None or len(s) != 4 or not all(isinstance(v, int) for v in s[1:]):
+            raise _Unsupported("an input without a static (C, H, W)")
+        _, C, H, W = s
+        x = self.act(node.inputs[0])
+        if node.op_type == "SpaceToDepth":
+            crd = node.attrs.get("mode", "DCR") == "CRD"
+            r = self.add(node, Reshape([0, C, H // b, b, W // b, b]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 1, 3, 5, 2, 4] if crd else [0, 3, 5, 1, 2, 4]), [r], suffix="/move")
+            self.add(node, Reshape([0, C * b * b, H // b, W // b]), [t], out=node.outputs[0])
+            return
+        mode = node.attrs.get("mode", "DCR")
+        if mode == "DCR":
+            r = self.add(node, Reshape([0, b, b, C // (b * b), H, W]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 3, 4, 1, 5, 2]), [r], suffix="/move")
+        elif mode == "CRD":
+            r = self.add(node, Reshape([0, C // (b * b), b, b, H, W]), [x], suffix="/split")
+            t = self.add(node, Transpose([0, 1, 4, 2, 5, 3]), [r], suffix="/move")
+        else:
+            raise _Unsupported(f"mode={mode!r}")
+        self.add(node, Reshape([0, C // (b * b), H * b, W * b]), [t], out=node.outputs[0])
+
+    def normalization(self, node):
+        """Instance/Layer/GroupNormalization composed of Reduce, Binary and Unary layers (their
+        backward is the composition's): (x - mean) / sqrt(var + eps) * scale + bias."""
+        a = node.attrs
+        r = self.rank(node.inputs[0])
+        eps = float(a.get("epsilon", 1e-5))
+        scale = np.asarray(self.const(node.inputs[1], "scale"), np.float32)
+        bias = self.opt_const(node, 2, "bias")
+        x = self.act(node.inputs[0])
+        shape = self.shape(node.inputs[0])
+        if node.op_type == "InstanceNormalization":
+            axes, pshape = list(range(2, r)), (1, -1) + (1,) * (r - 2)
+        elif node.op_type == "LayerNormalization":
+            if a.get("stash_type", 1) != 1 or any(o in self.used for o in node.outputs[1:] if o):
+                raise _Unsupported("the Mean / InvStdDev outputs")
+            axis = int(a.get("axis", -1)) % r
+            if axis == 0:
+                raise _Unsupported("axis=0 (a normalisation over the batch axis)")
+            axes, pshape = list(range(axis, r)), scale.shape
+        else:   # GroupNormalization (opset 18/21): per group of channels, then per-channel scale
+            G = int(a["num_groups"])
+            if not all(isinstance(v, int) for v in shape[1:]):
+                raise _Unsupported("an input without static channel and spatial sizes")
+            C = shape[1]
+            x = self.add(node, Reshape([0, G, -1]), [x], suffix="/groups")
+            axes, pshape = [2], None
+        step = lambda layer, ins, suffix: self.add(node, layer, ins, suffix=suffix)
+        mean = step(Reduce("mean", axes, True), [x], "/mean")
+        xc = step(Binary("sub"), [x, mean], "/center")
+        sq = step(Binary("mul"), [xc, xc], "/square")
+        var = step(Reduce("mean", axes, True), [sq], "/var")
+        ve = Binary("add", const_shape=())
+        ve.buffers["c"] = np.asarray(eps, np.float32)
+        std = step(Unary("sqrt"), [step(ve, [var], "/eps")], "/std")
+        y = step(Binary("div"), [xc, std], "/normalized")
+        if node.op_type == "GroupNormalization":
+            y = step(Reshape([0, C] + list(shape[2:])), [y], "/channels")
+            pshape = (1, C) + (1,) * (r - 2)
+            if scale.size == G and C != G:       # opset 18: one scale per group
+                scale = np.repeat(scale, C // G)
+                bias = None if bias is None else np.repeat(np.asarray(bias), C // G)
+        sc = Binary("mul", const_shape=np.reshape(scale, pshape).shape)
+        sc.buffers["c"] = np.reshape(scale, pshape).astype(np.float32)
+        y = self.add(node, sc, [y], out=None if bias is not None else node.outputs[0], suffix="/scale")
+        if bias is not None:
+            bb = np.reshape(np.asarray(bias, np.float32), np.reshape(scale, pshape).shape)
+            bl = Binary("add", const_shape=bb.shape)
+            bl.buffers["c"] = bb
+            self.add(node, bl, [y], out=node.outputs[0], suffix="/bias")
 
     def pads(self, node, k, s, d, ceil=False):
         """(top, bottom, left, right) from ONNX pads [t, l, b, r] or auto_pad (and ceil_mode)."""
@@ -306,8 +492,9 @@ class _Importer:
             raise _Unsupported(f"auto_pad={auto!r}")
         if ceil:
             hw = self.static_hw(node.inputs[0])
-            for i, (size, kk, ss) in enumerate(zip(hw, k, s)):
+            for i, (size, kk, ss, dd) in enumerate(zip(hw, k, s, d)):
                 lo, hi = pads[2 * i], pads[2 * i + 1]
+                kk = (kk - 1) * dd + 1                       # the dilated window's extent
                 span = size + lo + hi - kk
                 o = -(-span // ss) + 1
                 if (o - 1) * ss >= size + lo:
@@ -324,11 +511,17 @@ class _Importer:
             raise _Unsupported(f"a {self.rank(node.inputs[0])}-D input (only NCHW)")
         k = _pair(a["kernel_shape"], "kernel_shape")
         s = _pair(a.get("strides", [1, 1]), "strides")
-        if any(v != 1 for v in a.get("dilations", [1, 1])):
-            raise _Unsupported(f"dilations={a['dilations']}")
+        d = _pair(a.get("dilations", [1, 1]), "dilations")
         ceil = bool(a.get("ceil_mode", 0))
-        pads = self.pads(node, k, s, (1, 1), ceil=ceil)
+        pads = self.pads(node, k, s, d, ceil=ceil)
         x = self.act(node.inputs[0])
+        if d != [1, 1]:
+            cip = bool(a.get("count_include_pad", 0))
+            if node.op_type == "AveragePool" and ceil and cip and pads != self.pads(node, k, s, d):
+                raise _Unsupported("ceil_mode=1 with count_include_pad=1 where the last window overhangs")
+            layer = DilatedPool2D("max" if node.op_type == "MaxPool" else "avg", k, s, pads, d, cip)
+            self.add(node, layer, [x], out=node.outputs[0])
+            return
         if node.op_type == "MaxPool":
             if a.get("storage_order", 0) not in (0, 1):
                 raise _Unsupported(f"storage_order={a['storage_order']}")
@@ -381,8 +574,8 @@ class _Importer:
             return self.binary(node)
         if name == "pow":
             e = np.asarray(self.const(node.inputs[1], "exponent"))
-            if e.size != 1:
-                raise _Unsupported("an exponent that is not one number")
+            if e.size != 1:                     # a tensor of exponents: x ** c, broadcast
+                return self.binary(node)
             p = float(e.reshape(-1)[0])
         self.add(node, Unary(name, p), [self.act(node.inputs[0])], out=node.outputs[0])
 
@@ -582,20 +775,25 @@ class _Importer:
         if C is not None and np.asarray(C).size not in (1, M) or (C is not None and np.asarray(C).ndim == 2
                                                                    and np.asarray(C).shape[0] != 1):
             raise _Unsupported(f"C of shape {np.shape(C)} (only a bias of {M} or 1 values)")
-        layer = Dense(K, M, bias=C is not None)
+        layer = Dense(K, M, bias=C is not None, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W, np.float32)
         if C is not None:
             layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (M,)).copy()
         self.add(node, layer, [x], out=node.outputs[0])
 
     def matmul(self, node):
+        if node.inputs[0] in self.acts and node.inputs[1] in self.acts:
+            if self.rank(node.inputs[0]) < 2 or self.rank(node.inputs[1]) < 2:
+                raise _Unsupported("a 1-D operand of an activation @ activation product")
+            self.add(node, BatchMatMul(), [self.act(node.inputs[0]), self.act(node.inputs[1])], out=node.outputs[0])
+            return
         if not self.is_const(node.inputs[1]) or node.inputs[0] not in self.acts:
-            raise _Unsupported("an activation times an activation (only activation @ constant)")
+            raise _Unsupported("a constant @ activation product (only activation @ constant or activation @ activation)")
         W = np.asarray(self.const(node.inputs[1]), np.float32)
         if W.ndim != 2:
             raise _Unsupported(f"a {W.ndim}-D right operand (only a 2-D constant)")
         r = self.rank(node.inputs[0])
-        layer = Dense(*W.shape, bias=False) if r == 2 else MatMul(*W.shape)
+        layer = Dense(*W.shape, bias=False, init="assigned") if r == 2 else MatMul(*W.shape, init="assigned")
         layer.params["W"] = np.ascontiguousarray(W)
         self.add(node, layer, [self.act(node.inputs[0])], out=node.outputs[0])
 
@@ -667,8 +865,13 @@ class _Importer:
             for i in (1, 2):
                 if len(node.inputs) > i and node.inputs[i] and not self.is_const(node.inputs[i]):
                     raise _Unsupported("bounds computed at run time")
-        lo = None if lo is None or float(lo) <= -3.4e38 else float(lo)
-        hi = None if hi is None or float(hi) >= 3.4e38 else float(hi)
+        for v in (lo, hi):
+            if v is not None and np.size(v) != 1:
+                raise _Unsupported(f"a bound of shape {np.shape(v)} (only one number)")
+        lo = None if lo is None or np.size(lo) == 0 else float(np.asarray(lo).reshape(-1)[0])
+        hi = None if hi is None or np.size(hi) == 0 else float(np.asarray(hi).reshape(-1)[0])
+        lo = None if lo is not None and lo <= -3.4e38 else lo
+        hi = None if hi is not None and hi >= 3.4e38 else hi
         self.add(node, Clip(lo, hi), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def pad(self, node):
@@ -715,7 +918,11 @@ class _Importer:
 _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial"}
 
 _HANDLERS = {
-    "Conv": _Importer.conv, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
+    "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
+    "Gather": _Importer.gather, "Expand": _Importer.expand,
+    "DepthToSpace": _Importer.depth_to_space, "Resize": _Importer.resize, "Upsample": _Importer.resize, "SpaceToDepth": _Importer.depth_to_space,
+    "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
+    "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,
     "GlobalAveragePool": _Importer.global_pool, "GlobalMaxPool": _Importer.global_pool,
     "ReduceMean": _Importer.reduce, "ReduceMax": _Importer.reduce, "ReduceSum": _Importer.reduce,
     "Neg": _Importer.unary_math, "Abs": _Importer.unary_math, "Sqrt": _Importer.unary_math,

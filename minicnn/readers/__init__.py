@@ -14,6 +14,8 @@ transforms (a Keras conv kernel stays HWIO, a torch Linear weight ``(out, in)``)
     torch_pickle.load_torch_checkpoint  the safe unpickler behind it (an allow-list, no code runs; whole
                                         pickled modules become inert ``TorchModuleRecord`` s)
     npz.read_npz(path)                  minicnn's own ``.npz``: ``(arrays, architecture config or None)``
+    onnx.read_onnx(path)                an ONNX model: node records, initializers, inferred shapes (the
+                                        ``onnx`` extra, imported when called; not imported here)
 
 A missing file raises ``FileNotFoundError``; a corrupt or wrong one ``WeightFileError`` (``.path``,
 and ``.field`` when one entry is at fault); a pickle naming a global outside the allow-list

@@ -163,11 +163,24 @@ def _to_array(numpy_helper, t, path, where):
                               field=t.name or where) from None
 
 
+def _text(v, path, what):
+    """A name from the file as str; protobuf hands back bytes for invalid UTF-8, which is refused."""
+    if isinstance(v, bytes):
+        raise WeightFileError(f"{path}: a {what} is not valid UTF-8 ({v[:40]!r}); the file is corrupt", path=path)
+    return v
+
+
 def parse_model(proto, path: str = "<memory>", infer_shapes: bool = True) -> OnnxModel:
     """An ``onnx.ModelProto`` (external data already in place) as an ``OnnxModel``."""
     onnx = require_onnx()
     from onnx import numpy_helper
     g = proto.graph
+    for n in g.node:
+        for v in [n.name, n.op_type, n.domain, *n.input, *n.output, *(a.name for a in n.attribute)]:
+            _text(v, path, "node field")
+    for v in [*(t.name for t in g.initializer), *(x.name for x in g.input), *(x.name for x in g.output),
+              *(x.key for x in proto.metadata_props), *(x.value for x in proto.metadata_props)]:
+        _text(v, path, "value name or metadata entry")
     opset = max([int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")], default=1)
     inits = {t.name: _to_array(numpy_helper, t, path, t.name) for t in g.initializer}
     nodes = []

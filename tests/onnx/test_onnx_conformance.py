@@ -43,7 +43,7 @@ def test_no_conformance_case_fails(statuses):
 def test_the_2d_cnn_cases_pass(statuses):
     must = ["Conv2d", "Conv2d_depthwise", "Conv2d_dilated", "Conv2d_groups", "Conv2d_padding", "Conv2d_strided",
             "Conv2d_no_bias", "BatchNorm2d_eval", "BatchNorm2d_momentum_eval", "AvgPool2d", "AvgPool2d_stride",
-            "MaxPool2d", "ReLU", "LeakyReLU", "ELU", "SELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
+            "MaxPool2d", "MaxPool2d_stride_padding_dilation", "ConvTranspose2d", "ConvTranspose2d_no_bias", "ReLU", "LeakyReLU", "ELU", "SELU", "Sigmoid", "Tanh", "Softmax", "LogSoftmax",
             "Softplus", "Softsign", "PReLU_2d", "PReLU_2d_multiparam", "Linear", "Linear_no_bias", "ZeroPad2d",
             "ConstantPad2d", "ReflectionPad2d", "ReplicationPad2d", "PixelShuffle"]
     for name in must:

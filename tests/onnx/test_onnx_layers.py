@@ -24,7 +24,7 @@ def broadcastable(draw):
     return side(), side()
 
 
-def _reference(op_type, inputs, **attrs):
+def _reference(op_type, inputs, opset=17, **attrs):
     onnx = pytest.importorskip("onnx")
     from onnx import helper
     from onnx.reference import ReferenceEvaluator
@@ -33,7 +33,7 @@ def _reference(op_type, inputs, **attrs):
     g = helper.make_graph([node], "t", [helper.make_tensor_value_info(n, onnx.TensorProto.DOUBLE, a.shape)
                                         for n, a in zip(names, inputs)],
                           [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     return ReferenceEvaluator(m).run(None, dict(zip(names, inputs)))[0]
 
 
@@ -190,3 +190,109 @@ def test_every_new_layer_rebuilds_from_its_config():
         again = cls.from_config(layer.get_config())
         assert again.get_config() == layer.get_config()
         assert {k: v.shape for k, v in again.buffers.items()} == {k: v.shape for k, v in layer.buffers.items()}
+
+
+@given(C=st.integers(1, 3), Fg=st.integers(1, 3), G=st.integers(1, 2), k=st.integers(1, 3), s=st.integers(1, 3),
+       p=st.integers(0, 1), d=st.integers(1, 2), seed=st.integers(0, 99))
+def test_conv_transpose_gradcheck_and_torch_parity(C, Fg, G, k, s, p, d, seed):
+    from minicnn.layers.onnx_ops import ConvTranspose2D
+    torch = pytest.importorskip("torch")
+    op = min(s, d) - 1
+    layer = ConvTranspose2D(C * G, Fg * G, k, s, p, d, G, op, init="he", seed=seed)
+    rng = np.random.default_rng(seed)
+    layer.params["b"][:] = rng.standard_normal(Fg * G)
+    x = rng.standard_normal((2, C * G, 3, 4))
+    if min(layer.output_shape(x.shape)[2:]) < 1:
+        return
+    errs = gradcheck(layer, x, seed=seed)
+    assert set(errs) == {"x", "W", "b"} and max(errs.values()) < TOL, errs
+    W = layer.params["W"].astype(np.float64)
+    xt = torch.tensor(x, requires_grad=True)
+    Wt, bt = torch.tensor(W, requires_grad=True), torch.tensor(layer.params["b"].astype(np.float64), requires_grad=True)
+    yt = torch.nn.functional.conv_transpose2d(xt, Wt, bt, s, p, op, G, d)
+    l64 = LAYER_CLASSES["ConvTranspose2D"].from_config(layer.get_config()).astype(np.float64)
+    l64.params["W"][...] = W
+    l64.params["b"][...] = layer.params["b"]
+    y = l64.forward(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(dy))
+    np.testing.assert_allclose(l64.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(l64.grads["W"], Wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@given(mode=st.sampled_from(["nearest", "linear"]), coord=st.sampled_from(
+    ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric"]),
+    nearest=st.sampled_from(["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"]),
+    sh=st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]), sw=st.sampled_from([0.75, 1.0, 2.0]), seed=st.integers(0, 99))
+def test_resize_matches_onnx_reference_and_gradchecks(mode, coord, nearest, sh, sw, seed):
+    from minicnn.layers.onnx_ops import Resize
+    x = np.random.default_rng(seed).standard_normal((1, 2, 4, 4))
+    layer = Resize(scales=[sh, sw], mode=mode, coordinate_transformation_mode=coord, nearest_mode=nearest)
+    onnx = pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+    from onnx.reference import ReferenceEvaluator
+    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode=mode, coordinate_transformation_mode=coord,
+                            nearest_mode=nearest)
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info("x", onnx.TensorProto.DOUBLE, x.shape)],
+                          [helper.make_tensor_value_info("y", onnx.TensorProto.DOUBLE, None)],
+                          [numpy_helper.from_array(np.array([1, 1, sh, sw], np.float32), "s")])
+    ref = ReferenceEvaluator(helper.make_model(g, opset_imports=[helper.make_opsetid("", 19)])).run(None, {"x": x})[0]
+    np.testing.assert_allclose(layer.forward(x), ref, rtol=1e-6, atol=1e-9)
+    assert gradcheck(layer, x)["x"] < TOL
+
+
+def test_resize_equals_torch_interpolate_forward_and_backward():
+    from minicnn.layers.onnx_ops import Resize
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).standard_normal((2, 3, 5, 6))
+    for layer, kw in ((Resize(sizes=[9, 4], mode="linear", coordinate_transformation_mode="pytorch_half_pixel"),
+                       dict(size=(9, 4), mode="bilinear", align_corners=False)),
+                      (Resize(sizes=[9, 4], mode="linear", coordinate_transformation_mode="align_corners"),
+                       dict(size=(9, 4), mode="bilinear", align_corners=True)),
+                      (Resize(scales=[2.0, 2.0], mode="nearest", coordinate_transformation_mode="asymmetric",
+                              nearest_mode="floor"), dict(scale_factor=2.0, mode="nearest"))):
+        xt = torch.tensor(x, requires_grad=True)
+        yt = torch.nn.functional.interpolate(xt, **kw)
+        np.testing.assert_allclose(layer.forward(x), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        dy = np.random.default_rng(1).standard_normal(yt.shape)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_allclose(layer.backward(dy), xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
+@given(seed=st.integers(0, 99), lead=st.sampled_from([(), (2,), (1, 3)]), axis=st.integers(1, 2))
+def test_batch_matmul_gather_expand_gradcheck(seed, lead, axis):
+    from minicnn.layers.onnx_ops import BatchMatMul, Expand, Gather
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal((2,) + lead + (3, 4)), rng.standard_normal(lead + (4, 2))
+    np.testing.assert_allclose(BatchMatMul().forward([a, b]), _reference("MatMul", [a, b]), rtol=1e-12)
+    errs = gradcheck(BatchMatMul(), [a, b], seed=seed)
+    assert max(errs.values()) < TOL, errs
+    x = rng.standard_normal((2, 3, 4))
+    idx = np.array([[0, -1], [1, 1]])
+    np.testing.assert_array_equal(Gather(idx, axis).forward(x), np.take(x, idx, axis=axis))
+    assert gradcheck(Gather(idx, axis), x)["x"] < TOL
+    e = Expand([3, 1, 3, 1])
+    y = rng.standard_normal((2, 1, 4))
+    assert e.forward(y).shape == (3, 2, 3, 4)
+    assert gradcheck(Expand([3, 1, 3, 1]), y)["x"] < TOL
+
+
+@given(k=st.integers(1, 3), s=st.integers(1, 2), d=st.integers(1, 3), p=st.integers(0, 1), cip=st.booleans(),
+       seed=st.integers(0, 99))
+def test_dilated_pools_gradcheck_torch_and_onnx(k, s, d, p, cip, seed):
+    from minicnn.layers.onnx_ops import DilatedPool2D
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(seed).standard_normal((2, 2, 7, 8))
+    mp = DilatedPool2D("max", k, s, p, d)
+    if p * 2 > k or (k - 1) * d + 1 > 7:
+        return
+    ref = torch.nn.functional.max_pool2d(torch.tensor(x), k, s, p, d).numpy()
+    np.testing.assert_array_equal(mp.forward(x), ref)
+    assert mp.output_shape((None, 2, 7, 8)) == (None,) + ref.shape[1:]
+    assert gradcheck(DilatedPool2D("max", k, s, p, d), x)["x"] < TOL
+    ap = DilatedPool2D("avg", k, s, p, d, cip)
+    onnx_ref = _reference("AveragePool", [x], opset=19, kernel_shape=[k, k], strides=[s, s], pads=[p] * 4, dilations=[d, d],
+                          count_include_pad=int(cip))
+    np.testing.assert_allclose(ap.forward(x), onnx_ref, rtol=1e-12)
+    assert gradcheck(DilatedPool2D("avg", k, s, p, d, cip), x)["x"] < TOL
