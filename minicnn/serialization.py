@@ -111,6 +111,23 @@ def _ints_or_none(v):
         _ints(v)
 
 
+def _int_or_ints(v):
+    v = [v] if _is_int(v) else v
+    if not (isinstance(v, list) and len(v) <= MAX_DIM and all(_is_int(i) and abs(i) < 2 ** 63 for i in v)):
+        raise _Bad(f"must be an int or a list of at most {MAX_DIM:,} ints")
+
+
+def _nonneg_pair(v):
+    items = v if isinstance(v, list) else [v]
+    if not (1 <= len(items) <= 2 and all(_is_int(i) and 0 <= i <= MAX_WINDOW for i in items)):
+        raise _Bad(f"must be a non-negative int or a pair of them (at most {MAX_WINDOW})")
+
+
+def _numbers_or_none(v):
+    if v is not None:
+        _numbers(v)
+
+
 def _dims(v):
     if not (isinstance(v, list) and len(v) <= MAX_RANK and all(_is_int(i) and 0 <= i <= MAX_DIM for i in v)):
         raise _Bad(f"must be a list of at most {MAX_RANK} non-negative ints (at most {MAX_DIM:,})")
@@ -154,6 +171,10 @@ _CLASS_CHECKS = {("Rescaling", "scale"): _numbers,
                  ("Slice", "steps"): _ints_or_none,
                  ("Unary", "p"): _number_or_none,
                  ("LRN", "size"): _pos_int(MAX_WINDOW), ("LRN", "beta"): _number, ("LRN", "bias"): _number,
+                 ("ConvTranspose2D", "output_padding"): _nonneg_pair,
+                 ("Resize", "scales"): _numbers_or_none, ("Resize", "sizes"): _dims_or_none, ("Resize", "mode"): _str,
+                 ("Resize", "coordinate_transformation_mode"): _str, ("Resize", "nearest_mode"): _str,
+                 ("Gather", "indices"): _int_or_ints, ("Expand", "shape"): _ints, ("DilatedPool2D", "kind"): _str,
                  # torchxrayvision's calibration (minicnn.layers.OperatingPoints): NaN = not calibrated
                  ("OperatingPoints", "thresholds"): _thresholds}
 
