@@ -90,6 +90,18 @@ def _elem_type(onnx, type_proto):
         return None
 
 
+def _external_int(info: dict, key: str, default: int, tensor, path: str) -> int:
+    """The ``offset`` / ``length`` entry of a tensor's external data: a decimal integer, else an error."""
+    raw = info.get(key)
+    if not raw:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise WeightFileError(f"{path}: external data {key} {raw!r} of tensor {tensor.name!r} is not a "
+                              "non-negative integer", path=path, field=f"{tensor.name}.{key}")
+    return int(text)
+
+
 def _resolve_external(onnx, tensor, folder: str, path: str) -> None:
     """Read a tensor's external data into ``raw_data``, from a plain file inside ``folder`` only."""
     info = {e.key: e.value for e in tensor.external_data}
@@ -107,9 +119,9 @@ def _resolve_external(onnx, tensor, folder: str, path: str) -> None:
     if not os.path.isfile(real):
         raise WeightFileError(f"{path}: external data file {loc!r} of tensor {tensor.name!r} is missing or not "
                               f"a plain file; put it beside the model", path=path, field=tensor.name)
-    offset = int(info.get("offset", 0) or 0)
     size = os.path.getsize(real)
-    length = int(info["length"]) if info.get("length") else size - offset
+    offset = _external_int(info, "offset", 0, tensor, path)
+    length = _external_int(info, "length", size - offset, tensor, path)
     if offset < 0 or length < 0 or offset + length > size:
         raise WeightFileError(f"{path}: external data of tensor {tensor.name!r} asks for bytes "
                               f"{offset}..{offset + length} of {loc!r}, which has {size}", path=path, field=tensor.name)
