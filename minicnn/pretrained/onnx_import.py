@@ -33,7 +33,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ..errors import OnnxImportError
+from ..errors import MinicnnError, OnnxImportError
 from ..layers.activation import Dropout, ReLU, Sigmoid
 from ..layers.conv import Conv2D
 from ..layers.dense import Dense
@@ -214,6 +214,13 @@ class _Importer:
                 key = node.op_type + (f" ({e})" if str(e) else "")
                 self.unsupported[key].append(node.name)
                 self.dead.update(node.outputs)
+            except MinicnnError:
+                raise
+            except (TypeError, ValueError, IndexError, KeyError, OverflowError, ZeroDivisionError) as e:
+                # an attribute of the wrong type (a list for ``axis``), a value out of range, a missing input
+                raise OnnxImportError(f"{self.m.path}: node {node.name!r} ({node.op_type}) has an attribute or input "
+                                      f"minicnn cannot use ({type(e).__name__}: {e})", path=self.m.path,
+                                      field=node.name) from None
         if self.unsupported:
             lines = [f"  {op}: {', '.join(names[:8])}" + (f" ... ({len(names)} nodes)" if len(names) > 8 else "")
                      for op, names in sorted(self.unsupported.items())]
