@@ -175,3 +175,27 @@ def test_external_length_beyond_the_file_and_a_declared_size_mismatch(tmp_path):
     p.write_bytes(t.SerializeToString())
     with pytest.raises(WeightFileError, match="external data offset 'nan' of tensor 'c' is not a non-negative"):
         minicnn.load_onnx(p)
+
+
+@pytest.mark.parametrize("op", ["ConstantOfShape", "Expand", "Tile"])
+def test_a_folded_constant_of_10_to_the_12_elements_is_refused_before_allocation(tmp_path, op):
+    """Shape-making nodes with constant inputs are folded at import: one asking for 10^12 elements is
+    refused by its size, in the worker under RLIMIT_AS (never a MemoryError or an out-of-memory kill)."""
+    inits = {"ConstantOfShape": {"s": np.array([10 ** 6, 10 ** 6], np.int64)},
+             "Expand": {"v": np.ones((1, 1), np.float32), "s": np.array([10 ** 6, 10 ** 6], np.int64)},
+             "Tile": {"v": np.ones((1, 1), np.float32), "s": np.array([10 ** 6, 10 ** 6], np.int64)}}[op]
+    node = helper.make_node(op, (["s"] if op == "ConstantOfShape" else ["v", "s"]), ["k"], name="big")
+    g = helper.make_graph([node, helper.make_node("Add", ["x", "k"], ["y"], name="add")], "t",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    p = tmp_path / "big.onnx"
+    p.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString())
+    with pytest.raises(WeightFileError, match=r"'big' \(" + op + r"\) would build a constant of 1,000,000,000,000"):
+        minicnn.load_onnx(p)
+    w = Worker(timeout=20.0)
+    try:
+        rep = w.run("onnx", str(p))
+    finally:
+        w.close()
+    assert rep["outcome"] == "OnnxImportError", rep
