@@ -200,6 +200,31 @@ def xrv_full() -> bytes:
     return bio.getvalue()
 
 
+def xrv_oldtorch(tmp: Path) -> bytes:
+    """A torch < 1.6 torchxrayvision file, built by hand without torch (the assembler of
+    ``tests/pretrained/test_xrv_pickle.py``): module classes through ``('module', cls, file, source)``
+    ids, NEWOBJ + BUILD, ``_rebuild_tensor`` v1 on ``torch.cuda.FloatStorage``, a transposed view,
+    ``_backend`` -- forms today's torch no longer writes."""
+    from tests.pretrained.test_xrv_pickle import G, I, S, legacy_file, module, tensor_v1
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    w, b = rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    backend = ("_backend", G("torch.nn.backends.thnn", "_get_thnn_function_backend") + b")R")
+    features = module("torch.nn.modules.container.Sequential", modules=[
+        ("conv0", module("torch.nn.modules.conv.Conv2d", params=[("weight", tensor_v1("0", 18, 0, (2, 1, 3, 3),
+                                                                                        (9, 9, 3, 1)))],
+                         attrs=[("in_channels", I(1)), ("out_channels", I(2)), backend])),
+        ("relu0", module("torch.nn.modules.activation.ReLU", attrs=[("inplace", b"\x88")]))])
+    linear = module("torch.nn.modules.linear.Linear",
+                    params=[("weight", tensor_v1("1", 6, 0, (3, 2), (1, 3))), ("bias", tensor_v1("2", 3, 0, (3,), (1,)))],
+                    attrs=[("training", b"\x89"), ("in_features", I(2)), ("out_features", I(3)), backend])
+    root = module("torchxrayvision.models.DenseNet", modules=[("features", features), ("classifier", linear)],
+                  attrs=[("pathologies", b"](" + S("Pneumonia") + S("") + S("Edema") + b"e")])
+    p = tmp / "old.pt"
+    legacy_file(p, root, [("0", conv.ravel()), ("1", w.T.ravel()), ("2", b)])
+    return p.read_bytes()
+
+
 def pickle_member(data: bytes) -> tuple[dict, str]:
     """The members of a torch zip (name -> bytes) and the name of its ``data.pkl``."""
     with zipfile.ZipFile(io.BytesIO(data)) as z:
@@ -333,12 +358,12 @@ def rewrite_json(fmt: str, data: bytes, which: int, value_index: int, drop: bool
 SEEDS = {"npz": npz_model, "checkpoint": checkpoint, "safetensors": safetensors_file, "pth_zip": pth_zip,
          "pth_legacy": pth_legacy, "h5": keras_h5, "keras": keras_archive, "png": png, "jpeg": jpeg,
          "dicom": dicom, "dicom_rle": dicom_rle, "dicom_deflate": dicom_deflate, "dicom_jpeg": dicom_jpeg,
-         "xrv_zip": xrv_zip, "xrv_legacy": xrv_legacy, "xrv_full": xrv_full, "onnx": onnx_file,
+         "xrv_zip": xrv_zip, "xrv_legacy": xrv_legacy, "xrv_oldtorch": xrv_oldtorch, "xrv_full": xrv_full, "onnx": onnx_file,
          "onnx_ext": onnx_external}
-NEEDS_TMP = {"checkpoint"}
+NEEDS_TMP = {"checkpoint", "xrv_oldtorch"}
 SUFFIX = {"npz": ".npz", "checkpoint": ".npz", "safetensors": ".safetensors", "pth_zip": ".pth", "pth_legacy": ".pth",
           "h5": ".h5", "keras": ".keras", "png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "dicom_rle": ".dcm",
-          "dicom_deflate": ".dcm", "dicom_jpeg": ".dcm", "xrv_zip": ".pt", "xrv_legacy": ".pt", "xrv_full": ".pt",
+          "dicom_deflate": ".dcm", "dicom_jpeg": ".dcm", "xrv_zip": ".pt", "xrv_legacy": ".pt", "xrv_oldtorch": ".pt", "xrv_full": ".pt",
           "onnx": ".onnx", "onnx_ext": ".onnx"}
 
 #: The formats :func:`rewrite_json` edits.

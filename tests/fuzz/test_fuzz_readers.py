@@ -13,7 +13,8 @@ in the zip itself mostly ends at the CRC check, before the unpickler): ``xrv_zip
 are a shrunk torchxrayvision ``DenseNet`` of the real classes saved by ``torch.save(model)``, read
 at the reader level (detect -> ``read_torch_file`` -> module record -> state_dict / ``op_threshs``);
 ``xrv_full`` is a full-size DenseNet121 through ``minicnn.load`` (the whole path down to the xrv
-builder; each case moves 28 MB). ``onnx`` / ``onnx_ext`` are a small conv net built with
+builder; each case moves 28 MB); ``xrv_oldtorch`` is the torch < 1.6 form built by hand without
+torch (module classes through persistent ids, ``_rebuild_tensor`` v1 on GPU storages). ``onnx`` / ``onnx_ext`` are a small conv net built with
 ``onnx.helper`` (``onnx_ext``: every initializer in ``weights.bin`` beside it) through
 ``minicnn.load_onnx``.
 

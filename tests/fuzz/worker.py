@@ -66,7 +66,7 @@ def _loaders():
             "h5": load_keras, "keras": load_keras,
             "png": lambda p: load_image(p, size=(4, 4)), "jpeg": lambda p: load_image(p, size=(4, 4)),
             "dicom": read_dicom, "dicom_rle": read_dicom, "dicom_deflate": read_dicom, "dicom_jpeg": read_dicom,
-            "xrv_zip": xrv_record, "xrv_legacy": xrv_record, "xrv_full": minicnn.load,
+            "xrv_zip": xrv_record, "xrv_legacy": xrv_record, "xrv_oldtorch": xrv_record, "xrv_full": minicnn.load,
             "onnx": onnx_model, "onnx_ext": onnx_model}
 
 
