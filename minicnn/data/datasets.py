@@ -443,14 +443,14 @@ def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise file_not_found("npz file", path)
-    splits = _npz_splits(_npz_read(path, keys=None))
-    if split not in splits:
-        raise DataError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
-                        f"available: {splits}")
-    z = _npz_read(path, keys={f"{split}_images"} | {f"{s}_labels" for s in splits})
-    images = z[f"{split}_images"]
-    raw = z[f"{split}_labels"]
-    all_max = max(int(z[f"{s}_labels"].max()) for s in splits if z[f"{s}_labels"].size)
+    with _CheckedNpz(path) as z:
+        splits = _npz_splits(z.files)
+        if split not in splits:
+            raise DataError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
+                             f"available: {splits}")
+        images = z[f"{split}_images"]
+        raw = z[f"{split}_labels"]
+        all_max = max(int(z[f"{s}_labels"].max()) for s in splits if z[f"{s}_labels"].size)
     if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
         raise DataError(f"{path}: {split}_images must be (N, H, W) or (N, H, W, 3), got {images.shape}")
     raw = raw.reshape(len(raw), -1) if raw.ndim != 2 else raw
@@ -473,14 +473,30 @@ def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
                    split=split, source=str(path))
 
 
-def _npz_read(path, keys):
-    """The checked npz reader (no pickle, sizes checked before inflating): the array names when
-    ``keys`` is None, else those arrays; a damaged or hostile file is a DataError naming it."""
-    from ..readers.npz import npz_keys, read_npz_arrays
-    try:
-        return npz_keys(path, "npz dataset") if keys is None else read_npz_arrays(path, "npz dataset", keys=keys)
-    except WeightFileError as e:
-        raise DataError(str(e), path=e.path, field=e.field) from None
+class _CheckedNpz:
+    """``np.load``'s reading interface (``.files``, ``z[key]``) over the checked npz reader: no pickle,
+    member names and sizes checked before inflating; a damaged or hostile file is a DataError naming it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.files = self._read(None)
+
+    def _read(self, keys):
+        from ..readers.npz import npz_keys, read_npz_arrays
+        try:
+            return npz_keys(self.path, "npz dataset") if keys is None else read_npz_arrays(self.path, "npz dataset",
+                                                                                             keys={keys})[keys]
+        except WeightFileError as e:
+            raise DataError(str(e), path=e.path, field=e.field) from None
+
+    def __getitem__(self, key):
+        return self._read(key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _npz_splits(keys):
@@ -523,7 +539,8 @@ def available_splits(source) -> list:
     if kind == "folder":
         return _folder_splits(source)
     if kind == "npz":
-        return _npz_splits(_npz_read(source, keys=None))
+        with _CheckedNpz(source) as z:
+            return _npz_splits(z.files)
     if kind == "rsna":
         return []
     header, rows = _read_csv(source)
