@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import fileio
-from .errors import UsageError
+from .errors import UsageError, WeightFileError
 from .kernels.activation import sigmoid_forward, softmax_forward
 from .layers.base import Layer
 from .losses import WeightedBCE
@@ -138,8 +138,17 @@ class Graph:
         still updates the model's real parameters), cast to their dtype.
 
         strict: names and shapes must match exactly (all problems listed); nothing is copied then.
+        A floating-point array of another precision is cast; an int, bool, complex or text array
+        for a floating-point weight is refused (``WeightFileError`` naming the keys), never cast.
         """
         own = self.state_dict()
+        wrong = sorted(f"{k} ({np.asarray(sd[k]).dtype})" for k in set(own) & set(sd)
+                       if own[k].dtype.kind == "f" and np.asarray(sd[k]).dtype.kind != "f")
+        if wrong:
+            src = getattr(sd, "path", None)
+            raise WeightFileError(f"{src + ': ' if src else ''}weights {', '.join(wrong[:20])} are not floating "
+                                  "point; refused rather than cast (save them as float32)", path=src,
+                                  field=wrong[0].split(" ")[0])
         missing = sorted(set(own) - set(sd))
         unexpected = sorted(set(sd) - set(own))
         misshaped = sorted(f"{k}: file {tuple(np.shape(sd[k]))} vs model {own[k].shape}"

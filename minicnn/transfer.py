@@ -44,6 +44,7 @@ from .pretrained.features import build_head, combine, image_key, model_fingerpri
 from .pretrained.preprocess import preprocess, resolve_mode
 from .pretrained import registry
 from .pretrained.registry import cache_dir
+from .readers.npz import read_npy
 from .train import TrainConfig, TrainState, fit
 
 CACHE_VERSION = 2
@@ -108,7 +109,7 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
     for i, k in enumerate(keys):
         f = os.path.join(folder, k + ".npy") if folder is not None else None
         if f is not None and os.path.exists(f):
-            out[i] = np.load(f, allow_pickle=False)
+            out[i] = read_npy(f, "feature cache file")
         else:
             todo.append(i)
     if todo:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, file_not_found
+from ..errors import DataError, WeightFileError, file_not_found
 from . import rsna
 from .images import is_image_file, load_image, prepare_array
 from .patients import patient_ids_from_paths
@@ -443,7 +443,7 @@ def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
     path = Path(path)
     if not path.is_file():
         raise file_not_found("npz file", path)
-    with np.load(path, allow_pickle=False) as z:
+    with _CheckedNpz(path) as z:
         splits = _npz_splits(z.files)
         if split not in splits:
             raise DataError(f"{path} has no split {split!r} (keys {split}_images/{split}_labels); "
@@ -471,6 +471,32 @@ def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
         labels, positive = raw.astype(np.float32), None
     return Dataset(labels=labels, classes=classes, images=images, positive_class=positive,
                    split=split, source=str(path))
+
+
+class _CheckedNpz:
+    """``np.load``'s reading interface (``.files``, ``z[key]``) over the checked npz reader: no pickle,
+    member names and sizes checked before inflating; a damaged or hostile file is a DataError naming it."""
+
+    def __init__(self, path):
+        self.path = path
+        self.files = self._read(None)
+
+    def _read(self, keys):
+        from ..readers.npz import npz_keys, read_npz_arrays
+        try:
+            return npz_keys(self.path, "npz dataset") if keys is None else read_npz_arrays(self.path, "npz dataset",
+                                                                                             keys={keys})[keys]
+        except WeightFileError as e:
+            raise DataError(str(e), path=e.path, field=e.field) from None
+
+    def __getitem__(self, key):
+        return self._read(key)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _npz_splits(keys):
@@ -513,7 +539,7 @@ def available_splits(source) -> list:
     if kind == "folder":
         return _folder_splits(source)
     if kind == "npz":
-        with np.load(source, allow_pickle=False) as z:
+        with _CheckedNpz(source) as z:
             return _npz_splits(z.files)
     if kind == "rsna":
         return []

@@ -95,12 +95,27 @@ def _syntax(ds):
         return None, f"unknown transfer syntax {str(uid)!r}", False
 
 
+#: JPEG Baseline: decoded with Pillow when it can, since python-gdcm aborts the whole process
+#: (an uncaught C++ exception) on some damaged JPEG streams instead of raising.
+_PILLOW_FIRST = {"1.2.840.10008.1.2.4.50"}
+
+
+def _pillow_decodes(uid) -> bool:
+    try:
+        from pydicom.pixels.decoders.base import get_decoder
+        return "pillow" in get_decoder(uid).available_plugins
+    except Exception:  # noqa: BLE001 - no such decoder / plugin registry: pydicom's own choice
+        return False
+
+
 def _stored_values(ds, path) -> np.ndarray:
     uid, name, compressed = _syntax(ds)
     if uid is None:
         raise DicomError(f"{path}: the transfer syntax UID {name[len('unknown transfer syntax '):]} is not one",
                          path=path, field="TransferSyntaxUID")
     try:
+        if str(uid) in _PILLOW_FIRST and _pillow_decodes(uid):
+            ds.pixel_array_options(decoding_plugin="pillow")
         return ds.pixel_array
     except (KeyboardInterrupt, SystemExit, MemoryError):
         raise

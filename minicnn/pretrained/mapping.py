@@ -234,9 +234,17 @@ def source_of(path) -> str | None:
 
 
 def _npz_state_dict(path: str) -> dict:
+    """The weights of a minicnn ``.npz`` (``w:`` entries or plain names); a weight that is not floating
+    point (int, bool, complex, text) is refused, never cast."""
     arrays = read_npz_arrays(path)
-    return {k[2:] if k.startswith("w:") else k: v for k, v in arrays.items()
-            if k not in ("architecture", "format_version")}
+    out = {k[2:] if k.startswith("w:") else k: v for k, v in arrays.items()
+           if k not in ("architecture", "format_version")}
+    for k, v in arrays.items():
+        weight = k.startswith("w:") or (":" not in k and k not in ("architecture", "format_version", "train_state"))
+        if weight and v.dtype.kind != "f":
+            raise WeightFileError(f"{path}: weight '{k[2:] if k.startswith('w:') else k}' has dtype {v.dtype}; "
+                                  "minicnn weights are floating point (refused rather than cast)", path=path, field=k)
+    return out
 
 
 def load_arch_weights(model, path, spec: WeightSpec = GENERIC):

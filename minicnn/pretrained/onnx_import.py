@@ -29,7 +29,9 @@ What the import does
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
+from itertools import zip_longest
 
 import numpy as np
 
@@ -51,6 +53,34 @@ __all__ = ["load_onnx", "graph_from_onnx", "SUPPORTED", "BATCH_MARKER"]
 
 BATCH_MARKER = 2 ** 40 + 1      # the batch size as a folded Shape reads it (never a real size)
 _BIG = 2 ** 31
+#: The most elements a folded constant may have (as serialization's per-layer cap): a graph whose
+#: ConstantOfShape / Expand / Tile / Range would build more is refused before the array exists.
+MAX_FOLDED_ELEMENTS = 1 << 28
+
+
+def _check_folded_size(node, consts, path):
+    """Refuse a shape-making node whose constant inputs ask for more than MAX_FOLDED_ELEMENTS."""
+    op = node.op_type
+    if op not in ("ConstantOfShape", "Expand", "Tile", "Range"):
+        return
+    vals = [np.asarray(consts[i]) if i else None for i in node.inputs]
+    try:
+        if op == "ConstantOfShape":
+            n = math.prod(int(d) for d in vals[0].reshape(-1))
+        elif op == "Expand":
+            shape = [int(d) for d in vals[1].reshape(-1)]
+            n = math.prod(max(a, b) for a, b in zip_longest(reversed(vals[0].shape), reversed(shape), fillvalue=1))
+        elif op == "Tile":
+            n = vals[0].size * math.prod(max(int(r), 0) for r in vals[1].reshape(-1))
+        else:
+            start, limit, delta = (float(v.reshape(-1)[0]) for v in vals[:3])
+            n = math.ceil((limit - start) / delta) if delta else 0
+    except (TypeError, ValueError, IndexError, OverflowError, AttributeError):
+        return                                  # malformed inputs: the reference evaluator says what is wrong
+    if n > MAX_FOLDED_ELEMENTS:
+        raise OnnxImportError(f"{path}: node {node.name!r} ({op}) would build a constant of {n:,} elements, over "
+                              f"the limit of {MAX_FOLDED_ELEMENTS:,}; refused before allocating it", path=path,
+                              field=node.name)
 _FLOATS = ("float32", "float64", "float16")
 
 
@@ -173,6 +203,7 @@ class _Importer:
                 np.any(np.abs(np.asarray(self.consts[i], dtype=np.float64)) >= _BIG)
                 for i in node.inputs if i and np.issubdtype(np.asarray(self.consts[i]).dtype, np.integer)):
             raise _Unsupported("a tensor whose size depends on the batch size")
+        _check_folded_size(node, self.consts, self.m.path)
         ins = [i for i in node.inputs]
         proto_node = helper.make_node(node.op_type, ins, node.outputs, domain=node.domain or None, **attrs)
         feeds = {i: self.consts[i] for i in ins if i}
@@ -215,7 +246,7 @@ class _Importer:
                 key = node.op_type + (f" ({e})" if str(e) else "")
                 self.unsupported[key].append(node.name)
                 self.dead.update(node.outputs)
-            except (IndexError, KeyError, TypeError, ValueError) as e:   # inputs/attributes the op does not have
+            except (IndexError, KeyError, TypeError, ValueError, OverflowError, ZeroDivisionError) as e:   # inputs/attributes the op does not have
                 if isinstance(e, MinicnnError):
                     raise
                 self.unsupported[f"{node.op_type} (malformed node: {type(e).__name__}: {e})"].append(node.name)

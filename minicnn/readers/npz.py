@@ -1,6 +1,8 @@
 """minicnn's own ``.npz`` files (models, checkpoints, weight arrays), read without pickle.
 
-    read_npz_arrays(path)   every array, in file order
+    read_npz_arrays(path)   every array, in file order (``keys=``: only those)
+    npz_keys(path)          the array names, nothing inflated
+    read_npy(path)          one ``.npy`` file, checked the same way
     read_npz(path)          ``(arrays, config)``: a model file's arrays and its parsed ``architecture``
                             JSON (``None`` for a plain weights file)
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import tokenize
 
 import numpy as np
@@ -22,7 +25,7 @@ import numpy as np
 from ..errors import WeightFileError
 from ._files import check_exists, check_zip_members, open_zip, read_member
 
-__all__ = ["NpzArrays", "read_npz_arrays", "read_npz"]
+__all__ = ["NpzArrays", "read_npz_arrays", "read_npz", "npz_keys", "read_npy"]
 
 
 class NpzArrays(dict):
@@ -71,12 +74,29 @@ def _parse_npy(data: bytes, path: str, key: str) -> np.ndarray:
     return np.array(arr.reshape(shape), copy=True)
 
 
-def read_npz_arrays(path, what: str = "weight file", *, max_bytes=None) -> dict[str, np.ndarray]:
-    """Read a minicnn ``.npz`` (no pickle): ``{name: array}`` in file order.
+def read_npy(path, what: str = "array file") -> np.ndarray:
+    """One ``.npy`` file, checked as an ``.npz`` member is (no objects, shape against the real size)."""
+    path = check_exists(path, what)
+    with open(path, "rb") as f:
+        data = f.read()
+    return _parse_npy(data, path, os.path.basename(path))
+
+
+def npz_keys(path, what: str = "weight file", *, max_bytes=None) -> list[str]:
+    """The array names of an ``.npz``, in file order, after the directory checks (nothing is inflated)."""
+    return _read(path, what, max_bytes, keys=())[1]
+
+
+def read_npz_arrays(path, what: str = "weight file", *, max_bytes=None, keys=None) -> dict[str, np.ndarray]:
+    """Read a minicnn ``.npz`` (no pickle): ``{name: array}`` in file order (only ``keys``, when given).
 
     A damaged, hostile or oversized file raises ``WeightFileError`` naming it and the member;
     ``max_bytes`` caps each member's uncompressed size (default ``MAX_MEMBER_BYTES``).
     """
+    return _read(path, what, max_bytes, keys)[0]
+
+
+def _read(path, what, max_bytes, keys):
     path = check_exists(path, what)
     with open(path, "rb") as f:
         head = f.read(6)
@@ -87,6 +107,7 @@ def read_npz_arrays(path, what: str = "weight file", *, max_bytes=None) -> dict[
                               path=path)
     out = NpzArrays()
     out.path = path
+    names = []
     with open_zip(path, ".npz file") as zf:
         for info in check_zip_members(zf, path, max_bytes):
             name = info.filename
@@ -94,10 +115,12 @@ def read_npz_arrays(path, what: str = "weight file", *, max_bytes=None) -> dict[
                 raise WeightFileError(f"{path}: member {name!r} is not a .npy array; not a minicnn .npz file",
                                       path=path, field=name)
             key = name[:-4]
-            if key in out:
+            if key in names:
                 raise WeightFileError(f"{path}: array '{key}' is stored twice", path=path, field=key)
-            out[key] = _parse_npy(read_member(zf, info, path), path, key)
-    return out
+            names.append(key)
+            if keys is None or key in keys:
+                out[key] = _parse_npy(read_member(zf, info, path), path, key)
+    return out, names
 
 
 def read_npz(path, *, max_bytes=None):

@@ -18,13 +18,14 @@ through a symlink is refused (``UnsafeFileError``). ``onnx`` is the optional ext
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import MissingExtraError, UnsafeFileError, WeightFileError
-from ._files import check_exists
+from ._files import MAX_MEMBER_BYTES, check_exists
 
 __all__ = ["read_onnx", "require_onnx", "OnnxModel", "OnnxNode", "OnnxValue"]
 
@@ -69,6 +70,14 @@ class OnnxModel:
     producer: str = ""
 
 
+def _text(value, path: str, what: str) -> str:
+    """A protobuf string field; one holding bytes that are not UTF-8 (a damaged file) is an error."""
+    if isinstance(value, str):
+        return value
+    raise WeightFileError(f"{path}: {what} is not valid UTF-8 text ({bytes(value)[:40]!r}); the file is damaged",
+                          path=path, field=what)
+
+
 def _dims(type_proto):
     if not type_proto.HasField("tensor_type") or not type_proto.tensor_type.HasField("shape"):
         return None
@@ -90,9 +99,45 @@ def _elem_type(onnx, type_proto):
         return None
 
 
+def _external_int(info: dict, key: str, default: int, tensor, path: str) -> int:
+    """The ``offset`` / ``length`` entry of a tensor's external data: a decimal integer, else an error."""
+    raw = info.get(key)
+    if not raw:
+        return default
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise WeightFileError(f"{path}: external data {key} {raw!r} of tensor {tensor.name!r} is not a "
+                              "non-negative integer", path=path, field=f"{tensor.name}.{key}")
+    return int(text)
+
+
+def _declared_bytes(onnx, tensor, path: str) -> int | None:
+    """The bytes a tensor's ``dims`` and ``data_type`` declare (None for strings / unknown types), checked
+    against ``MAX_MEMBER_BYTES`` before anything is read or allocated."""
+    dims = list(tensor.dims)
+    if any(d < 0 for d in dims):
+        raise WeightFileError(f"{path}: tensor {tensor.name!r} declares negative dims {dims}", path=path,
+                              field=tensor.name)
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except Exception:  # noqa: BLE001 - STRING, UNDEFINED or an unknown type: numpy_helper says
+        return None
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return None
+    want = math.prod(dims) * itemsize
+    if want > MAX_MEMBER_BYTES:
+        raise WeightFileError(f"{path}: tensor {tensor.name!r} declares dims {dims} ({want:,} bytes), over the limit "
+                              f"of {MAX_MEMBER_BYTES:,} (MINICNN_MAX_MEMBER_BYTES); refused before reading",
+                              path=path, field=tensor.name)
+    packed = {getattr(onnx.TensorProto, n) for n in ("INT4", "UINT4", "FLOAT4E2M1", "INT2", "UINT2")
+              if hasattr(onnx.TensorProto, n)}
+    return None if tensor.data_type in packed else want       # sub-byte types: two or more per byte
+
+
 def _resolve_external(onnx, tensor, folder: str, path: str) -> None:
     """Read a tensor's external data into ``raw_data``, from a plain file inside ``folder`` only."""
-    info = {e.key: e.value for e in tensor.external_data}
+    info = {_text(e.key, path, f"external data key of tensor {tensor.name!r}"):
+            _text(e.value, path, f"external data of tensor {tensor.name!r}") for e in tensor.external_data}
     loc = info.get("location", "")
     if not loc or os.path.isabs(loc) or loc.startswith(("/", "\\")) or ".." in loc.replace("\\", "/").split("/") \
             or os.path.splitdrive(loc)[0]:
@@ -107,12 +152,16 @@ def _resolve_external(onnx, tensor, folder: str, path: str) -> None:
     if not os.path.isfile(real):
         raise WeightFileError(f"{path}: external data file {loc!r} of tensor {tensor.name!r} is missing or not "
                               f"a plain file; put it beside the model", path=path, field=tensor.name)
-    offset = int(info.get("offset", 0) or 0)
     size = os.path.getsize(real)
-    length = int(info["length"]) if info.get("length") else size - offset
+    offset = _external_int(info, "offset", 0, tensor, path)
+    length = _external_int(info, "length", size - offset, tensor, path)
     if offset < 0 or length < 0 or offset + length > size:
         raise WeightFileError(f"{path}: external data of tensor {tensor.name!r} asks for bytes "
                               f"{offset}..{offset + length} of {loc!r}, which has {size}", path=path, field=tensor.name)
+    want = _declared_bytes(onnx, tensor, path)
+    if want is not None and want != length:
+        raise WeightFileError(f"{path}: tensor {tensor.name!r} declares dims {list(tensor.dims)} ({want:,} bytes) but "
+                              f"its external data {loc!r} holds {length:,}", path=path, field=tensor.name)
     with open(real, "rb") as f:
         f.seek(offset)
         tensor.raw_data = f.read(length)
@@ -156,6 +205,11 @@ def _attr_value(onnx, a, path, node_name):
 
 
 def _to_array(numpy_helper, t, path, where):
+    import onnx
+    want = _declared_bytes(onnx, t, path)
+    if want is not None and t.HasField("raw_data") and len(t.raw_data) != want:
+        raise WeightFileError(f"{path}: tensor {t.name or where!r} declares dims {list(t.dims)} ({want:,} bytes) but "
+                              f"holds {len(t.raw_data):,} bytes of data", path=path, field=t.name or where)
     try:
         return np.array(numpy_helper.to_array(t))
     except Exception as e:
@@ -182,14 +236,21 @@ def parse_model(proto, path: str = "<memory>", infer_shapes: bool = True) -> Onn
               *(x.key for x in proto.metadata_props), *(x.value for x in proto.metadata_props)]:
         _text(v, path, "value name or metadata entry")
     opset = max([int(o.version) for o in proto.opset_import if o.domain in ("", "ai.onnx")], default=1)
-    inits = {t.name: _to_array(numpy_helper, t, path, t.name) for t in g.initializer}
+    inits = {_text(t.name, path, "an initializer name"): _to_array(numpy_helper, t, path, t.name) for t in g.initializer}
     nodes = []
     for k, n in enumerate(g.node):
-        attrs = {a.name: _attr_value(onnx, a, path, n.name) for a in n.attribute}
-        nodes.append(OnnxNode(n.op_type, n.name or f"{n.op_type}_{k}", list(n.input), list(n.output), attrs,
-                              n.domain or ""))
-    inputs = [OnnxValue(v.name, _dims(v.type), _elem_type(onnx, v.type)) for v in g.input if v.name not in inits]
-    outputs = [OnnxValue(v.name, _dims(v.type), _elem_type(onnx, v.type)) for v in g.output]
+        where = f"node {k}"
+        op = _text(n.op_type, path, f"the op_type of {where}")
+        name = _text(n.name, path, f"the name of {where}") or f"{op}_{k}"
+        attrs = {_text(a.name, path, f"an attribute name of node {name!r}"): _attr_value(onnx, a, path, name)
+                 for a in n.attribute}
+        ins = [_text(v, path, f"an input of node {name!r}") for v in n.input]
+        outs = [_text(v, path, f"an output of node {name!r}") for v in n.output]
+        nodes.append(OnnxNode(op, name, ins, outs, attrs, _text(n.domain, path, f"the domain of node {name!r}") or ""))
+    inputs = [OnnxValue(_text(v.name, path, "a graph input name"), _dims(v.type), _elem_type(onnx, v.type))
+              for v in g.input if v.name not in inits]
+    outputs = [OnnxValue(_text(v.name, path, "a graph output name"), _dims(v.type), _elem_type(onnx, v.type))
+               for v in g.output]
     shapes = {}
     if infer_shapes:
         try:
@@ -201,7 +262,8 @@ def parse_model(proto, path: str = "<memory>", infer_shapes: bool = True) -> Onn
             dims = _dims(v.type)
             if dims is not None:
                 shapes[v.name] = dims
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    metadata = {_text(p.key, path, "a metadata_props key"): _text(p.value, path, f"metadata_props {p.key!r}")
+                for p in proto.metadata_props}
     return OnnxModel(path, opset, inputs, outputs, inits, nodes, shapes, metadata, proto.producer_name or "")
 
 

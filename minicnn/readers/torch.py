@@ -59,13 +59,13 @@ def _is_tensor_dict(obj) -> bool:
 
 def _unwrap_checkpoint(obj, path: str) -> dict:
     if isinstance(obj, TorchModuleRecord):                 # a whole pickled module: its state_dict()
-        return module_state_dict(obj)
+        return module_state_dict(obj, source=path)
     if _is_tensor_dict(obj):
         return obj
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), TorchModuleRecord):
-                return module_state_dict(obj[key])
+                return module_state_dict(obj[key], source=path)
             if _is_tensor_dict(obj.get(key)):
                 return obj[key]
         keys = ", ".join(repr(k) for k in list(obj)[:12])

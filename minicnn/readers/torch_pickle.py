@@ -255,13 +255,23 @@ def _plain_set(items=()):
     return set(items)
 
 
-def module_state_dict(record: TorchModuleRecord, prefix: str = "", depth: int = 0) -> "OrderedDict[str, Any]":
+def module_state_dict(record: TorchModuleRecord, prefix: str = "", depth: int = 0,
+                      source: str | None = None) -> "OrderedDict[str, Any]":
     """``module.state_dict()`` of a :class:`TorchModuleRecord` tree: parameters, then persistent buffers,
-    then submodules, in the order torch uses; ``None`` entries skipped."""
+    then submodules, in the order torch uses; ``None`` entries skipped. ``source``: the file, for messages."""
+    where = f"{source}: " if source else ""
     if depth > 100:
-        raise WeightFileError("module nesting too deep")
+        raise WeightFileError(f"{where}module nesting too deep", path=source)
+    for group in ("_parameters", "_buffers", "_modules"):
+        bad = [k for k in getattr(record, group[1:]) if not isinstance(k, str)]
+        if bad:
+            raise WeightFileError(f"{where}module '{prefix.rstrip('.') or '<root>'}' has a {group} entry named by a "
+                                  f"{type(bad[0]).__name__}, not a string; the file is damaged", path=source,
+                                  field=prefix + group)
     out: OrderedDict = OrderedDict()
     non_persistent = record.__dict__.get("state", {}).get("_non_persistent_buffers_set") or set()
+    if not isinstance(non_persistent, (set, frozenset, list, tuple)):
+        non_persistent = set()
     for k, v in record.parameters.items():
         if v is not None:
             out[prefix + k] = v
@@ -272,8 +282,9 @@ def module_state_dict(record: TorchModuleRecord, prefix: str = "", depth: int = 
         if m is None:
             continue
         if not isinstance(m, TorchModuleRecord):
-            raise WeightFileError(f"submodule '{prefix + k}' is a {type(m).__name__}, not a module")
-        out.update(module_state_dict(m, prefix + k + ".", depth + 1))
+            raise WeightFileError(f"{where}submodule '{prefix + k}' is a {type(m).__name__}, not a module",
+                                  path=source, field=prefix + k)
+        out.update(module_state_dict(m, prefix + k + ".", depth + 1, source))
     return out
 
 

@@ -127,6 +127,170 @@ def dicom_rle() -> bytes:
     return _dicom(RLELossless)
 
 
+def dicom_deflate() -> bytes:
+    """Deflated Explicit VR Little Endian: the whole dataset after the file meta is zlib-deflated."""
+    from pydicom import dcmread
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    ds = dcmread(io.BytesIO(_dicom(None)))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    bio = io.BytesIO()
+    ds.save_as(bio, enforce_file_format=True)
+    return bio.getvalue()
+
+
+def dicom_jpeg() -> bytes:
+    """JPEG Baseline (8-bit): a Pillow JPEG encapsulated as pydicom would read it from a modality."""
+    from PIL import Image
+    from pydicom import dcmread
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+    ds = dcmread(io.BytesIO(_dicom(None)))
+    pixels = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+    bio = io.BytesIO()
+    Image.fromarray(pixels).save(bio, "JPEG", quality=90)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.WindowCenter, ds.WindowWidth = 128, 256
+    ds.PixelData = encapsulate([bio.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+# ----------------------------------------------------------------------- torchxrayvision pickles
+def _xrv_tiny():
+    """A torchxrayvision ``DenseNet`` of the real classes, shrunk (growth 4, blocks (1, 1)), with
+    random batch-norm statistics and ``op_threshs`` set as torchxrayvision sets them."""
+    import torch
+    import torchxrayvision as xrv
+    torch.manual_seed(0)
+    m = xrv.models.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=4, bn_size=2)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.1, 0.1)
+            mod.running_var.uniform_(0.5, 2.0)
+    m.op_threshs = torch.rand(18)
+    return m.eval()
+
+
+def xrv_zip() -> bytes:
+    import torch
+    bio = io.BytesIO()
+    torch.save(_xrv_tiny(), bio)
+    return bio.getvalue()
+
+
+def xrv_legacy() -> bytes:
+    import torch
+    bio = io.BytesIO()
+    torch.save(_xrv_tiny(), bio, _use_new_zipfile_serialization=False)
+    return bio.getvalue()
+
+
+def xrv_full() -> bytes:
+    """A full-size torchxrayvision DenseNet121 (``torch.save(model)``, zip), random weights: the seed of
+    the ``minicnn.load`` path. Mutated through :func:`mutate_pickle_member` (the 28 MB of weights stay)."""
+    import torch
+    import torchxrayvision as xrv
+    torch.manual_seed(0)
+    bio = io.BytesIO()
+    torch.save(xrv.models.DenseNet(weights=None).eval(), bio)
+    return bio.getvalue()
+
+
+def xrv_oldtorch(tmp: Path) -> bytes:
+    """A torch < 1.6 torchxrayvision file, built by hand without torch (the assembler of
+    ``tests/pretrained/test_xrv_pickle.py``): module classes through ``('module', cls, file, source)``
+    ids, NEWOBJ + BUILD, ``_rebuild_tensor`` v1 on ``torch.cuda.FloatStorage``, a transposed view,
+    ``_backend`` -- forms today's torch no longer writes."""
+    from tests.pretrained.test_xrv_pickle import G, I, S, legacy_file, module, tensor_v1
+    rng = np.random.default_rng(0)
+    conv = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    w, b = rng.standard_normal((3, 2)).astype(np.float32), rng.standard_normal(3).astype(np.float32)
+    backend = ("_backend", G("torch.nn.backends.thnn", "_get_thnn_function_backend") + b")R")
+    features = module("torch.nn.modules.container.Sequential", modules=[
+        ("conv0", module("torch.nn.modules.conv.Conv2d", params=[("weight", tensor_v1("0", 18, 0, (2, 1, 3, 3),
+                                                                                        (9, 9, 3, 1)))],
+                         attrs=[("in_channels", I(1)), ("out_channels", I(2)), backend])),
+        ("relu0", module("torch.nn.modules.activation.ReLU", attrs=[("inplace", b"\x88")]))])
+    linear = module("torch.nn.modules.linear.Linear",
+                    params=[("weight", tensor_v1("1", 6, 0, (3, 2), (1, 3))), ("bias", tensor_v1("2", 3, 0, (3,), (1,)))],
+                    attrs=[("training", b"\x89"), ("in_features", I(2)), ("out_features", I(3)), backend])
+    root = module("torchxrayvision.models.DenseNet", modules=[("features", features), ("classifier", linear)],
+                  attrs=[("pathologies", b"](" + S("Pneumonia") + S("") + S("Edema") + b"e")])
+    p = tmp / "old.pt"
+    legacy_file(p, root, [("0", conv.ravel()), ("1", w.T.ravel()), ("2", b)])
+    return p.read_bytes()
+
+
+def pickle_member(data: bytes) -> tuple[dict, str]:
+    """The members of a torch zip (name -> bytes) and the name of its ``data.pkl``."""
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    return members, next(n for n in members if n.endswith("/data.pkl"))
+
+
+def repack_torch_zip(members: dict) -> bytes:
+    bio = io.BytesIO()
+    with zipfile.ZipFile(bio, "w", zipfile.ZIP_STORED) as z:
+        for n, b in members.items():
+            z.writestr(n, b)
+    return bio.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+def _onnx_model():
+    """Conv -> BatchNormalization -> Relu -> MaxPool -> GlobalAveragePool -> Flatten -> Gemm -> Softmax."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    inits = {"w": rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "b": np.zeros(4, np.float32),
+             "scale": np.ones(4, np.float32), "shift": np.zeros(4, np.float32),
+             "mean": rng.uniform(-0.1, 0.1, 4).astype(np.float32), "var": rng.uniform(0.5, 2, 4).astype(np.float32),
+             "fc": rng.standard_normal((4, 2)).astype(np.float32), "fcb": np.zeros(2, np.float32)}
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1], strides=[1, 1]),
+             helper.make_node("BatchNormalization", ["c", "scale", "shift", "mean", "var"], ["n"], name="bn",
+                              epsilon=1e-5),
+             helper.make_node("Relu", ["n"], ["r"], name="relu"),
+             helper.make_node("MaxPool", ["r"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"], name="gap"),
+             helper.make_node("Flatten", ["g"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "fc", "fcb"], ["z"], name="gemm"),
+             helper.make_node("Softmax", ["z"], ["y"], name="softmax", axis=1)]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                              [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="minicnn-fuzz")
+    onnx.checker.check_model(m)
+    return m
+
+
+def onnx_file() -> bytes:
+    return _onnx_model().SerializeToString()
+
+
+#: The external data file of the ``onnx_ext`` seed, written beside each case.
+ONNX_EXTERNAL_NAME = "weights.bin"
+
+
+def onnx_external() -> tuple[bytes, bytes]:
+    """The ``onnx`` seed with every initializer in ``weights.bin`` beside it: ``(model bytes, data bytes)``."""
+    from onnx import TensorProto
+    m = _onnx_model()
+    blob = bytearray()
+    for t in m.graph.initializer:
+        raw = t.raw_data
+        offset = len(blob)
+        blob += raw
+        t.ClearField("raw_data")
+        t.data_location = TensorProto.EXTERNAL
+        for k, v in (("location", ONNX_EXTERNAL_NAME), ("offset", str(offset)), ("length", str(len(raw)))):
+            t.external_data.add(key=k, value=v)
+    return m.SerializeToString(), bytes(blob)
+
+
 # --------------------------------------------------------------------------- JSON-level mutation
 def _paths(obj, prefix=()):
     yield prefix
@@ -193,10 +357,14 @@ def rewrite_json(fmt: str, data: bytes, which: int, value_index: int, drop: bool
 
 SEEDS = {"npz": npz_model, "checkpoint": checkpoint, "safetensors": safetensors_file, "pth_zip": pth_zip,
          "pth_legacy": pth_legacy, "h5": keras_h5, "keras": keras_archive, "png": png, "jpeg": jpeg,
-         "dicom": dicom, "dicom_rle": dicom_rle}
-NEEDS_TMP = {"checkpoint"}
+         "dicom": dicom, "dicom_rle": dicom_rle, "dicom_deflate": dicom_deflate, "dicom_jpeg": dicom_jpeg,
+         "xrv_zip": xrv_zip, "xrv_legacy": xrv_legacy, "xrv_oldtorch": xrv_oldtorch, "xrv_full": xrv_full, "onnx": onnx_file,
+         "onnx_ext": onnx_external}
+NEEDS_TMP = {"checkpoint", "xrv_oldtorch"}
 SUFFIX = {"npz": ".npz", "checkpoint": ".npz", "safetensors": ".safetensors", "pth_zip": ".pth", "pth_legacy": ".pth",
-          "h5": ".h5", "keras": ".keras", "png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "dicom_rle": ".dcm"}
+          "h5": ".h5", "keras": ".keras", "png": ".png", "jpeg": ".jpg", "dicom": ".dcm", "dicom_rle": ".dcm",
+          "dicom_deflate": ".dcm", "dicom_jpeg": ".dcm", "xrv_zip": ".pt", "xrv_legacy": ".pt", "xrv_oldtorch": ".pt", "xrv_full": ".pt",
+          "onnx": ".onnx", "onnx_ext": ".onnx"}
 
 #: The formats :func:`rewrite_json` edits.
 JSON_FORMATS = ("npz", "checkpoint", "keras", "h5", "safetensors")

@@ -32,6 +32,23 @@ def _loaders():
         m = minicnn.load(p)
         m.load_weights(p)
 
+    def xrv_record(p):
+        """The reader level of ``minicnn.load`` on a torchxrayvision pickle: detect -> read_torch_file ->
+        the module record's state_dict, attributes and ``op_threshs`` as the xrv builder takes them."""
+        from minicnn.pretrained.xrv import _state_dict_of
+        from minicnn.readers.torch import read_torch_file
+        tf = read_torch_file(p)
+        _state_dict_of(tf, p, None)
+        if tf.module is not None:
+            tf.module.attributes
+
+    def onnx_model(p):
+        """``load_onnx``, then a prediction: an imported graph must run or have been refused."""
+        import numpy as np
+        g = minicnn.load_onnx(p)
+        shape = [1 if not isinstance(d, int) or d <= 0 else min(d, 64) for d in g.input_shape]
+        g.predict(np.ones([1] + shape, np.float32))
+
     def selftest(mode):                 # proves the harness sees each failure kind
         import time
 
@@ -48,7 +65,9 @@ def _loaders():
             "pth_zip": read_torch_state_dict, "pth_legacy": read_torch_state_dict,
             "h5": load_keras, "keras": load_keras,
             "png": lambda p: load_image(p, size=(4, 4)), "jpeg": lambda p: load_image(p, size=(4, 4)),
-            "dicom": read_dicom, "dicom_rle": read_dicom}
+            "dicom": read_dicom, "dicom_rle": read_dicom, "dicom_deflate": read_dicom, "dicom_jpeg": read_dicom,
+            "xrv_zip": xrv_record, "xrv_legacy": xrv_record, "xrv_oldtorch": xrv_record, "xrv_full": minicnn.load,
+            "onnx": onnx_model, "onnx_ext": onnx_model}
 
 
 def main() -> None:
