@@ -59,7 +59,7 @@ def chexnet(weights=None, seed=None) -> Graph:
                            name="chexnet-densenet121")
     model.output_activation = "sigmoid"
     model.meta.update({"classes": list(CHEXNET_CLASSES), "outputs": list(CHEXNET_CLASSES), "protocol": PROTOCOL,
-                       "preprocessing": Preprocessing.for_weights("imagenet-torch", (3, 224, 224)).to_dict()})
+                       "pathology_outputs": True, "preprocessing": Preprocessing.for_weights("imagenet-torch", (3, 224, 224)).to_dict()})
     if weights is not None:
         path = resolve_weights(weights, CHEXNET_SPEC)
         tf = read_torch_file(path)

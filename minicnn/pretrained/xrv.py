@@ -156,7 +156,8 @@ def _finish(model: Graph, output: str, outputs, thresholds, size: int, source: d
         output = "probabilities"             # the caller was warned: no thresholds to calibrate with
     meta = {"classes": list(outputs), "outputs": list(outputs), "output": output,
             "op_threshs": None if thr is None else [None if math.isnan(t) else float(t) for t in thr],
-            "preprocessing": Preprocessing.for_xrv(size).to_dict(), "include_top": True, **source}
+            "preprocessing": Preprocessing.for_xrv(size).to_dict(), "include_top": True, "pathology_outputs": True,
+            **source}
     if output == "calibrated":
         model.add("sigmoid", Sigmoid(), inputs=head)
         model.add("calibration", OperatingPoints(thr))
