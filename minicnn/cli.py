@@ -125,13 +125,17 @@ def cmd_predict(a):
     set_threads(a.threads)
     model = _load_model(a.model)
     if a.dask:
+        if a.protocol != "single":
+            raise UsageError("--dask runs the single-crop protocol; drop --protocol tencrop or --dask")
         return _predict_on_dask(a, model)
     files = expand_paths(a.images)
     table = len(files) <= TABLE_LIMIT
-    bar = tqdm(total=-(-len(files) // a.batch_size), desc="predict", unit="batch", disable=None)
+    per_image = a.protocol == "tencrop"
+    bar = tqdm(total=len(files) if per_image else -(-len(files) // a.batch_size), desc="predict",
+               unit="image" if per_image else "batch", disable=None)
     records = predict_files(model, files, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
                             warn=lambda message: print(f"WARNING: {message}", file=sys.stderr),
-                            progress=lambda: bar.update(1))
+                            progress=lambda: bar.update(1), protocol=a.protocol)
     seen = []                       # the table's records, or (above TABLE_LIMIT) only what the summary needs
 
     def kept(rows):
@@ -456,6 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
     s.add_argument("--out", default=None, help="write a .csv or .json (a folder: FOLDER/predictions.csv)")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
+    s.add_argument("--protocol", choices=("single", "tencrop"), default="single",
+                   help="tencrop: CheXNet's published protocol, Resize(256) + TenCrop(224), the ten outputs averaged")
     _add_on_bad_file(s, "fail", "skip: warn and leave it out")
     s.add_argument("--gradcam", default=None, metavar="DIR",
                    help="also write a Grad-CAM overlay of the predicted class for every image into DIR")
