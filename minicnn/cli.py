@@ -83,7 +83,7 @@ def cmd_train(a):
     if config.dask and not config.backbone:
         raise UsageError("--dask distributes the feature extraction of --backbone; training a whole network "
                          "runs here (give --backbone NAME, or drop --dask)")
-    if config.backbone and config.weights is None:
+    if config.backbone and config.weights is None and not _names_its_weights(config.backbone):
         print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
     result = train_run(config, resume=bool(a.resume) and not config.backbone, log=print)
     if config.backbone:
@@ -97,15 +97,26 @@ def cmd_train(a):
 
 
 # -- evaluate ---------------------------------------------------------------------------------------
+def _names_its_weights(backbone: str) -> bool:
+    """A registry backbone (``xrv-densenet121-all``): the name is the weights, --weights is optional."""
+    from .transfer import xrv_backbones
+    return backbone in xrv_backbones()
+
+
 def cmd_evaluate(a):
     from . import metrics
     from .experiment import evaluate_run
     from .train import set_threads
 
     set_threads(a.threads)
-    path = _model_path(a.model)
-    out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent)
-    ev = evaluate_run(path, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
+    exists = Path(a.model).exists()
+    if exists and (Path(a.model).is_dir() or a.model.lower().endswith(".npz")):
+        model = _model_path(a.model)              # a run or .npz: the report names the model file
+    else:                                         # a torch/Keras/ONNX file or a registry name (minicnn.load)
+        model = _load_model(a.model)
+    out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else
+                                     Path(a.model).parent if exists else Path(".") / f"evaluate-{a.model}")
+    ev = evaluate_run(model, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
                       batch_size=a.batch_size, report=a.report, report_errors=a.report_errors,
                       on_bad_file=a.on_bad_file, dask=a.dask, shard_size=a.shard_size, overwrite=a.overwrite)
     print(metrics.format_metrics_table(ev.metrics))
@@ -381,7 +392,8 @@ def _add_train(sub):
     s.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files are removed)")
     s.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its last.npz")
     s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium")
-    s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
+    s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3, or torchxrayvision's "
+                        "xrv-densenet121-all, -nih, ...: 1-channel, its own preprocessing, --weights optional)")
     s.add_argument("--dask", default=None, metavar="ADDRESS",
                    help="with --backbone: extract the features on a Dask cluster (tcp://host:8786 or local:N; "
                         "needs minicnn[dask]); the head trains here")
@@ -441,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
 
     s = sub.add_parser("evaluate", help="evaluate a model on a dataset split", formatter_class=_Help)
-    s.add_argument("model", help="run directory or model .npz")
+    s.add_argument("model", help="run directory, model .npz, any model file minicnn.load reads, or a registry name")
     s.add_argument("data", help="dataset (folder, CSV or .npz)")
     s.add_argument("--split", default="test", help="the split to evaluate")
     s.add_argument("--out", default=None, help="where metrics.json and plots go (default: the run directory)")
