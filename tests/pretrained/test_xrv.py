@@ -419,3 +419,21 @@ def test_cli_explain_pneumonia_through_the_calibration(xrays, densenet_files, tm
         assert im.size[0] > 100 and im.size[1] > 100
     assert main(["explain", str(model_file), xrays[9], "--class", "NoSuchFinding", "--out", str(tmp_path / "x.png")]) != 0
     assert "unknown class 'NoSuchFinding'" in capsys.readouterr().err
+
+
+def test_cli_evaluate_a_torchxrayvision_file_on_a_class_folder(xrays, densenet_files, tmp_path, capsys):
+    """`minicnn evaluate FILE.pt FOLDER`: NORMAL/PNEUMONIA scored on the calibrated "Pneumonia" output
+    (threshold 0.5, torchxrayvision's operating point), the other 17 outputs skipped and said so."""
+    sk = pytest.importorskip("sklearn.metrics")
+    import json
+    from minicnn.cli import main
+    assert main(["evaluate", str(densenet_files["paths"]["zip"]), str(SHARED), "--out", str(tmp_path),
+                 "--n-boot", "20"]) == 0
+    assert "skipped (not in the data)" in capsys.readouterr().err
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    p = densenet_files["calibrated"][:, PATHOLOGIES.index("Pneumonia")].astype(np.float64)
+    y = np.array([Path(f).parent.name == "PNEUMONIA" for f in xrays], float)
+    assert m["evaluated_outputs"] == {"Pneumonia": "PNEUMONIA"} and len(m["skipped_outputs"]) == 17
+    assert m["threshold"] == 0.5
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p), abs=1e-9)
+    assert m["confusion"] == sk.confusion_matrix(y, p >= 0.5, labels=[0, 1]).tolist()
