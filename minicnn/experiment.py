@@ -210,6 +210,9 @@ def _train_locked(config: TrainConfig, resume: bool, log):
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.require_known_labels("training")
     bad = BadFiles(warn_to_stderr)
     pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
                             sample=c.norm_sample, seed=c.seed, on_bad_file=c.on_bad_file, warn=bad.warn)

@@ -254,6 +254,9 @@ def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResu
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.require_known_labels("training a head")
     h, w = pre.image_size
     log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
         + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))

@@ -141,6 +141,15 @@ class Dataset:
             unparsed=[p for p in self.unparsed if keep is None or p in keep],
             unknown=None if self.unknown is None else self.unknown[idx].copy())
 
+    def require_known_labels(self, purpose: str = "training") -> None:
+        """``DataError`` when some labels are unknown (masked): only evaluation scores around them."""
+        if self.unknown is not None and self.unknown.any():
+            counts = ", ".join(f"{k}: {v['uncertain']} uncertain, {v['blank']} blank"
+                               for k, v in self.masked_counts().items())
+            raise DataError(f"{self.source}: {purpose} needs every label, but some are unknown ({counts}); choose an "
+                            "output whose labels are known (positive_class=...) or relabel the -1/blank entries first",
+                            path=self.source)
+
     def masked_counts(self) -> dict:
         """``{output name: {"uncertain": n, "blank": n}}`` of the masked labels (outputs with any)."""
         if self.unknown is None:

@@ -167,3 +167,20 @@ def test_uncertain_or_blank_in_an_ordinary_csv_is_an_error(tmp_path, value):
         load_csv(tmp_path / "d.csv", check_files=False)
     with pytest.raises(DataError, match=r"row 2"):
         load_csv(tmp_path / "d.csv", label_columns=["Pneumonia"], check_files=False)
+
+
+def test_training_refuses_unknown_labels(model_and_outputs, tmp_path):
+    """Masked labels are for evaluation only: training on them is refused, naming the counts."""
+    from minicnn.experiment import train_run
+    from minicnn.train import TrainConfig
+    _, files, _, truth = model_and_outputs
+    _chexpert_csv(tmp_path / "train.csv", files, truth)
+    ds = load_dataset(tmp_path / "train.csv", positive_class="Pneumonia")
+    assert ds.output_names == ["Pneumonia"] and ds.masked_counts() == {"Pneumonia": {"uncertain": 1, "blank": 1}}
+    with pytest.raises(DataError, match="1 uncertain, 1 blank"):
+        ds.require_known_labels()
+    with pytest.raises(DataError, match="training needs every label"):
+        train_run(TrainConfig(data=str(tmp_path / "train.csv"), out=str(tmp_path / "run"), epochs=1,
+                              positive_class="Pneumonia", val_from_train=0.25))
+    ok = load_dataset(tmp_path / "train.csv", positive_class="Pleural Effusion")
+    assert ok.masked_counts() == {"Pleural Effusion": {"uncertain": 2, "blank": 0}}
