@@ -324,10 +324,10 @@ class EvaluationResult:
 
 
 def _evaluation_data(model, data, split):
-    """``(dataset, mapping)``: ``mapping`` is None when the data's outputs are the model's, else
-    ``(model output indices, their names, the data's names for them, unused data labels, skipped model
-    outputs)`` for a chest
-    X-ray model (``meta['pathology_outputs']``) whose named outputs the data's labels are matched to."""
+    """``(dataset, mapping)``: ``mapping`` is None when the data's outputs are the model's, else (a
+    chest X-ray model, ``meta['pathology_outputs']``, whose named outputs the data's labels are
+    matched to) ``(model output indices, their names, the data's names for them, unused data
+    labels, skipped model outputs)``."""
     splits = available_splits(data)
     chosen = split if split in splits else (None if splits in ([], [None]) else split)
     if chosen is not None and chosen not in splits:

@@ -184,3 +184,28 @@ def test_training_refuses_unknown_labels(model_and_outputs, tmp_path):
                               positive_class="Pneumonia", val_from_train=0.25))
     ok = load_dataset(tmp_path / "train.csv", positive_class="Pleural Effusion")
     assert ok.masked_counts() == {"Pleural Effusion": {"uncertain": 2, "blank": 0}}
+
+
+def test_nih_findings_csv_maps_to_the_outputs(model_and_outputs, tmp_path):
+    """An NIH ChestX-ray14 CSV (``Finding Labels``, '|'-separated, ``No Finding``): its names are
+    torchxrayvision's, so each finding column scores its output; the rest are skipped."""
+    from minicnn.experiment import evaluate_run
+    path, files, probs, truth = model_and_outputs
+    findings = []
+    for i in range(16):
+        f = ["Pneumonia"] if truth[i] else []
+        f += ["Effusion"] if i % 4 == 0 else []
+        f += ["Pleural_Thickening"] if i % 5 == 1 else []
+        findings.append("|".join(f) or "No Finding")
+    lines = ["Image Index,Finding Labels,Patient ID"] + [f"{Path(f).resolve()},{fl},{i}"
+                                                         for i, (f, fl) in enumerate(zip(files, findings))]
+    (tmp_path / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    ev = evaluate_run(path, tmp_path / "Data_Entry_2017.csv", out=tmp_path / "ev", n_boot=20, warn=lambda m: None)
+    m = ev.metrics
+    assert m["evaluated_outputs"] == {"Effusion": "Effusion", "Pleural_Thickening": "Pleural_Thickening",
+                                      "Pneumonia": "Pneumonia"}
+    assert len(m["skipped_outputs"]) == 15 and m["unused_labels"] == [] and "masked_labels" not in m
+    for name in m["evaluated_outputs"]:
+        y = np.array([name in fl.split("|") for fl in findings], float)
+        assert m["per_class"][name]["roc_auc"] == pytest.approx(
+            sklearn_metrics.roc_auc_score(y, probs[:, PATHOLOGIES.index(name)]), abs=1e-9), name
