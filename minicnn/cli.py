@@ -518,7 +518,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("features", help="extract (and cache) pooled backbone features of a dataset",
                        formatter_class=_Help)
     s.add_argument("data", help="dataset (folder, CSV or .npz)")
-    s.add_argument("--backbone", required=True, help="densenet121, vgg16, resnet50, inception_v3")
+    s.add_argument("--backbone", required=True,
+                   help="densenet121, vgg16, resnet50, inception_v3, or torchxrayvision's xrv-densenet121-all, ...")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
     s.add_argument("--split", default="train", help="the split to extract")
     s.add_argument("--image-size", type=_image_size, default=None, help="input size (default: the backbone's)")

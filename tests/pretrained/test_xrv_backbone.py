@@ -62,3 +62,9 @@ def test_train_with_the_xrv_backbone(tmp_path, monkeypatch, capsys):
     rows = history if isinstance(history, list) else history.get("history", history)
     losses = [r["loss"] for r in rows] if isinstance(rows, list) else rows["loss"]
     assert len(losses) == 3 and losses[-1] < losses[0]
+    # `minicnn features` takes the same backbone: the cached features the head was trained on
+    assert main(["features", str(data), "--backbone", "xrv-densenet121-all", "--weights", str(weights),
+                 "--split", "val", "--out", str(tmp_path / "f.npz")]) == 0
+    with np.load(tmp_path / "f.npz", allow_pickle=False) as z:
+        np.testing.assert_allclose(z["features"], feats, atol=1e-4)
+        assert list(z["paths"]) == list(val.paths)
