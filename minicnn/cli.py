@@ -87,7 +87,7 @@ def cmd_train(a):
     if config.dask and not config.backbone:
         raise UsageError("--dask distributes the feature extraction of --backbone; training a whole network "
                          "runs here (give --backbone NAME, or drop --dask)")
-    if config.backbone and config.weights is None:
+    if config.backbone and config.weights is None and not _names_its_weights(config.backbone):
         print("WARNING: --weights not given: the backbone has random weights, so its features are not pretrained")
     result = train_run(config, resume=bool(a.resume) and not config.backbone, log=print)
     if config.backbone:
@@ -101,15 +101,26 @@ def cmd_train(a):
 
 
 # -- evaluate ---------------------------------------------------------------------------------------
+def _names_its_weights(backbone: str) -> bool:
+    """A registry backbone (``xrv-densenet121-all``): the name is the weights, --weights is optional."""
+    from .transfer import xrv_backbones
+    return backbone in xrv_backbones()
+
+
 def cmd_evaluate(a):
     from . import metrics
     from .experiment import evaluate_run
     from .train import set_threads
 
     set_threads(a.threads)
-    path = _model_path(a.model)
-    out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else Path(a.model).parent)
-    ev = evaluate_run(path, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
+    exists = Path(a.model).exists()
+    if exists and (Path(a.model).is_dir() or a.model.lower().endswith(".npz")):
+        model = _model_path(a.model)              # a run or .npz: the report names the model file
+    else:                                         # a torch/Keras/ONNX file or a registry name (minicnn.load)
+        model = _load_model(a.model)
+    out = Path(a.out) if a.out else (Path(a.model) if Path(a.model).is_dir() else
+                                     Path(a.model).parent if exists else Path(".") / f"evaluate-{a.model}")
+    ev = evaluate_run(model, a.data, split=a.split, out=out, threshold=a.threshold, n_boot=a.n_boot,
                       batch_size=a.batch_size, report=a.report, report_errors=a.report_errors,
                       on_bad_file=a.on_bad_file, dask=a.dask, shard_size=a.shard_size, overwrite=a.overwrite)
     print(metrics.format_metrics_table(ev.metrics))
@@ -129,13 +140,17 @@ def cmd_predict(a):
     set_threads(a.threads)
     model = _load_model(a.model)
     if a.dask:
+        if a.protocol != "single":
+            raise UsageError("--dask runs the single-crop protocol; drop --protocol tencrop or --dask")
         return _predict_on_dask(a, model)
     files = expand_paths(a.images)
     table = len(files) <= TABLE_LIMIT
-    bar = tqdm(total=-(-len(files) // a.batch_size), desc="predict", unit="batch", disable=None)
+    per_image = a.protocol == "tencrop"
+    bar = tqdm(total=len(files) if per_image else -(-len(files) // a.batch_size), desc="predict",
+               unit="image" if per_image else "batch", disable=None)
     records = predict_files(model, files, batch_size=a.batch_size, on_bad_file=a.on_bad_file,
                             warn=lambda message: print(f"WARNING: {message}", file=sys.stderr),
-                            progress=lambda: bar.update(1))
+                            progress=lambda: bar.update(1), protocol=a.protocol)
     seen = []                       # the table's records, or (above TABLE_LIMIT) only what the summary needs
 
     def kept(rows):
@@ -386,7 +401,8 @@ def _add_train(sub):
     s.add_argument("--overwrite", action="store_true", help="replace the run already in --out (its files are removed)")
     s.add_argument("--resume", default=None, metavar="RUN", help="continue the run in RUN from its last.npz")
     s.add_argument("--arch", default="small", help="from-scratch architecture: tiny, small, medium")
-    s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3)")
+    s.add_argument("--backbone", default=None, help="pretrained backbone (densenet121, vgg16, resnet50, inception_v3, or torchxrayvision's "
+                        "xrv-densenet121-all, -nih, ...: 1-channel, its own preprocessing, --weights optional)")
     s.add_argument("--dask", default=None, metavar="ADDRESS",
                    help="with --backbone: extract the features on a Dask cluster (tcp://host:8786 or local:N; "
                         "needs minicnn[dask]); the head trains here")
@@ -446,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
 
     s = sub.add_parser("evaluate", help="evaluate a model on a dataset split", formatter_class=_Help)
-    s.add_argument("model", help="run directory or model .npz")
+    s.add_argument("model", help="run directory, model .npz, any model file minicnn.load reads, or a registry name")
     s.add_argument("data", help="dataset (folder, CSV or .npz)")
     s.add_argument("--split", default="test", help="the split to evaluate")
     s.add_argument("--out", default=None, help="where metrics.json and plots go (default: the run directory)")
@@ -465,6 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+", help="image files or folders (a folder of class folders adds the true labels)")
     s.add_argument("--out", default=None, help="write a .csv or .json (a folder: FOLDER/predictions.csv)")
     s.add_argument("--batch-size", type=_positive_int, default=16, help="images per batch")
+    s.add_argument("--protocol", choices=("single", "tencrop"), default="single",
+                   help="tencrop: CheXNet's published protocol, Resize(256) + TenCrop(224), the ten outputs averaged")
     _add_on_bad_file(s, "fail", "skip: warn and leave it out")
     s.add_argument("--gradcam", default=None, metavar="DIR",
                    help="also write a Grad-CAM overlay of the predicted class for every image into DIR")
@@ -516,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("features", help="extract (and cache) pooled backbone features of a dataset",
                        formatter_class=_Help)
     s.add_argument("data", help="dataset (folder, CSV or .npz)")
-    s.add_argument("--backbone", required=True, help="densenet121, vgg16, resnet50, inception_v3")
+    s.add_argument("--backbone", required=True,
+                   help="densenet121, vgg16, resnet50, inception_v3, or torchxrayvision's xrv-densenet121-all, ...")
     s.add_argument("--weights", default=None, help="backbone weight file or registry name")
     s.add_argument("--split", default="train", help="the split to extract")
     s.add_argument("--image-size", type=_image_size, default=None, help="input size (default: the backbone's)")

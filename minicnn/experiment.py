@@ -36,7 +36,7 @@ from .data.loader import BatchLoader, fit_preprocessing
 from .data.preprocessing import Preprocessing
 from .data.splits import training_splits, warn_to_stderr
 from .errors import TrainingError, UsageError
-from .data.datasets import binary_class_names
+from .data.datasets import binary_class_names, match_output_names
 from .serialization import load
 from .predict import predict_loader
 from .report import write_evaluation_report
@@ -210,6 +210,9 @@ def _train_locked(config: TrainConfig, resume: bool, log):
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.require_known_labels("training")
     bad = BadFiles(warn_to_stderr)
     pre = fit_preprocessing(Preprocessing(c.image_size, c.channels, mode=c.normalize), train_ds,
                             sample=c.norm_sample, seed=c.seed, on_bad_file=c.on_bad_file, warn=bad.warn)
@@ -321,17 +324,41 @@ class EvaluationResult:
 
 
 def _evaluation_data(model, data, split):
+    """``(dataset, mapping)``: ``mapping`` is None when the data's outputs are the model's, else (a
+    chest X-ray model, ``meta['pathology_outputs']``, whose named outputs the data's labels are
+    matched to) ``(model output indices, their names, the data's names for them, unused data
+    labels, skipped model outputs)``."""
     splits = available_splits(data)
     chosen = split if split in splits else (None if splits in ([], [None]) else split)
     if chosen is not None and chosen not in splits:
         raise UsageError(f"{data} has no split {split!r}; it has {splits}")
+    if model.meta.get("pathology_outputs"):
+        return _pathology_data(model, load_dataset(data, split=chosen), data)
     ds = load_dataset(data, split=chosen, positive_class=model.meta.get("positive_class"),
                       classes=model.meta.get("classes"))
     outputs = model.meta.get("outputs") or ds.output_names
     softmax_over_classes = model.output_activation == "softmax" and list(outputs) == list(ds.classes)
     if list(ds.output_names) != list(outputs) and not softmax_over_classes:
         raise UsageError(f"the data's outputs {ds.output_names} do not match the model's {outputs}")
-    return ds
+    return ds, None
+
+
+def _pathology_data(model, ds, data):
+    """The data's label columns matched to the model's pathology outputs by name
+    (``datasets.match_output_names``): only the outputs the data has are evaluated."""
+    outputs = list(model.meta.get("outputs") or [])
+    pairs, unused, skipped = match_output_names(ds.output_names, outputs)
+    if not pairs:
+        raise UsageError(f"none of the labels of {data} ({', '.join(ds.output_names)}) is an output of the model "
+                         f"({', '.join(o for o in outputs if o)}); nothing to evaluate")
+    cols = [i for i, _ in pairs]
+    names = [outputs[j] for _, j in pairs]
+    if len(pairs) == 1 and ds.labels.shape[1] == 1:
+        mapped = dataclasses.replace(ds, positive_class=ds.output_names[0])     # e.g. NORMAL/PNEUMONIA
+    else:
+        mapped = dataclasses.replace(ds, labels=ds.labels[:, cols], classes=names, positive_class=None,
+                                     unknown=None if ds.unknown is None else ds.unknown[:, cols])
+    return mapped, ([j for _, j in pairs], names, [ds.output_names[i] for i in cols], unused, skipped)
 
 
 def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_boot: int = 1000,
@@ -347,7 +374,10 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     where = Path(model) if isinstance(model, (str, os.PathLike)) else None
     model = load(model) if where is not None else model
     pre = Preprocessing.of(model)
-    ds = _evaluation_data(model, data, split)
+    ds, mapping = _evaluation_data(model, data, split)
+    if report and (mapping is not None or ds.unknown is not None):
+        raise UsageError("--report is not available yet for a chest X-ray model's matched outputs or masked labels; "
+                         "evaluate without --report (metrics.json and the plots are written)")
     if out is None and where is not None:
         out = where if where.is_dir() else where.parent
     if dask is None:
@@ -364,10 +394,30 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     if model.output_activation == "softmax" and p.shape[1] == 2 and y.shape[1] == 1:
         p = p[:, 1:2]  # P(positive class) from a two-class softmax
     thr = model.meta.get("threshold", 0.5) if threshold is None else threshold
-    out_names = list(ds.output_names)
-    m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=ds.positive_class, n_boot=n_boot)
+    out_names, positive = list(ds.output_names), ds.positive_class
+    if mapping is not None:            # only the model outputs the data has labels for
+        picked, out_names, data_names, unused, skipped_outputs = mapping
+        p = p[:, picked]
+        if np.ndim(thr) and np.size(thr) > 1:
+            thr = np.asarray(thr, dtype=np.float64)[picked].tolist()
+        positive = out_names[0] if len(out_names) == 1 else None
+    m = metrics.evaluate_predictions(y, p, out_names, threshold=thr, positive_class=positive, n_boot=n_boot)
     rule = model.meta.get("threshold_rule", "given") if threshold is None else "command-line"
     m = {"split": split, **m, "threshold_rule": rule}
+    if mapping is not None:
+        m["evaluated_outputs"] = dict(zip(out_names, data_names))     # model output -> the data's label
+        m["skipped_outputs"] = skipped_outputs
+        m["unused_labels"] = unused
+        untrained = sum(1 for o in model.meta.get("outputs") or [] if not o)
+        warn(f"evaluated {len(out_names)} of the model's outputs ({', '.join(out_names)}); skipped (not in the "
+             f"data): {', '.join(skipped_outputs) or 'none'}" + (f"; {untrained} untrained output(s) named ''"
+                                                                  if untrained else "")
+             + (f"; data labels no output is: {', '.join(unused)}" if unused else ""))
+    masked = ds.masked_counts()
+    if masked:
+        m["masked_labels"] = masked
+        warn("masked labels the data declares unknown (scored without them): " + "; ".join(
+            f"{k}: {v['uncertain']} uncertain, {v['blank']} blank" for k, v in masked.items()))
     if skipped:
         m["skipped_files"] = skipped
     if out is None:
@@ -377,14 +427,16 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     out = Path(out)
     plots = out / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    plot_roc(y, p, out_names, plots / f"roc_{split}.png")
+    known = ~np.isnan(y).any(axis=1)           # the plots show the images whose labels are all known
+    plot_roc(y[known], p[known], out_names, plots / f"roc_{split}.png")
     if y.shape[1] == 1:
         neg, _ = binary_class_names({"classes": ds.classes, "positive_class": ds.positive_class})
         plot_confusion(m["confusion"], [neg, ds.positive_class], plots / f"confusion_{split}.png")
-        plot_calibration(y[:, 0], p[:, 0], plots / f"calibration_{split}.png",
-                         n_bins=metrics.calibration_bins(len(y)))
-        _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
-                       plots / f"examples_{split}.png")
+        plot_calibration(y[known, 0], p[known, 0], plots / f"calibration_{split}.png",
+                         n_bins=metrics.calibration_bins(int(known.sum())))
+        if known.all():
+            _plot_examples(loader, ds, y, p, float(np.atleast_1d(thr)[0]), [neg, ds.positive_class],
+                           plots / f"examples_{split}.png")
     fileio.write_json(out / "metrics.json", metrics.to_jsonable(m), indent=2, allow_nan=False)
     path = None
     if report:

@@ -124,7 +124,11 @@ def true_labels(model: Graph, files) -> list[str | None]:
     return [Path(f).parent.name if Path(f).parent.name in classes else None for f in files]
 
 
-def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail", warn=None, progress=None):
+PROTOCOLS = ("single", "tencrop")
+
+
+def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail", warn=None, progress=None,
+                  protocol: str = "single"):
     """An iterator of ``{"file", "probabilities": {class: p}, "prediction", "true_label"}`` for image
     files or folders, in input order, computed batch by batch (memory stays flat at any size; take
     ``list(...)`` for a list).
@@ -133,7 +137,13 @@ def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail",
     ``on_bad_file``: ``"fail"`` (default: an unreadable image is an error, never a silently missing
     row) or ``"skip"`` (no record for it; ``warn(message)`` names it). ``progress``: called once per
     batch. The model, the feature-extractor check and the file list are resolved at once (errors
-    are raised here, not at the first record)."""
+    are raised here, not at the first record).
+
+    ``protocol``: ``"single"`` (the saved preprocessing, one input per image) or ``"tencrop"``
+    (CheXNet's published evaluation: ``Resize(256)`` + ``TenCrop(224)``, the model's normalisation,
+    the ten crops' outputs averaged; ``Preprocessing.ten_crops``; ``progress`` is called per image)."""
+    if protocol not in PROTOCOLS:
+        raise DataError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}", field="protocol")
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
     if is_feature_extractor(model):
@@ -141,8 +151,31 @@ def predict_files(model, paths, batch_size: int = 16, on_bad_file: str = "fail",
                         f"{model.meta.get('architecture', '')} outputs are features, not class probabilities; "
                         "use `minicnn features` (or train a head with `minicnn train --backbone`)")
     files = expand_paths(paths)
+    if protocol == "tencrop":
+        return _ten_crop_records(model, files, on_bad_file, warn, progress)
     loader = file_loader(files, Preprocessing.of(model), batch_size, on_bad_file, warn, return_indices=True)
     return _records(model, files, loader, progress)
+
+
+def _ten_crop_records(model: Graph, files, on_bad_file, warn, progress):
+    pre = Preprocessing.of(model)
+    crop = pre.image_size[0]
+    resize = int(round(crop * 256 / 224))          # CheXNet: Resize(256) + TenCrop(224)
+    for f in files:
+        try:
+            x = pre.ten_crops(f, resize, crop)
+        except (OSError, DataError) as exc:
+            if on_bad_file != "skip":
+                raise
+            if warn is not None:
+                warn(f"skipped {f}: {exc}")
+            continue
+        probs = apply_activation(model.predict(x, batch_size=len(x), logits=True), model.output_activation)
+        probs = probs.mean(axis=0, keepdims=True)
+        yield {"file": f, "probabilities": probabilities_by_class(model, probs)[0],
+               "prediction": decide(model, probs)[0], "true_label": true_labels(model, [f])[0]}
+        if progress is not None:
+            progress()
 
 
 def _records(model: Graph, files, loader, progress):

@@ -166,11 +166,43 @@ class TransferResult:
     state: TrainState
 
 
+def xrv_backbones() -> list[str]:
+    """The registry names of torchxrayvision's models, usable as ``--backbone`` (the name names the weights)."""
+    return sorted(n for n, e in registry.WEIGHTS.items() if e.architecture.startswith("xrv-"))
+
+
+def last_block(backbone: str) -> str | None:
+    """The node ``--fine-tune`` unfreezes from for ``backbone`` (a torchxrayvision model: its architecture's)."""
+    entry = registry.WEIGHTS.get(backbone)
+    if entry is not None and entry.architecture.startswith("xrv-"):
+        return LAST_BLOCK.get(entry.architecture[len("xrv-"):])
+    return LAST_BLOCK.get(backbone)
+
+
+def _xrv_backbone(name: str, weights, image_size: int | None, seed: int) -> Graph:
+    """torchxrayvision's 1-channel feature extractor (its own preprocessing): the registry file when
+    ``weights`` is None, else ``weights`` (a file saved as torchxrayvision saves it, or a minicnn .npz)."""
+    entry = registry.WEIGHTS[name]
+    if image_size not in (None, entry.image_size):
+        raise UsageError(f"backbone {name} takes {entry.image_size} x {entry.image_size} images (its weights were "
+                         f"trained so); drop --image-size {image_size}")
+    build = registry.ARCHITECTURES[entry.architecture].build
+    return build(weights=name if weights is None else weights, include_top=False, pooling="avg", seed=seed)
+
+
 def load_backbone(name: str, weights, image_size: int | None, seed: int = 0) -> tuple[Graph, Preprocessing]:
-    """A frozen pretrained backbone (global average pooling) and the preprocessing its weights need."""
+    """A frozen pretrained backbone (global average pooling) and the preprocessing its weights need.
+
+    ``name``: densenet121, vgg16, resnet50, inception_v3 (``weights`` a file or registry name, None:
+    random), or a torchxrayvision registry name (``xrv-densenet121-all``...; ``weights`` optional)."""
+    if name in xrv_backbones():
+        model = _xrv_backbone(name, weights, image_size, seed)
+        model.freeze()
+        return model, Preprocessing.of(model)
     builder = getattr(pretrained, name, None)
     if name not in LAST_BLOCK or not callable(builder):
-        raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50 or inception_v3")
+        raise UsageError(f"unknown backbone {name!r}; choose densenet121, vgg16, resnet50, inception_v3 or one of "
+                         f"torchxrayvision's {', '.join(xrv_backbones())}")
     size = image_size or DEFAULT_SIZES.get(name, 224)
     try:
         model = builder(weights=weights, include_top=False, pooling="avg", input_shape=(3, size, size), seed=seed)
@@ -223,6 +255,9 @@ def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResu
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
                                        positive_class=c.positive_class, seed=c.seed, warn=warn_to_stderr)
+    for ds in (train_ds, val_ds):
+        if ds is not None:
+            ds.require_known_labels("training a head")
     h, w = pre.image_size
     log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
         + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))
@@ -255,7 +290,7 @@ def fine_tune(config: TrainConfig, model: Graph, train_ds, val_ds, pre: Preproce
               log=print) -> TrainState:
     """Unfreeze the backbone's last block (and the head) and train them with real backward passes."""
     c = config
-    first = c.fine_tune_from or LAST_BLOCK.get(c.backbone)
+    first = c.fine_tune_from or last_block(c.backbone)
     names = unfreeze_last(model, first=first)
     common = dict(batch_size=c.batch_size, seed=c.seed)
     train = BatchLoader(train_ds, pre, training=True, augment=Augmenter() if c.augment else None, **common)

@@ -21,6 +21,7 @@ import csv
 import errno
 import dataclasses
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from .patients import patient_ids_from_paths
 
 NEGATIVE_CLASS_NAMES = ("normal", "no finding", "no_finding", "nofinding", "healthy", "negative")
 NO_FINDING = "No Finding"
+UNCERTAIN, BLANK = 1, 2          # Dataset.unknown codes
 
 
 @dataclasses.dataclass
@@ -52,6 +54,9 @@ class Dataset:
     split: str | None = None
     source: str | None = None
     unparsed: list = dataclasses.field(default_factory=list)
+    #: Labels the source declares unknown (a CheXpert CSV's -1 and blank entries), (N, K) uint8:
+    #: ``UNCERTAIN`` or ``BLANK`` where ``labels`` is NaN (masked), 0 elsewhere; None when all are known.
+    unknown: np.ndarray | None = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.float32)
@@ -68,6 +73,12 @@ class Dataset:
             raise DataError(f"{n} images but {len(self.patient_ids)} patient ids")
         if self.paths is not None:
             self.paths = [str(p) for p in self.paths]
+        if self.unknown is not None:
+            self.unknown = np.asarray(self.unknown, np.uint8)
+            if self.unknown.shape != self.labels.shape or (np.isnan(self.labels) != (self.unknown > 0)).any():
+                raise DataError(f"unknown must be (N, K) like the labels {self.labels.shape}, nonzero where they are NaN")
+        elif np.isnan(self.labels).any():
+            raise DataError("labels hold NaN but no source declared them unknown (Dataset.unknown)")
         if self.labels.shape[1] != len(self.output_names):
             raise DataError(f"labels have {self.labels.shape[1]} columns but the output names are "
                              f"{self.output_names}")
@@ -127,7 +138,25 @@ class Dataset:
             patient_ids=[self.patient_ids[i] for i in idx] if self.patient_ids is not None else None,
             positive_class=self.positive_class, split=split if split is not None else self.split,
             source=self.source,
-            unparsed=[p for p in self.unparsed if keep is None or p in keep])
+            unparsed=[p for p in self.unparsed if keep is None or p in keep],
+            unknown=None if self.unknown is None else self.unknown[idx].copy())
+
+    def require_known_labels(self, purpose: str = "training") -> None:
+        """``DataError`` when some labels are unknown (masked): only evaluation scores around them."""
+        if self.unknown is not None and self.unknown.any():
+            counts = ", ".join(f"{k}: {v['uncertain']} uncertain, {v['blank']} blank"
+                               for k, v in self.masked_counts().items())
+            raise DataError(f"{self.source}: {purpose} needs every label, but some are unknown ({counts}); choose an "
+                            "output whose labels are known (positive_class=...) or relabel the -1/blank entries first",
+                            path=self.source)
+
+    def masked_counts(self) -> dict:
+        """``{output name: {"uncertain": n, "blank": n}}`` of the masked labels (outputs with any)."""
+        if self.unknown is None:
+            return {}
+        return {name: {"uncertain": int((self.unknown[:, j] == UNCERTAIN).sum()),
+                       "blank": int((self.unknown[:, j] == BLANK).sum())}
+                for j, name in enumerate(self.output_names) if self.unknown[:, j].any()}
 
 
 def find_images(path) -> list:
@@ -431,6 +460,113 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
 
 
 # --------------------------------------------------------------------------------------------
+# CheXpert CSV (train.csv / valid.csv of CheXpert-v1.0)
+
+CHEXPERT_LAYOUT = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+#: The 14 observations, in the order CheXpert's CSVs list them.
+CHEXPERT_OBSERVATIONS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion",
+                         "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
+                         "Pleural Other", "Fracture", "Support Devices")
+_CHEXPERT_VALUES = {"1": 1.0, "1.0": 1.0, "0": 0.0, "0.0": 0.0}
+
+
+def is_chexpert_header(header) -> bool:
+    """The CheXpert layout: ``Path, Sex, Age, Frontal/Lateral, AP/PA``, then the 14 observations."""
+    names = [h.strip() for h in header or []]
+    return tuple(names[:5]) == CHEXPERT_LAYOUT and tuple(names[5:]) == CHEXPERT_OBSERVATIONS
+
+
+def load_chexpert(path, split=None, image_root=None, positive_class=None, check_files=True) -> Dataset:
+    """A CheXpert CSV -> Dataset of its 14 observations, with the labels it declares unknown masked.
+
+    As torchxrayvision's ``CheX_Dataset`` reads it: ``1``/``0`` are labels, ``-1`` (uncertain) and
+    blank are unknown (NaN in ``labels``, recorded in ``Dataset.unknown`` and counted by
+    ``masked_counts``), except that a row with ``No Finding`` = 1 is negative for every other
+    observation but ``Support Devices``. Any other value is an error naming the column and row.
+    Patient ids come from the ``patientNNNNN`` part of ``Path``; paths are relative to ``image_root``
+    (default: the CSV's folder).
+    """
+    path = Path(path)
+    header, rows = _read_csv(path)
+    if split is not None:
+        raise DataError(f"{path} is a CheXpert CSV, one split per file (train.csv, valid.csv): pass split=None",
+                        path=path)
+    if not rows:
+        raise DataError(f"{path} has no data rows", path=path)
+    col = {h.strip(): h for h in header}
+    labels = np.zeros((len(rows), len(CHEXPERT_OBSERVATIONS)), np.float32)
+    unknown = np.zeros(labels.shape, np.uint8)
+    for i, r in enumerate(rows):
+        healthy = r[col[NO_FINDING]].strip() in ("1", "1.0")
+        for j, name in enumerate(CHEXPERT_OBSERVATIONS):
+            v = r[col[name]].strip()
+            if v in _CHEXPERT_VALUES:
+                labels[i, j] = _CHEXPERT_VALUES[v]
+            elif v in ("-1", "-1.0", ""):
+                labels[i, j], unknown[i, j] = np.nan, UNCERTAIN if v else BLANK
+            else:
+                raise DataError(f"{path}: label column {name!r}, row {r.row} (line {r.line}) holds {v!r}; a "
+                                "CheXpert label is 1, 0, -1 (uncertain) or blank", path=path, field=name)
+            if healthy and name not in (NO_FINDING, "Support Devices"):
+                labels[i, j], unknown[i, j] = 0.0, 0
+    classes = list(CHEXPERT_OBSERVATIONS)
+    if positive_class is not None:
+        if positive_class not in classes:
+            raise DataError(f"positive_class={positive_class!r} is not one of the CheXpert observations {classes}")
+        j = classes.index(positive_class)
+        labels, unknown = labels[:, [j]], unknown[:, [j]]
+    base = Path(image_root) if image_root is not None else path.parent
+    paths = [base / r[col["Path"]].strip() for r in rows]
+    if check_files:
+        missing = [p for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(errno.ENOENT,
+                f"{len(missing)} of {len(paths)} image files listed in {path} do not exist, e.g. {missing[0]}; "
+                f"paths are read relative to {base} (set image_root=...)", str(missing[0]))
+    ids = [m.group(1) if (m := re.search(r"(patient\d+)", r[col["Path"]])) else None for r in rows]
+    return Dataset(labels=labels, classes=classes, paths=paths, patient_ids=ids, positive_class=positive_class,
+                   source=str(path), unparsed=[str(p) for p, i in zip(paths, ids) if i is None],
+                   unknown=unknown if unknown.any() else None)
+
+
+# --------------------------------------------------------------------------------------------
+# output names: a dataset's labels -> a chest X-ray model's pathologies
+
+#: Other datasets' names for torchxrayvision's pathology names, as its dataset classes relabel them
+#: (``CheX_Dataset``, ``MIMIC_Dataset``: "Pleural Effusion" -> "Effusion"; ``NIH_Google_Dataset``:
+#: "Airspace opacity" -> "Lung Opacity"). Names also match ignoring case, ``_`` vs space
+#: (NIH's "Pleural_Thickening") and a folder's capitals ("PNEUMONIA" -> "Pneumonia").
+PATHOLOGY_ALIASES = {"pleural effusion": "effusion", "airspace opacity": "lung opacity"}
+
+
+def _name_key(name) -> str:
+    key = " ".join(str(name).replace("_", " ").split()).lower()
+    return PATHOLOGY_ALIASES.get(key, key)
+
+
+def match_output_names(dataset_names, model_names):
+    """Which model output each dataset label column is: ``(pairs, unused, skipped)``.
+
+    ``pairs``: ``(dataset column, model output)`` index pairs; ``unused``: the dataset's columns no
+    (named) model output is; ``skipped``: the named model outputs the dataset has no labels for.
+    Outputs named ``''`` (not trained) match nothing."""
+    index = {}
+    for j, m in enumerate(model_names):
+        if m:
+            index.setdefault(_name_key(m), j)
+    pairs, unused, used = [], [], set()
+    for i, d in enumerate(dataset_names):
+        j = index.get(_name_key(d))
+        if j is None or j in used:
+            unused.append(d)
+        else:
+            pairs.append((i, j))
+            used.add(j)
+    skipped = [m for j, m in enumerate(model_names) if m and j not in used]
+    return pairs, unused, skipped
+
+
+# --------------------------------------------------------------------------------------------
 # MedMNIST .npz
 
 def load_npz(path, split="train", classes=None, positive_class=None) -> Dataset:
@@ -522,8 +658,11 @@ def _kind(source: Path) -> str:
     if source.suffix.lower() == ".csv":
         if source.is_file():
             with open(source, newline="", encoding="utf-8-sig") as fh:
-                if rsna.is_rsna_header(next(csv.reader(fh), None)):
+                header = next(csv.reader(fh), None)
+                if rsna.is_rsna_header(header):
                     return "rsna"
+                if is_chexpert_header(header):
+                    return "chexpert"
         return "csv"
     if source.suffix.lower() == ".npz":
         return "npz"
@@ -541,7 +680,7 @@ def available_splits(source) -> list:
     if kind == "npz":
         with _CheckedNpz(source) as z:
             return _npz_splits(z.files)
-    if kind == "rsna":
+    if kind in ("rsna", "chexpert"):
         return []
     header, rows = _read_csv(source)
     col = _find_column(header, SPLIT_COLUMN_NAMES)
@@ -551,7 +690,8 @@ def available_splits(source) -> list:
 def load_dataset(source, split=None, **options) -> Dataset:
     """Load ``split`` of a folder, CSV or ``.npz`` dataset; ``options`` go to the source's loader.
 
-    Folder: ``classes``, ``positive_class``. CSV: see ``load_csv``. npz: ``classes``,
+    Folder: ``classes``, ``positive_class``. CSV: see ``load_csv`` (a CheXpert CSV, recognised by its
+    columns: ``load_chexpert``). npz: ``classes``,
     ``positive_class`` (``split`` defaults to ``train`` there).
     """
     source = Path(os.fspath(source))
@@ -562,4 +702,6 @@ def load_dataset(source, split=None, **options) -> Dataset:
         return load_csv(source, split=split, **options)
     if kind == "rsna":
         return load_rsna(source, split=split, **options)
+    if kind == "chexpert":
+        return load_chexpert(source, split=split, **options)
     return load_npz(source, split=split or "train", **options)

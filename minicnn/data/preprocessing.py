@@ -147,6 +147,19 @@ class Preprocessing:
         """Image files -> (N, C, H, W) float32, exactly as the model expects."""
         return np.ascontiguousarray(self.normalize(self.stack(self.read(p) for p in paths)), dtype=np.float32)
 
+    def ten_crops(self, path, resize: int = 256, crop: int = 224) -> np.ndarray:
+        """CheXNet's published protocol for one image file: ``Resize(resize)`` (the shorter side,
+        bilinear, as torchvision), ``TenCrop(crop)`` (:func:`ten_crop_batch`), then this
+        normalisation: the model's (10, C, crop, crop) float32 input, whose outputs are averaged."""
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+        size = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
+        img = load_image(path, size=size, color=self.color, interpolation="bilinear", fit="stretch")
+        img = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)
+        return np.ascontiguousarray(self.normalize(ten_crop_batch(np.ascontiguousarray(img), crop)), dtype=np.float32)
+
     def load_arrays(self, images) -> np.ndarray:
         """In-memory images (each (H, W) or (H, W, C)) -> (N, C, H, W) float32, exactly as the model expects."""
         return np.ascontiguousarray(self.normalize(self.stack(self.read_array(a) for a in images)),
@@ -201,3 +214,17 @@ class Preprocessing:
     def of(cls, model) -> "Preprocessing":
         """``from_meta`` of a model (uses its ``input_shape`` for a mode string)."""
         return cls.from_meta(model.meta, model.input_shape)
+
+
+def ten_crop_batch(image: np.ndarray, size: int = 224) -> np.ndarray:
+    """torchvision's ``TenCrop(size)`` of one (C, H, W) image: the four corners and the centre, then
+    the same five of the horizontally flipped image, as a (10, C, size, size) batch."""
+    c, h, w = image.shape
+    if h < size or w < size:
+        raise DataError(f"TenCrop({size}) needs an image at least {size} x {size}, got {h} x {w}")
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    boxes = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+    crops = [image[:, y:y + size, x:x + size] for y, x in boxes]
+    flipped = image[:, :, ::-1]
+    crops += [flipped[:, y:y + size, x:x + size] for y, x in boxes]
+    return np.ascontiguousarray(np.stack(crops))

@@ -60,6 +60,9 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
     ``roc_auc_ci95`` bootstraps the macro AUC by resampling images; the threshold metrics and the
     confusion matrix are *micro*: computed over all N*K (image, class) decisions pooled.
     ``positive_class`` is ``None`` for K > 1. The CI uses ``n_boot`` resamples seeded by ``seed``.
+    NaN in ``y_true`` is a masked label (e.g. CheXpert's uncertain -1): each output is scored on the
+    images whose label it knows (``per_class[name]["n_masked"]`` counts the others), the macro CI on
+    the images with every label known.
     """
     y = np.asarray(y_true)
     p = np.asarray(y_prob, dtype=np.float64)
@@ -94,9 +97,13 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
         raise DataError(f"threshold must be one number or one per output ({k}), got {threshold!r}")
 
     per_class = {}
+    known = ~np.isnan(np.asarray(y, dtype=np.float64))          # masked (unknown) labels are NaN
     for j, name in enumerate(names):
-        rep = binary_report(y[:, j], p[:, j], thresholds[j])
-        rep["roc_auc_ci95"] = list(bootstrap_auc_ci(y[:, j], p[:, j], n_boot, alpha, seed))
+        ok = known[:, j]
+        rep = binary_report(y[ok, j], p[ok, j], thresholds[j])
+        rep["roc_auc_ci95"] = list(bootstrap_auc_ci(y[ok, j], p[ok, j], n_boot, alpha, seed))
+        if not ok.all():
+            rep["n_masked"] = int((~ok).sum())
         per_class[name] = rep
 
     if k == 1:
@@ -108,7 +115,8 @@ def evaluate_predictions(y_true, y_prob, classes, threshold=0.5, positive_class=
     else:
         cm = sum(np.asarray(per_class[name]["confusion"]) for name in names)  # micro: pooled decisions
         overall = {"roc_auc": _nanmean(per_class[name]["roc_auc"] for name in names),
-                   "roc_auc_ci95": list(bootstrap_auc_ci(y, p, n_boot, alpha, seed)),
+                   "roc_auc_ci95": list(bootstrap_auc_ci(y[known.all(axis=1)], p[known.all(axis=1)], n_boot, alpha,
+                                                         seed)) if known.all(axis=1).any() else [math.nan] * 2,
                    "pr_auc": _nanmean(per_class[name]["pr_auc"] for name in names)}
         overall.update(rates_from_confusion(cm))
         overall.update(rate_intervals(cm))

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from ..data.preprocessing import Preprocessing
+from ..data.preprocessing import Preprocessing, ten_crop_batch  # noqa: F401 (re-exported)
 from ..model import Graph
 from ..readers.torch import read_torch_file
 from .densenet import DENSENET121_BLOCKS, densenet_graph
@@ -59,7 +59,7 @@ def chexnet(weights=None, seed=None) -> Graph:
                            name="chexnet-densenet121")
     model.output_activation = "sigmoid"
     model.meta.update({"classes": list(CHEXNET_CLASSES), "outputs": list(CHEXNET_CLASSES), "protocol": PROTOCOL,
-                       "preprocessing": Preprocessing.for_weights("imagenet-torch", (3, 224, 224)).to_dict()})
+                       "pathology_outputs": True, "preprocessing": Preprocessing.for_weights("imagenet-torch", (3, 224, 224)).to_dict()})
     if weights is not None:
         path = resolve_weights(weights, CHEXNET_SPEC)
         tf = read_torch_file(path)
@@ -70,38 +70,13 @@ def chexnet(weights=None, seed=None) -> Graph:
     return model
 
 
-def ten_crop_batch(image: np.ndarray, size: int = 224) -> np.ndarray:
-    """torchvision's ``TenCrop(size)`` of one (C, H, W) image: the four corners and the centre, then
-    the same five of the horizontally flipped image, as a (10, C, size, size) batch."""
-    c, h, w = image.shape
-    if h < size or w < size:
-        raise ValueError(f"TenCrop({size}) needs an image at least {size} x {size}, got {h} x {w}")
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
-    boxes = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
-    crops = [image[:, y:y + size, x:x + size] for y, x in boxes]
-    flipped = image[:, :, ::-1]
-    crops += [flipped[:, y:y + size, x:x + size] for y, x in boxes]
-    return np.ascontiguousarray(np.stack(crops))
-
-
 def predict_ten_crop(model: Graph, paths, resize: int = 256, crop: int = 224) -> np.ndarray:
     """CheXNet's published protocol: ``Resize(resize)`` (shorter side, bilinear), ``TenCrop(crop)``,
-    ImageNet normalisation, the model's outputs averaged over the ten crops; ``(N, classes)``.
+    the model's normalisation, its outputs averaged over the ten crops; ``(N, classes)``
+    (``Preprocessing.ten_crops``; ``minicnn.predict_files(..., protocol="tencrop")`` is the same).
 
     ``paths``: image files (RGB or grayscale, repeated to 3 channels). ``model.predict`` gives the
     single-crop answer at ``crop`` px; this is the evaluation arnoweng/CheXNet reported AUROC with.
     """
-    from PIL import Image
-
-    from ..data.images import load_image
-
     pre = Preprocessing.of(model)
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            w, h = im.size
-        size = (resize, int(resize * w / h)) if h <= w else (int(resize * h / w), resize)
-        img = load_image(p, size=size, color="rgb", interpolation="bilinear", fit="stretch")
-        x = pre.normalize(ten_crop_batch(np.ascontiguousarray(img.transpose(2, 0, 1)), crop))
-        out.append(model.predict(x.astype(np.float32), batch_size=10).mean(axis=0))
-    return np.stack(out)
+    return np.stack([model.predict(pre.ten_crops(p, resize, crop), batch_size=10).mean(axis=0) for p in paths])

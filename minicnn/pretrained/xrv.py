@@ -41,10 +41,12 @@ from ..errors import UsageError, WeightFileError
 from ..layers.activation import Sigmoid
 from ..layers.elementwise import OperatingPoints
 from ..model import Graph
+from ..readers.detect import detect_format
+from ..readers.npz import read_npz
 from ..readers.torch import TorchFile, read_torch_file
 from .densenet import DENSENET121_BLOCKS, densenet_graph
 from .download import cache_dir, file_digest, recorded_digest
-from .mapping import convert_torch_state_dict, resolve_weights
+from .mapping import _npz_state_dict, convert_torch_state_dict, resolve_weights
 from .resnet import RESNET50_BLOCKS, resnet_graph
 from .spec import WeightSpec, WeightsEntry
 
@@ -156,7 +158,8 @@ def _finish(model: Graph, output: str, outputs, thresholds, size: int, source: d
         output = "probabilities"             # the caller was warned: no thresholds to calibrate with
     meta = {"classes": list(outputs), "outputs": list(outputs), "output": output,
             "op_threshs": None if thr is None else [None if math.isnan(t) else float(t) for t in thr],
-            "preprocessing": Preprocessing.for_xrv(size).to_dict(), "include_top": True, **source}
+            "preprocessing": Preprocessing.for_xrv(size).to_dict(), "include_top": True, "pathology_outputs": True,
+            **source}
     if output == "calibrated":
         model.add("sigmoid", Sigmoid(), inputs=head)
         model.add("calibration", OperatingPoints(thr))
@@ -182,8 +185,30 @@ def _backbone(model: Graph, size: int, source: dict) -> Graph:
     return model
 
 
+def _load_npz(model: Graph, path: str, spec: WeightSpec) -> tuple[tuple, np.ndarray | None, dict]:
+    """A minicnn ``.npz`` of this architecture (e.g. a converted or random-weight xrv model saved by
+    minicnn): its arrays (a head the model does not have is dropped and listed), outputs and ``op_threshs``."""
+    own = model.state_dict()
+    sd = _npz_state_dict(path)
+    keep = {k: v for k, v in sd.items() if k in own}
+    dropped = sorted(k for k in sd if k not in own and k.split(".")[0] in spec.head_nodes + ("calibration",))
+    extra = sorted(set(sd) - set(keep) - set(dropped))
+    if extra:
+        raise WeightFileError(f"{path} holds arrays no {spec.architecture} has ({', '.join(extra[:5])}); is it a "
+                              f"model of another architecture?", path=path)
+    model.load_state_dict(keep, strict=True)
+    _, config = read_npz(path)
+    meta = (config or {}).get("meta") or {}
+    source = {"source": "torchvision", "weights": os.path.basename(path), "dropped": dropped, "registry": None}
+    outputs = tuple(meta.get("outputs") or PATHOLOGIES)
+    thr = meta.get("op_threshs")
+    return outputs, None if thr is None else np.array([np.nan if t is None else t for t in thr], np.float64), source
+
+
 def _load(model: Graph, weights, spec: WeightSpec, prefix: str | None) -> tuple[tuple, np.ndarray | None, dict]:
     path = resolve_weights(weights, spec)
+    if detect_format(path) == "npz":
+        return _load_npz(model, path, spec)
     tf = read_torch_file(path)
     sd, own = _state_dict_of(tf, path, prefix)
     converted, dropped = convert_torch_state_dict(model, sd, source=path, spec=spec)
@@ -214,7 +239,8 @@ def xrv_densenet121(weights=None, output: str = "calibrated", seed=None, include
     """torchxrayvision's DenseNet121 (1 x 224 x 224 input on [-1024, 1024], 18 outputs).
 
     weights      None (random; no thresholds, so 'calibrated' gives probabilities), a torchxrayvision
-                 file (``torch.save(model)``, zip or legacy) or a registry name (``xrv-densenet121-all``,
+                 file (``torch.save(model)``, zip or legacy), a minicnn ``.npz`` of this architecture
+                 (its head dropped for ``include_top=False``) or a registry name (``xrv-densenet121-all``,
                  ``-nih``, ``-pc``, ``-chex``, ``-rsna``, ``-mimic_nb``, ``-mimic_ch``), fetched into the cache.
     output       'calibrated' (torchxrayvision's default), 'probabilities' or 'logits'.
     include_top  False: the 1-channel feature extractor (``pooling`` None -> (N, 1024, 7, 7), 'avg' ->

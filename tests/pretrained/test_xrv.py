@@ -400,3 +400,40 @@ def test_cli_takes_a_registry_name(xrays, densenet_files, tmp_path, monkeypatch,
     assert main(["predict", "xrv-densenet121-all", xrays[3]]) == 0
     out = capsys.readouterr().out
     assert Path(xrays[3]).name in out and "Pneumonia" in out
+
+
+def test_cli_explain_pneumonia_through_the_calibration(xrays, densenet_files, tmp_path, capsys):
+    """`minicnn explain FILE.pt IMAGE --class Pneumonia`: Grad-CAM of the calibrated output (the graph's
+    last node is the calibration), its probability the one torchxrayvision gives."""
+    from PIL import Image
+    from minicnn.cli import main
+    model_file = densenet_files["paths"]["zip"]
+    assert list(minicnn.load(model_file).nodes)[-1] == "calibration"
+    out = tmp_path / "cam.png"
+    assert main(["explain", str(model_file), xrays[9], "--class", "Pneumonia", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Grad-CAM of 'Pneumonia'" in text
+    p = float(re.search(r"P = ([0-9.]+)", text).group(1))
+    assert abs(p - float(densenet_files["calibrated"][9, PATHOLOGIES.index("Pneumonia")])) <= TOL + 5e-5
+    with Image.open(out) as im:
+        assert im.size[0] > 100 and im.size[1] > 100
+    assert main(["explain", str(model_file), xrays[9], "--class", "NoSuchFinding", "--out", str(tmp_path / "x.png")]) != 0
+    assert "unknown class 'NoSuchFinding'" in capsys.readouterr().err
+
+
+def test_cli_evaluate_a_torchxrayvision_file_on_a_class_folder(xrays, densenet_files, tmp_path, capsys):
+    """`minicnn evaluate FILE.pt FOLDER`: NORMAL/PNEUMONIA scored on the calibrated "Pneumonia" output
+    (threshold 0.5, torchxrayvision's operating point), the other 17 outputs skipped and said so."""
+    sk = pytest.importorskip("sklearn.metrics")
+    import json
+    from minicnn.cli import main
+    assert main(["evaluate", str(densenet_files["paths"]["zip"]), str(SHARED), "--out", str(tmp_path),
+                 "--n-boot", "20"]) == 0
+    assert "skipped (not in the data)" in capsys.readouterr().err
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    p = densenet_files["calibrated"][:, PATHOLOGIES.index("Pneumonia")].astype(np.float64)
+    y = np.array([Path(f).parent.name == "PNEUMONIA" for f in xrays], float)
+    assert m["evaluated_outputs"] == {"Pneumonia": "PNEUMONIA"} and len(m["skipped_outputs"]) == 17
+    assert m["threshold"] == 0.5
+    assert m["roc_auc"] == pytest.approx(sk.roc_auc_score(y, p), abs=1e-9)
+    assert m["confusion"] == sk.confusion_matrix(y, p >= 0.5, labels=[0, 1]).tolist()
