@@ -225,8 +225,10 @@ def _predict_on_dask(a, model) -> None:
 
 # -- summary, gradcheck -------------------------------------------------------------------------
 def cmd_summary(a):
-    from .pretrained.describe import describe_file, format_description
-    d = describe_file(_model_path(a.model))
+    from .pretrained.describe import describe_file, describe_name, format_description
+    from .pretrained.loading import is_model_name
+    d = describe_name(a.model) if not Path(a.model).exists() and is_model_name(a.model) else \
+        describe_file(_model_path(a.model))
     print(format_description(d))
     if d["model"] is not None and a.layers:
         print()

@@ -35,6 +35,13 @@ def _known_weights(arch: str) -> str:
     return "; ".join(sorted({f"{e.source} weights use {e.preprocessing}" for e in entries}))
 
 
+def describe_name(name: str) -> dict:
+    """``describe_file`` of a registry name's weight file (fetched into the cache when missing)."""
+    from .loading import TORCHXRAYVISION_NAMES
+    from .registry import fetch
+    return describe_file(fetch(TORCHXRAYVISION_NAMES.get(name, name), progress=False))
+
+
 def describe_file(path) -> dict:
     """``{"file", "format", "format_name", "architecture", "input_size", "classes", "preprocessing",
     "parameters", "notes": [...], "model": Graph or None}`` (values are strings or ints)."""
@@ -43,6 +50,11 @@ def describe_file(path) -> dict:
     d = {"file": path, "format": fmt, "format_name": FORMAT_NAMES[fmt], "architecture": None,
          "input_size": NOT_RECORDED, "classes": NOT_RECORDED, "preprocessing": NOT_RECORDED,
          "parameters": None, "notes": [], "model": None}
+    if fmt in ("torch_zip", "torch_legacy"):
+        from ..readers.torch import read_torch_file
+        if read_torch_file(path).module is not None:          # a whole pickled model (torchxrayvision)
+            from .loading import load
+            return _describe_model(d, load(path), "torchxrayvision DenseNet121 (a whole pickled module)")
     if fmt == "npz":
         arrays, config = read_npz(path)
         if config is not None:
