@@ -384,13 +384,15 @@ def features(client: Client, backbone, paths, out, batch_size: int = 16, shard_s
     return read_features(out)[0]
 
 
-def feature_extractor(client: Client, root, shard_size: int = DEFAULT_SHARD_SIZE, progress=None):
+def feature_extractor(client: Client, root, shard_size: int = DEFAULT_SHARD_SIZE, on_bad_file: str = "fail",
+                      progress=None):
     """``extract(backbone, paths, batch_size) -> (N, F)`` for ``minicnn.transfer``: the features of
-    each list of files on the cluster, in ``root/<hash of the list>/`` (a bad file fails the run)."""
+    each list of files on the cluster, in ``root/<hash of the list>/`` (NaN rows for files skipped
+    with ``on_bad_file="skip"``)."""
     def extract(backbone, paths, batch_size):
         out = Path(root) / _inputs_hash(paths)[:16]
         return features(client, backbone, paths, out, batch_size=batch_size, shard_size=shard_size,
-                        on_bad_file="fail", progress=progress)
+                        on_bad_file=on_bad_file, progress=progress)
     return extract
 
 

@@ -198,14 +198,18 @@ def train_run(config: TrainConfig, resume: bool = False, log=print) -> TrainResu
 def _train_locked(config: TrainConfig, resume: bool, log):
     if config.backbone:
         if not config.dask:
-            return transfer_learn(config, log=log)
-        from . import distributed                # optional extra: only with --dask
-        client = distributed.connect(config.dask)
-        try:
-            extract = distributed.feature_extractor(client, Path(config.out) / "features-dask")
-            return transfer_learn(config, log=log, extract=extract)
-        finally:
-            distributed.close(client)
+            result = transfer_learn(config, log=log)
+        else:
+            from . import distributed                # optional extra: only with --dask
+            client = distributed.connect(config.dask)
+            try:
+                extract = distributed.feature_extractor(client, Path(config.out) / "features-dask",
+                                                        on_bad_file=config.on_bad_file)
+                result = transfer_learn(config, log=log, extract=extract)
+            finally:
+                distributed.close(client)
+        BadFiles(warn_to_stderr).write_names(config.out, result.skipped)
+        return result
     c = dataclasses.replace(config, image_size=config.image_size or 64)
     train_ds, val_ds, how = training_splits(c.data, train_split=c.train_split, val_split=c.val_split,
                                        val_from_train=c.val_from_train, test_split=c.test_split,
@@ -271,13 +275,16 @@ class BadFiles:
 
     def write(self, out, loaders) -> int:
         """Write the list into ``out`` (if anything was skipped); returns how many files it names."""
+        return self.write_names(out, {loader.dataset.name(i): reason for loader in loaders
+                                      for i, reason in getattr(loader, "skipped", {}).items()})
+
+    def write_names(self, out, skipped: dict) -> int:
+        """``write`` for ``{file name: reason}`` (the images a backbone's feature extraction left out)."""
         path = Path(out) / BAD_FILES
         found = {}
         if path.exists():
             found.update(line.split("\t", 1) for line in path.read_text(encoding="utf-8").splitlines() if "\t" in line)
-        for loader in loaders:
-            for i, reason in getattr(loader, "skipped", {}).items():
-                found[loader.dataset.name(i)] = " ".join(reason.split())
+        found.update({name: " ".join(str(reason).split()) for name, reason in skipped.items()})
         if found:
             fileio.write_text(path, "".join(f"{name}\t{why}\n" for name, why in sorted(found.items())))
         return len(found)

@@ -84,7 +84,8 @@ def _cache_folder(cache, backbone: Graph, key: dict) -> str:
 
 
 def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, preprocessing=None,
-                     progress: bool = False) -> np.ndarray:
+                     progress: bool = False, on_bad_file: str = "fail", warn=None,
+                     skipped: dict | None = None) -> np.ndarray:
     """Pooled features ``(N, F)`` of a frozen backbone, computed in batches and cached on disk.
 
     images         a list of image file paths, or an array: NCHW float already preprocessed when
@@ -92,6 +93,10 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
     cache          a folder (created if needed) or None (no cache).
     preprocessing  a ``Preprocessing``, or a mode / weights name (then at the backbone's input size,
                    RGB); default for files: the backbone's own (``Preprocessing.of(backbone)``).
+
+    on_bad_file    for image files: ``"fail"`` (an unreadable image is an error) or ``"skip"``: its
+                   row is NaN, ``warn(message)`` names it and ``skipped`` (a dict, if given) gets
+                   ``{index: reason}``.
 
     A 4-D backbone output is globally average-pooled. Inference only (``predict.predict_batches``).
     """
@@ -114,7 +119,7 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
             todo.append(i)
     if todo:
         if is_paths:
-            loader = file_loader([items[i] for i in todo], pre, batch_size)
+            loader = file_loader([items[i] for i in todo], pre, batch_size, on_bad_file, warn, return_indices=True)
         else:
             x = np.asarray(items[todo])
             x = preprocess(x, pre.mode) if pre is not None else x
@@ -123,14 +128,19 @@ def extract_features(backbone: Graph, images, cache=None, batch_size: int = 16, 
             loader = ArrayLoader(x, np.zeros((len(x), 0)), batch_size, training=False)
         done = 0
         with tqdm(total=len(loader), disable=None if progress else True, desc="features") as bar:
-            for _, z in predict_batches(backbone, loader, progress=lambda: bar.update(1)):
+            for _, z, *idx in predict_batches(backbone, loader, progress=lambda: bar.update(1)):
                 feats = _pooled(apply_activation(z, backbone.output_activation)).astype(np.float32)
-                for i, v in zip(todo[done:done + len(feats)], feats):
+                rows = [todo[j] for j in idx[0]] if idx else todo[done:done + len(feats)]
+                for i, v in zip(rows, feats):
                     out[i] = v
                     if folder is not None:
                         fileio.save_npy(os.path.join(folder, keys[i] + ".npy"), v)
                 done += len(feats)
-    return np.stack(out)
+        for j, reason in getattr(loader, "skipped", {}).items():   # on_bad_file="skip": NaN rows
+            if skipped is not None:
+                skipped[todo[j]] = reason
+    width = next(v.shape[0] for v in out if v is not None)
+    return np.stack([v if v is not None else np.full(width, np.nan, np.float32) for v in out])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -164,6 +174,7 @@ class TransferResult:
     features: int
     val_roc_auc: float | None
     state: TrainState
+    skipped: dict = dataclasses.field(default_factory=dict)   # unreadable images left out: name -> reason
 
 
 def xrv_backbones() -> list[str]:
@@ -220,15 +231,30 @@ def feature_cache_dir() -> str:
     return os.path.join(os.path.dirname(cache_dir()), "features")
 
 
-def _dataset_features(backbone, dataset, pre, batch_size, extract=None):
+def _dataset_features(backbone, dataset, pre, batch_size, extract=None, on_bad_file="fail", skipped=None):
     """Features of ``dataset``'s image files: cached here, or by ``extract(backbone, paths, batch_size)``
-    (e.g. ``minicnn.distributed.feature_extractor``: the same numbers, computed on a cluster)."""
+    (e.g. ``minicnn.distributed.feature_extractor``: the same numbers, computed on a cluster).
+    With ``on_bad_file="skip"`` an unreadable image's row is NaN and ``skipped[name] = reason``."""
     if dataset.paths is None:
         raise UsageError("transfer learning reads image files (a folder or CSV dataset)")
     if extract is not None:
-        return extract(backbone, list(dataset.paths), batch_size)
-    return extract_features(backbone, dataset.paths, cache=feature_cache_dir(), batch_size=batch_size,
-                            preprocessing=pre, progress=True)
+        feats = extract(backbone, list(dataset.paths), batch_size)
+        reasons = {}
+    else:
+        reasons = {}
+        feats = extract_features(backbone, dataset.paths, cache=feature_cache_dir(), batch_size=batch_size,
+                                 preprocessing=pre, progress=True, on_bad_file=on_bad_file, warn=warn_to_stderr,
+                                 skipped=reasons)
+    if skipped is not None:
+        for i in np.flatnonzero(~np.isfinite(feats).all(axis=1)):
+            skipped[dataset.name(int(i))] = reasons.get(int(i), "unreadable image (left out on the cluster)")
+    return feats
+
+
+def _readable(dataset, feats):
+    """``(dataset, features)`` without the rows of unreadable images (NaN rows)."""
+    keep = np.flatnonzero(np.isfinite(feats).all(axis=1))
+    return (dataset, feats) if len(keep) == len(feats) else (dataset.subset(keep), feats[keep])
 
 
 def dataset_features(data, backbone: str, weights=None, split: str = "train", image_size=None,
@@ -262,8 +288,15 @@ def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResu
     log(f"validation: {how}; head: {head_epochs(c)} epochs on cached features"
         + ("" if c.head_epochs else f" (10 x --epochs {c.epochs}; set --head-epochs)"))
     log(f"extracting {c.backbone} features ({h}x{w}, preprocessing {pre.mode!r}; cached in {feature_cache_dir()}) ...")
-    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size, extract)
-    f_val = _dataset_features(backbone, val_ds, pre, c.batch_size, extract) if val_ds is not None else None
+    skipped = {}
+    f_train = _dataset_features(backbone, train_ds, pre, c.batch_size, extract, c.on_bad_file, skipped)
+    train_ds, f_train = _readable(train_ds, f_train)
+    f_val = None
+    if val_ds is not None:
+        f_val = _dataset_features(backbone, val_ds, pre, c.batch_size, extract, c.on_bad_file, skipped)
+        val_ds, f_val = _readable(val_ds, f_val)
+    if skipped:
+        log(f"left out {len(skipped)} unreadable image(s) (--on-bad-file skip; listed in {c.out}/bad_files.txt)")
     head = build_head(f_train.shape[1], train_ds.labels.shape[1], seed=c.seed)
     model = combine(backbone, head)
     model.meta = {**backbone.meta, "backbone": c.backbone, "classes": list(train_ds.classes),
@@ -283,7 +316,7 @@ def transfer_learn(config: TrainConfig, log=print, extract=None) -> TransferResu
     score = state.best_score
     if c.fine_tune:
         fine_tune(c, load(path), train_ds, val_ds, pre, score, log=log)
-    return TransferResult(path, len(train_ds), int(f_train.shape[1]), score, state)
+    return TransferResult(path, len(train_ds), int(f_train.shape[1]), score, state, skipped)
 
 
 def fine_tune(config: TrainConfig, model: Graph, train_ds, val_ds, pre: Preprocessing, head_score=None,

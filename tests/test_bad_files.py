@@ -142,3 +142,20 @@ def test_predict_out_folder_leaves_no_temporary_behind(data, model, tmp_path, mo
     with pytest.raises(IsADirectoryError, match="is a folder; give a file name"):
         fileio.write_text(tmp_path / "existing", "x")
     assert temporaries() == []
+
+
+def test_train_with_a_backbone_skips_a_corrupt_image_and_lists_it(data, tmp_path, capsys):
+    root, bad = data
+    run = tmp_path / "run"
+    args = ["train", str(root), "--backbone", "densenet121", "--image-size", "32", "--head-epochs", "2",
+            "--batch-size", "16", "--quiet"]
+    assert main(args + ["--out", str(run)]) == 0                      # default: skip
+    captured = capsys.readouterr()
+    assert "left out 1 unreadable image(s)" in captured.out
+    listed = (run / "bad_files.txt").read_text()
+    assert str(bad["train"]) in listed and len(listed.strip().splitlines()) == 1
+    n_train = len(load_dataset(str(root), split="train"))
+    assert f"head trained on {n_train - 1} images" in captured.out
+    assert main(args + ["--out", str(tmp_path / "fail"), "--on-bad-file", "fail"]) == 1
+    err = capsys.readouterr().err
+    assert str(bad["train"]) in err and len(err.strip().splitlines()) <= 2

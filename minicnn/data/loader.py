@@ -204,8 +204,9 @@ class BatchLoader(_Epochs):
         """Decoded, resized images ``indices`` as (B, C, H, W) float32 in [0, 255] (no augmentation)."""
         return Preprocessing.stack(self._image(int(i)) for i in indices)
 
-    def _readable(self, idx):
-        """``(indices, images)`` of ``idx`` without the unreadable ones (``on_bad_file="skip"``)."""
+    def _readable(self, idx, allow_empty: bool = False):
+        """``(indices, images)`` of ``idx`` without the unreadable ones (``on_bad_file="skip"``);
+        ``(None, None)`` when none is readable and ``allow_empty`` (an evaluation epoch drops it)."""
         kept, images = [], []
         for i in map(int, idx):
             if i in self.skipped:
@@ -221,6 +222,8 @@ class BatchLoader(_Epochs):
                 continue
             kept.append(i)
         if not kept:
+            if allow_empty:
+                return None, None
             raise ImageLoadError(f"every image of the batch is unreadable, e.g. {self.skipped[int(idx[0])]}")
         return np.asarray(kept, dtype=np.int64), Preprocessing.stack(images)
 
@@ -229,7 +232,9 @@ class BatchLoader(_Epochs):
         training = self.training if training is None else training
         idx = self._indices(epoch, batch_index, training, order)
         if self.on_bad_file == "skip":
-            idx, x = self._readable(idx)
+            idx, x = self._readable(idx, allow_empty=not training)
+            if idx is None:
+                return None          # an evaluation batch of unreadable images only: nothing to yield
         else:
             x = self.images(idx)
         try:
@@ -251,8 +256,10 @@ class BatchLoader(_Epochs):
         order = self.order(epoch, training)
         stop = len(self)
         if self.prefetch <= 0:
-            return (self.batch(epoch, b, training, order) for b in range(start_batch, stop))
-        return self._prefetched(epoch, training, order, start_batch, stop)
+            batches = (self.batch(epoch, b, training, order) for b in range(start_batch, stop))
+        else:
+            batches = self._prefetched(epoch, training, order, start_batch, stop)
+        return (b for b in batches if b is not None)
 
     def _prefetched(self, epoch, training, order, start, stop):
         q: queue.Queue = queue.Queue(maxsize=max(1, self.prefetch))
