@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from . import fileio, losses, metrics, optim, small_cnn
+from .callbacks import Callback
 from .data.augment import Augmenter
 from .data.datasets import available_splits, load_dataset
 from .data.loader import BatchLoader, fit_preprocessing
@@ -250,7 +251,8 @@ def _train_locked(config: TrainConfig, resume: bool, log):
         log(f"resuming {c.out} at epoch {state.epoch + 1}, batch {state.batch}")
     state = fit(model, loss, opt, train, val, epochs=c.epochs, out_dir=c.out, scheduler=sched,
                 patience=c.patience, seed=c.seed, resume_state=state, progress=not c.quiet, log=log,
-                checkpoint_extra={"args": dataclasses.asdict(c)})
+                checkpoint_extra={"args": dataclasses.asdict(c)},
+                callbacks=[_BadFilesEachEpoch(bad, c.out, [train, val])])
     listed = bad.write(c.out, [train, val])
     if listed:
         log(f"WARNING: {listed} unreadable image(s) skipped (--on-bad-file skip); listed in {Path(c.out) / BAD_FILES}")
@@ -288,6 +290,16 @@ class BadFiles:
         if found:
             fileio.write_text(path, "".join(f"{name}\t{why}\n" for name, why in sorted(found.items())))
         return len(found)
+
+
+class _BadFilesEachEpoch(Callback):
+    """Keeps ``bad_files.txt`` up to date after every epoch, so a killed run lists what it skipped."""
+
+    def __init__(self, bad: BadFiles, out, loaders):
+        self.bad, self.out, self.loaders = bad, out, loaders
+
+    def on_epoch_end(self, epoch, logs, model):
+        self.bad.write(self.out, self.loaders)
 
 
 def _normalisation_text(pre: Preprocessing) -> str:

@@ -159,3 +159,19 @@ def test_train_with_a_backbone_skips_a_corrupt_image_and_lists_it(data, tmp_path
     assert main(args + ["--out", str(tmp_path / "fail"), "--on-bad-file", "fail"]) == 1
     err = capsys.readouterr().err
     assert str(bad["train"]) in err and len(err.strip().splitlines()) <= 2
+
+
+def test_bad_files_are_listed_after_every_epoch(data, tmp_path, monkeypatch):
+    """A run killed after its first epoch already lists what it skipped (written each epoch)."""
+    from minicnn import experiment
+    root, bad = data
+    seen = []
+    real = experiment.BadFiles.write
+
+    def spy(self, out, loaders):
+        n = real(self, out, loaders)
+        seen.append((n, (tmp_path / "run" / "bad_files.txt").exists()))
+        return n
+    monkeypatch.setattr(experiment.BadFiles, "write", spy)
+    assert main(["train", str(root), "--out", str(tmp_path / "run")] + TRAIN) == 0
+    assert len(seen) >= 3 and seen[0] == (1, True)            # after epoch 1, before the run ends
