@@ -761,25 +761,58 @@ class _Importer:
             self.add(node, layer, [cur_node], out=node.outputs[0], suffix="/mean")
 
     def gemm(self, node):
+        """Gemm: y = alpha * A' @ B' + beta * C. A constant B with a bias of 1 or N values (or none)
+        becomes one ``Dense``; any other form (B or C computed at run time, a C of any shape that
+        broadcasts to (M, N)) is composed: Transpose for transA/transB of activations, ``BatchMatMul``
+        (or ``MatMul`` for a constant B), then ``Binary`` mul/add for alpha, beta and C."""
         a = node.attrs
-        B = np.asarray(self.const(node.inputs[1], "B"), np.float32)
-        C = self.opt_const(node, 2)
-        if len(node.inputs) > 2 and node.inputs[2] and C is None:
-            raise _Unsupported("C computed at run time")
         alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-        W = (B.T if a.get("transB", 0) else B) * alpha
-        K, M = W.shape
+        ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
+        has_c = len(node.inputs) > 2 and bool(node.inputs[2])
+        c_const = has_c and self.is_const(node.inputs[2])
+        C = np.asarray(self.consts[node.inputs[2]]) if c_const else None
         x = self.act(node.inputs[0])
-        if a.get("transA", 0):
+        if ta:
             x = self.add(node, Transpose([1, 0]), [x], suffix="/transA")
-        if C is not None and np.asarray(C).size not in (1, M) or (C is not None and np.asarray(C).ndim == 2
-                                                                   and np.asarray(C).shape[0] != 1):
-            raise _Unsupported(f"C of shape {np.shape(C)} (only a bias of {M} or 1 values)")
-        layer = Dense(K, M, bias=C is not None, init="assigned")
-        layer.params["W"] = np.ascontiguousarray(W, np.float32)
-        if C is not None:
-            layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (M,)).copy()
-        self.add(node, layer, [x], out=node.outputs[0])
+        if self.is_const(node.inputs[1]):
+            B = np.asarray(self.const(node.inputs[1], "B"), np.float32)
+            W = (B.T if tb else B) * alpha
+            K, N = W.shape
+            if not has_c or (c_const and (C.size == 1 or (C.size == N and C.shape[-1:] == (N,) and C.ndim <= 2))):
+                layer = Dense(K, N, bias=has_c, init="assigned")
+                layer.params["W"] = np.ascontiguousarray(W, np.float32)
+                if has_c:
+                    layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (N,)).copy()
+                self.add(node, layer, [x], out=node.outputs[0])
+                return
+            layer = Dense(K, N, bias=False, init="assigned")
+            layer.params["W"] = np.ascontiguousarray(W, np.float32)
+            y = self.add(node, layer, [x], suffix="/matmul")
+        else:
+            b = self.act(node.inputs[1])
+            if tb:
+                b = self.add(node, Transpose([1, 0]), [b], suffix="/transB")
+            y = self.add(node, BatchMatMul(), [x, b], suffix="/matmul")
+            if alpha != 1.0:
+                y = self.scale(node, y, alpha, "/alpha")
+        if not has_c:
+            self.acts[node.outputs[0]] = y
+            return
+        if c_const:
+            layer = Binary("add", const_shape=C.shape)
+            layer.buffers["c"] = (np.asarray(C, np.float32) * beta).astype(np.float32)
+            self.add(node, layer, [y], out=node.outputs[0], suffix="/C")
+            return
+        c = self.act(node.inputs[2])
+        if beta != 1.0:
+            c = self.scale(node, c, beta, "/beta")
+        self.add(node, Binary("add"), [y, c], out=node.outputs[0], suffix="/C")
+
+    def scale(self, node, x, factor, suffix):
+        """A ``Binary`` mul by the constant ``factor``."""
+        layer = Binary("mul", const_shape=())
+        layer.buffers["c"] = np.asarray(factor, np.float32)
+        return self.add(node, layer, [x], suffix=suffix)
 
     def matmul(self, node):
         if node.inputs[0] in self.acts and node.inputs[1] in self.acts:

@@ -187,3 +187,31 @@ def test_mutated_files_fail_only_with_minicnn_errors(tmp_path):
         except MinicnnError:
             outcomes["refused"] += 1
     assert outcomes["ok"] > 10 and outcomes["refused"] > 10, outcomes
+
+
+@pytest.mark.parametrize("b_runtime", [False, True])
+@pytest.mark.parametrize("c_kind", ["none", "vector", "matrix", "column", "runtime"])
+def test_gemm_every_form_matches_onnx_and_gradchecks(rng, b_runtime, c_kind):
+    """Gemm with B and/or C computed at run time, a (M, N) / (M, 1) / (N,) C, transA, transB, alpha, beta."""
+    from onnx.reference import ReferenceEvaluator
+    from minicnn.pretrained.onnx_import import graph_from_onnx
+    from minicnn.readers.onnx import parse_model
+    M, K, N = 3, 4, 5
+    vals = {"a": rng.standard_normal((K, M)), "b": rng.standard_normal((N, K))}
+    vals["c"] = {"none": None, "vector": rng.standard_normal(N), "matrix": rng.standard_normal((M, N)),
+                 "column": rng.standard_normal((M, 1)), "runtime": rng.standard_normal((M, N))}[c_kind]
+    runtime = ["a"] + (["b"] if b_runtime else []) + (["c"] if c_kind == "runtime" else [])
+    ins = ["a", "b"] + ([] if c_kind == "none" else ["c"])
+    node = helper.make_node("Gemm", ins, ["y"], transA=1, transB=1, alpha=0.7, beta=-1.3)
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info(k, TensorProto.DOUBLE, vals[k].shape)
+                                        for k in runtime],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+                          [numpy_helper.from_array(vals[k], k) for k in ins if k not in runtime])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    ref = ReferenceEvaluator(m).run(None, {k: vals[k] for k in runtime})[0]
+    graph = graph_from_onnx(parse_model(m))
+    xs = [vals[k] for k in runtime]
+    y = graph.forward(xs if len(xs) > 1 else xs[0])
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)     # constants are stored as float32
+    errs = gradcheck(graph.astype(np.float64), xs if len(xs) > 1 else xs[0], seed=2)
+    assert max(errs.values()) < 1e-5, errs
