@@ -314,7 +314,8 @@ def model_to_onnx(model, opset: int = DEFAULT_OPSET, input_shape=None, doc: str 
     elif act == "softmax":
         out = w.node("Softmax", [out], f"{out}/softmax", axis=1)
     elem = onnx.TensorProto.FLOAT
-    out_shape = ["N"] + [d if isinstance(d, int) else None for d in shapes[model.output_name][1:]]
+    batch = None if model.meta.get("whole_batch") else "N"    # rows along the batch axis: not one per input row
+    out_shape = [batch] + [d if isinstance(d, int) else None for d in shapes[model.output_name][1:]]
     graph = helper.make_graph(w.nodes, model.name or "minicnn", [helper.make_tensor_value_info(x_name, elem, ["N", *shape])],
                               [helper.make_tensor_value_info(out, elem, out_shape)], w.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int(opset))], producer_name="minicnn",

@@ -50,12 +50,18 @@ def _float(x):
 
 
 def _shape_by_running(layer, input_shape):
-    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given)."""
+    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given). A layer
+    that works along axis 0 (``batch_axis()`` > 0: a Slice / Gather / Tile of the batch, the value
+    the smallest batch it can run) runs a fixed batch as it is and reports its output's size there;
+    a symbolic (None) batch is probed with that smallest batch and reported as None."""
     multi = bool(input_shape) and isinstance(input_shape[0], (tuple, list))
     shapes = input_shape if multi else [input_shape]
-    xs = [np.zeros([1 if d is None else d for d in sh], np.float32) for sh in shapes]
+    along = getattr(layer, "batch_axis", lambda: 0)()
+    xs = [np.zeros([(along or 1) if d is None else d for d in sh], np.float32) for sh in shapes]
     y = layer.forward(xs if multi else xs[0])
     layer.clear_cache()
+    if along:
+        return (None if shapes[0][0] is None else y.shape[0],) + tuple(y.shape[1:])
     return (shapes[0][0],) + tuple(y.shape[1:])
 
 
@@ -529,6 +535,10 @@ class Slice(Layer):
             idx[a % ndim] = slice(s if abs(s) < 2 ** 62 else (None), e, st)
         return tuple(idx)
 
+    def batch_axis(self):
+        """1 when this slice works along axis 0 (see ``_shape_by_running``), else 0."""
+        return int(any(a == 0 for a in self.axes))
+
     def forward(self, x, training: bool = False):
         x = _float(x)
         idx = self._index(x.ndim)
@@ -785,6 +795,13 @@ class Gather(Layer):
         super().__init__()
         self.indices = np.asarray(indices, np.int64).tolist()
         self.axis = int(axis)
+
+    def batch_axis(self):
+        """For a gather along axis 0: the smallest batch the indices fit (see ``_shape_by_running``)."""
+        if self.axis != 0:
+            return 0
+        idx = np.asarray(self.indices, np.int64).reshape(-1)
+        return int(max(idx.max() + 1, -idx.min(), 1)) if idx.size else 1
 
     def forward(self, x, training: bool = False):
         x = _float(x)

@@ -74,6 +74,7 @@ class _Importer:
         self.unsupported = defaultdict(list)   # reason -> [node names]
         self.used = set()
         self.node_names = set()
+        self.batch_ops = []         # nodes that slice / split / gather / tile along axis 0
         first = m.inputs
         if not first:
             raise OnnxImportError(f"{m.path}: the graph has no input (every input is an initializer)", path=m.path)
@@ -247,6 +248,8 @@ class _Importer:
                           "opset": m.opset, "producer": m.producer}
         if self.fixed_batch is not None:
             g.meta["fixed_batch"] = int(self.fixed_batch)
+        if self.batch_ops:
+            g.meta["whole_batch"] = True
         saved = m.metadata.get("minicnn.meta")
         if saved:
             try:
@@ -376,8 +379,14 @@ class _Importer:
         idx = np.asarray(self.const(node.inputs[1], "indices"))
         axis = int(node.attrs.get("axis", 0)) % self.rank(node.inputs[0])
         if axis == 0:
-            raise _Unsupported("a gather along the batch axis")
+            self.along_batch(node)
         self.add(node, Gather(idx, axis), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def along_batch(self, node):
+        """``node`` slices / splits / gathers / tiles along axis 0: its output's batch differs from the
+        input's, so the graph's samples are not independent and ``Graph.predict`` must run the whole
+        input at once (``meta["whole_batch"]``) instead of in chunks."""
+        self.batch_ops.append(node.name)
 
     def expand(self, node):
         shape = [int(v) for v in np.asarray(self.const(node.inputs[1], "shape")).reshape(-1)]
@@ -597,21 +606,21 @@ class _Importer:
         if any(abs(v) >= _BIG and abs(v) < 2 ** 62 for v in list(starts) + list(ends)):
             raise _Unsupported("bounds computed from the batch size")
         if 0 in axes:
-            raise _Unsupported("a slice of the batch axis")
+            self.along_batch(node)
         self.add(node, Slice(starts, ends, axes, steps), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def split(self, node):
         a = node.attrs
         r = self.rank(node.inputs[0])
         axis = int(a.get("axis", 0)) % r
-        if axis == 0:
-            raise _Unsupported("a split of the batch axis")
         size = self.shape(node.inputs[0])[axis]
-        if not isinstance(size, int):
-            raise _Unsupported(f"a split of the symbolic axis {axis}")
         parts = a.get("split")
         if parts is None and len(node.inputs) > 1 and node.inputs[1]:
             parts = [int(v) for v in np.asarray(self.const(node.inputs[1], "split")).reshape(-1)]
+        if axis == 0:
+            self.along_batch(node)
+        if parts is None and not isinstance(size, int):
+            raise _Unsupported(f"an equal split of the symbolic axis {axis} (give split sizes or a fixed size)")
         if parts is None:
             n = int(a.get("num_outputs", len(node.outputs)))
             step = -(-size // n)

@@ -215,3 +215,46 @@ def test_gemm_every_form_matches_onnx_and_gradchecks(rng, b_runtime, c_kind):
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)     # constants are stored as float32
     errs = gradcheck(graph.astype(np.float64), xs if len(xs) > 1 else xs[0], seed=2)
     assert max(errs.values()) < 1e-5, errs
+
+
+def _batch_axis_graph(in_shape):
+    """y = concat(x[0:N:2], x[[-1]], split(x)[1]) along axis 0: three ways of working along the batch."""
+    nodes = [helper.make_node("Slice", ["x", "s0", "e0", "a0", "st"], ["sl"], name="slice"),
+             helper.make_node("Gather", ["x", "last"], ["ga"], axis=0, name="gather"),
+             helper.make_node("Split", ["x", "parts"], ["p0", "p1"], axis=0, name="split"),
+             helper.make_node("Concat", ["sl", "ga", "p1"], ["y"], axis=0, name="cat")]
+    n = in_shape[0] if isinstance(in_shape[0], int) else 5
+    inits = {"s0": np.array([0], np.int64), "e0": np.array([2 ** 62], np.int64), "a0": np.array([0], np.int64),
+             "st": np.array([2], np.int64), "last": np.array([-1], np.int64), "parts": np.array([1, n - 1], np.int64)}
+    return _model(nodes, inits, in_shape=in_shape, opset=13)
+
+
+def _batch_axis_expected(x):
+    return np.concatenate([x[0::2], x[[-1]], x[1:]])
+
+
+@pytest.mark.parametrize("in_shape", [("N", 2, 3), (5, 2, 3)])
+def test_slice_split_gather_of_the_batch_axis_predict_on_the_whole_input(tmp_path, rng, in_shape):
+    """A graph working along axis 0 sets meta["whole_batch"]: predict runs the whole input at once
+    (chunks of batch_size would slice each chunk), with a fixed batch only that batch."""
+    m = _batch_axis_graph(in_shape)
+    onnx.save(m, tmp_path / "m.onnx")
+    g = minicnn.load_onnx(tmp_path / "m.onnx")
+    assert g.meta["whole_batch"] is True
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    want = _batch_axis_expected(x)
+    np.testing.assert_array_equal(g.predict(x, batch_size=2), want)
+    np.testing.assert_array_equal(want, _reference(m, x))
+    errs = gradcheck(g.astype(np.float64), x.astype(np.float64), seed=3)
+    assert max(errs.values()) < 1e-6, errs
+    back = tmp_path / "back.onnx"
+    g.to_onnx(back)
+    np.testing.assert_array_equal(_reference(onnx.load(back), x), want)
+    if isinstance(in_shape[0], int):
+        with pytest.raises(minicnn.errors.UsageError, match="exactly 5 rows"):
+            g.predict(x[:3])
+
+
+def test_a_graph_without_batch_axis_ops_is_not_whole_batch(tmp_path, rng):
+    onnx.save(_small_cnn(rng), tmp_path / "m.onnx")
+    assert "whole_batch" not in minicnn.load_onnx(tmp_path / "m.onnx").meta
