@@ -22,6 +22,7 @@
     BatchMatMul     y = a @ b for two activations (NumPy matmul broadcasting, rank >= 2 each)
     Gather(indices, axis)   y = take(x, indices, axis) with constant indices; dx scatters dy back (add.at)
     Expand(shape)   y = broadcast_to(x, shape) (ONNX bidirectional rule); dx reduces the broadcast axes
+    Tile(repeats)   y = np.tile(x, repeats)                     dx = dy summed over the tiles
     DilatedPool2D   max / average pooling with dilated windows (plain NumPy over the KH*KW window taps)
     ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
@@ -852,6 +853,41 @@ class Expand(Layer):
         return {"shape": list(self.shape)}
 
 
+class Tile(Layer):
+    output_shape = _shape_by_running
+    """``Tile(repeats)``: ONNX Tile, ``y = np.tile(x, repeats)`` (one count per axis of ``x``).
+
+    Backward sums ``dy`` over the tiles: viewed as (r0, n0, r1, n1, ...) it is summed over every r axis.
+    """
+
+    def __init__(self, repeats):
+        super().__init__()
+        self.repeats = [int(r) for r in repeats]
+        if min(self.repeats, default=0) < 0:
+            raise UsageError(f"Tile: repeats must be >= 0, got {self.repeats}")
+
+    def batch_axis(self):
+        """1 when axis 0 is repeated (see ``_shape_by_running``), else 0."""
+        return int(bool(self.repeats) and self.repeats[0] != 1)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        if x.ndim != len(self.repeats):
+            raise UsageError(f"{self!r} has {len(self.repeats)} repeats, got a {x.ndim}-D input x.shape={x.shape}")
+        self._cache = x.shape
+        return np.tile(x, self.repeats)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape = self._pop_cache()
+        if not need_dx:
+            return None
+        split = [d for r, n in zip(self.repeats, shape) for d in (r, n)]
+        return dy.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2))).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"repeats": list(self.repeats)}
+
+
 class DilatedPool2D(Layer):
     """``DilatedPool2D(kind, kernel_size, stride, padding, dilation, count_include_pad=False)``: ONNX
     MaxPool / AveragePool with ``dilations`` (the native pool kernels have none). Readable NumPy: one
@@ -926,4 +962,5 @@ ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pa
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
                "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
                "ConvTranspose2D": ConvTranspose2D, "Resize": Resize,
-               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D}
+               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D,
+               "Tile": Tile}

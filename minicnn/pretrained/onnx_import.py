@@ -21,6 +21,10 @@ What the import does
   (0) or infers it (-1); any other arithmetic on the batch size is refused.
 * A graph whose input has a fixed batch size ``B`` records ``meta["fixed_batch"] = B`` and
   ``Graph.predict`` runs it in chunks of ``B``.
+* Slice, Split, Gather and Tile along axis 0 (the batch) import with ONNX's semantics: the
+  output's batch differs from the input's. Such a graph's samples are not independent, so
+  ``Graph.predict`` runs it on the whole input at once (``Graph.works_along_batch``); with a fixed
+  batch the input must have exactly that many rows. Training / ``fit`` minibatches are the caller's.
 * An operator or attribute value minicnn does not support raises :class:`OnnxImportError` listing
   every unsupported operator type with its node names -- never a silent skip.
 * A file written by ``Graph.to_onnx`` carries the model's ``meta`` and ``output_activation`` in
@@ -41,7 +45,7 @@ from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
 from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather,
                                Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
-                               Transpose, Unary)
+                               Tile, Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
 from ..model import Graph
@@ -74,7 +78,6 @@ class _Importer:
         self.unsupported = defaultdict(list)   # reason -> [node names]
         self.used = set()
         self.node_names = set()
-        self.batch_ops = []         # nodes that slice / split / gather / tile along axis 0
         first = m.inputs
         if not first:
             raise OnnxImportError(f"{m.path}: the graph has no input (every input is an initializer)", path=m.path)
@@ -248,8 +251,6 @@ class _Importer:
                           "opset": m.opset, "producer": m.producer}
         if self.fixed_batch is not None:
             g.meta["fixed_batch"] = int(self.fixed_batch)
-        if self.batch_ops:
-            g.meta["whole_batch"] = True
         saved = m.metadata.get("minicnn.meta")
         if saved:
             try:
@@ -378,15 +379,7 @@ class _Importer:
     def gather(self, node):
         idx = np.asarray(self.const(node.inputs[1], "indices"))
         axis = int(node.attrs.get("axis", 0)) % self.rank(node.inputs[0])
-        if axis == 0:
-            self.along_batch(node)
         self.add(node, Gather(idx, axis), [self.act(node.inputs[0])], out=node.outputs[0])
-
-    def along_batch(self, node):
-        """``node`` slices / splits / gathers / tiles along axis 0: its output's batch differs from the
-        input's, so the graph's samples are not independent and ``Graph.predict`` must run the whole
-        input at once (``meta["whole_batch"]``) instead of in chunks."""
-        self.batch_ops.append(node.name)
 
     def expand(self, node):
         shape = [int(v) for v in np.asarray(self.const(node.inputs[1], "shape")).reshape(-1)]
@@ -403,6 +396,12 @@ class _Importer:
                     raise _Unsupported("an expansion of the batch axis")
                 out.append(v)
         self.add(node, Expand(out), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def tile(self, node):
+        repeats = [int(v) for v in np.asarray(self.const(node.inputs[1], "repeats")).reshape(-1)]
+        if any(abs(v) >= _BIG for v in repeats):
+            raise _Unsupported("repeats computed from the batch size")
+        self.add(node, Tile(repeats), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def depth_to_space(self, node):
         b = int(node.attrs["blocksize"])
@@ -605,8 +604,6 @@ class _Importer:
         axes = [int(v) % r for v in axes]
         if any(abs(v) >= _BIG and abs(v) < 2 ** 62 for v in list(starts) + list(ends)):
             raise _Unsupported("bounds computed from the batch size")
-        if 0 in axes:
-            self.along_batch(node)
         self.add(node, Slice(starts, ends, axes, steps), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def split(self, node):
@@ -617,8 +614,6 @@ class _Importer:
         parts = a.get("split")
         if parts is None and len(node.inputs) > 1 and node.inputs[1]:
             parts = [int(v) for v in np.asarray(self.const(node.inputs[1], "split")).reshape(-1)]
-        if axis == 0:
-            self.along_batch(node)
         if parts is None and not isinstance(size, int):
             raise _Unsupported(f"an equal split of the symbolic axis {axis} (give split sizes or a fixed size)")
         if parts is None:
@@ -961,7 +956,7 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
 
 _HANDLERS = {
     "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
-    "Gather": _Importer.gather, "Expand": _Importer.expand,
+    "Gather": _Importer.gather, "Expand": _Importer.expand, "Tile": _Importer.tile,
     "DepthToSpace": _Importer.depth_to_space, "Resize": _Importer.resize, "Upsample": _Importer.resize, "SpaceToDepth": _Importer.depth_to_space,
     "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
     "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,

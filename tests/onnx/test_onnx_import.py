@@ -235,12 +235,12 @@ def _batch_axis_expected(x):
 
 @pytest.mark.parametrize("in_shape", [("N", 2, 3), (5, 2, 3)])
 def test_slice_split_gather_of_the_batch_axis_predict_on_the_whole_input(tmp_path, rng, in_shape):
-    """A graph working along axis 0 sets meta["whole_batch"]: predict runs the whole input at once
+    """A graph working along axis 0 (works_along_batch): predict runs the whole input at once
     (chunks of batch_size would slice each chunk), with a fixed batch only that batch."""
     m = _batch_axis_graph(in_shape)
     onnx.save(m, tmp_path / "m.onnx")
     g = minicnn.load_onnx(tmp_path / "m.onnx")
-    assert g.meta["whole_batch"] is True
+    assert g.works_along_batch()
     x = rng.standard_normal((5, 2, 3)).astype(np.float32)
     want = _batch_axis_expected(x)
     np.testing.assert_array_equal(g.predict(x, batch_size=2), want)
@@ -257,4 +257,4 @@ def test_slice_split_gather_of_the_batch_axis_predict_on_the_whole_input(tmp_pat
 
 def test_a_graph_without_batch_axis_ops_is_not_whole_batch(tmp_path, rng):
     onnx.save(_small_cnn(rng), tmp_path / "m.onnx")
-    assert "whole_batch" not in minicnn.load_onnx(tmp_path / "m.onnx").meta
+    assert not minicnn.load_onnx(tmp_path / "m.onnx").works_along_batch()
