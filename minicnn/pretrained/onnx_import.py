@@ -151,8 +151,9 @@ class _Importer:
             self.acts[out] = name
         return name
 
-    def reshape_to(self, node, x_name, out_shape, in_shape, out, suffix=""):
-        """A Reshape layer to the inferred ``out_shape`` (the batch copied with 0 or inferred with -1)."""
+    def reshape_to(self, node, x_name, out_shape, in_shape, out, suffix="", src=None):
+        """A Reshape layer to the inferred ``out_shape`` (the batch copied with 0 or inferred with -1)
+        of the value ``x_name`` (or of the minicnn node ``src``)."""
         target = []
         for i, d in enumerate(out_shape):
             if isinstance(d, int) and d != BATCH_MARKER:
@@ -163,7 +164,7 @@ class _Importer:
                 target.append(-1)
         if target.count(-1) > 1:
             raise _Unsupported(f"output shape {out_shape} has more than one dimension that is not static")
-        return self.add(node, Reshape(target), [self.act(x_name)], out=out, suffix=suffix)
+        return self.add(node, Reshape(target), [src or self.act(x_name)], out=out, suffix=suffix)
 
     # -- folding ---------------------------------------------------------------------------------
     def fold(self, node):
@@ -820,9 +821,21 @@ class _Importer:
 
     def matmul(self, node):
         if node.inputs[0] in self.acts and node.inputs[1] in self.acts:
-            if self.rank(node.inputs[0]) < 2 or self.rank(node.inputs[1]) < 2:
-                raise _Unsupported("a 1-D operand of an activation @ activation product")
-            self.add(node, BatchMatMul(), [self.act(node.inputs[0]), self.act(node.inputs[1])], out=node.outputs[0])
+            a, b = self.act(node.inputs[0]), self.act(node.inputs[1])
+            one_d = self.rank(node.inputs[0]) == 1 or self.rank(node.inputs[1]) == 1
+            if self.rank(node.inputs[0]) == 1:        # NumPy's rule: (K,) is (1, K), the 1 dropped after
+                a = self.add(node, Reshape([1, -1]), [a], suffix="/row")
+            if self.rank(node.inputs[1]) == 1:        # (K,) is (K, 1), the 1 dropped after
+                b = self.add(node, Reshape([-1, 1]), [b], suffix="/column")
+            if not one_d:
+                self.add(node, BatchMatMul(), [a, b], out=node.outputs[0])
+                return
+            y = self.add(node, BatchMatMul(), [a, b], suffix="/matmul")
+            out = self.shape(node.outputs[0])
+            if out is None:
+                raise _Unsupported("a 1-D operand with an output shape ONNX shape inference does not give")
+            # the product's shape is ``out`` with the 1s put back at the end: the leading axes line up
+            self.reshape_to(node, None, out, out, node.outputs[0], src=y)
             return
         if not self.is_const(node.inputs[1]) or node.inputs[0] not in self.acts:
             raise _Unsupported("a constant @ activation product (only activation @ constant or activation @ activation)")

@@ -258,3 +258,23 @@ def test_slice_split_gather_of_the_batch_axis_predict_on_the_whole_input(tmp_pat
 def test_a_graph_without_batch_axis_ops_is_not_whole_batch(tmp_path, rng):
     onnx.save(_small_cnn(rng), tmp_path / "m.onnx")
     assert not minicnn.load_onnx(tmp_path / "m.onnx").works_along_batch()
+
+
+@pytest.mark.parametrize("shapes", [(("N", 3, 4), (4,)), ((4,), ("N", 4, 2)), ((4,), (4,))])
+def test_matmul_of_two_activations_with_a_1d_operand(rng, shapes):
+    """NumPy's 1-D rule: (K,) is a row on the left, a column on the right, the 1 dropped after."""
+    from onnx.reference import ReferenceEvaluator
+    from minicnn.pretrained.onnx_import import graph_from_onnx
+    from minicnn.readers.onnx import parse_model
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info(k, TensorProto.DOUBLE, list(s))
+                                        for k, s in zip("ab", shapes)],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    graph = graph_from_onnx(parse_model(m)).astype(np.float64)
+    for n in (1, 3):
+        xs = [rng.standard_normal([n if d == "N" else d for d in s]) for s in shapes]
+        np.testing.assert_allclose(graph.forward(xs), ReferenceEvaluator(m).run(None, dict(zip("ab", xs)))[0],
+                                   rtol=1e-12)
+    errs = gradcheck(graph, xs, seed=4)
+    assert max(errs.values()) < 1e-6, errs
