@@ -10,8 +10,9 @@ What the import does
   external data only from inside the model's folder).
 * Each node becomes minicnn layers: Conv -> ``Conv2D`` (the native fast kernels),
   BatchNormalization -> ``BatchNorm2D``, Dropout -> ``Dropout`` (so fine-tuning trains them as
-  minicnn's own), Gemm / 2-D MatMul -> ``Dense``, pools -> ``MaxPool2D`` / ``AvgPool2D`` /
-  ``GlobalAvgPool2D`` (+ a keep-dims ``Reshape``), Add/Sub/Mul/Div/Max/Min/Sum/Mean -> ``Binary``
+  minicnn's own), Gemm with a constant B / 2-D MatMul -> ``Dense`` (Gemm's other forms, B or
+  C computed at run time or a C of any broadcastable shape: ``BatchMatMul`` + ``Binary``),
+  pools -> ``MaxPool2D`` / ``AvgPool2D`` / ``GlobalAvgPool2D`` (+ a keep-dims ``Reshape``), Add/Sub/Mul/Div/Max/Min/Sum/Mean -> ``Binary``
   (NumPy broadcasting; opset < 7's ``broadcast``/``axis`` too), and the rest as listed in
   ``SUPPORTED``. Identity (and Cast to a float type) only renames a value.
 * Nodes whose inputs are all constants (Constant, Shape of an activation, Gather, Concat of
