@@ -338,19 +338,32 @@ class Graph:
         out = [grads.get(i) for i in self.input_names]
         return out[0] if len(out) == 1 else out
 
+    def works_along_batch(self) -> bool:
+        """True when a layer slices, gathers or tiles along axis 0 (its ``batch_axis()``): the output's
+        rows then are not one per input row, and ``predict`` cannot run the input in chunks."""
+        return any(getattr(n.layer, "batch_axis", lambda: 0)() for n in self.nodes.values())
+
     def predict(self, x, batch_size: int = 32, *, logits: bool = False, keep=()) -> np.ndarray:
         """Inference in batches (no caches kept), then ``output_activation``; returns a NumPy array.
 
         ``logits=True`` returns the output node's values before ``output_activation`` (for a loss).
         ``keep``: node names whose outputs (of the last batch) are left in ``self.activations``.
         ``meta["fixed_batch"] = B`` (an ONNX graph exported for batch B) runs chunks of exactly B.
+        A graph with a layer that works along the batch axis (``works_along_batch``: a Slice,
+        Gather or Tile of axis 0, so its output rows are not one per input row) runs the whole input
+        in one forward, ``batch_size`` ignored; with a fixed batch B the input must have exactly B rows.
         """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
             x = x.astype(np.float32)
         outs = []
         fixed = self.meta.get("fixed_batch")   # an imported graph built for one batch size runs in chunks of it
-        if fixed:
+        if self.works_along_batch():           # samples are not independent: chunks would change the answer
+            if fixed and len(x) != int(fixed):
+                raise UsageError(f"this model works along the batch axis and was built for a batch of {fixed}; "
+                                 f"predict needs exactly {fixed} rows, got {len(x)}")
+            fixed, batch_size = None, max(len(x), 1)
+        elif fixed:
             batch_size = int(fixed)
         for start in range(0, len(x), batch_size):
             chunk = x[start:start + batch_size]

@@ -280,6 +280,8 @@ EXPORTERS = {
     O.Expand: lambda w, n, l, x, s: w.node("Expand", [x, w.const(f"{n}.shape", np.array(l.shape, np.int64),
                                                                  np.int64)], n),
     O.DilatedPool2D: lambda w, n, l, x, s: _dilated_pool(w, n, l, x, s),
+    O.Tile: lambda w, n, l, x, s: w.node("Tile", [x, w.const(f"{n}.repeats", np.array(l.repeats, np.int64),
+                                                             np.int64)], n),
     O.LRN: lambda w, n, l, x, s: w.node("LRN", [x], n, size=l.size, alpha=l.alpha, beta=l.beta, bias=l.bias),
 }
 
@@ -314,7 +316,8 @@ def model_to_onnx(model, opset: int = DEFAULT_OPSET, input_shape=None, doc: str 
     elif act == "softmax":
         out = w.node("Softmax", [out], f"{out}/softmax", axis=1)
     elem = onnx.TensorProto.FLOAT
-    out_shape = ["N"] + [d if isinstance(d, int) else None for d in shapes[model.output_name][1:]]
+    batch = None if model.works_along_batch() else "N"    # rows along the batch axis: not one per input row
+    out_shape = [batch] + [d if isinstance(d, int) else None for d in shapes[model.output_name][1:]]
     graph = helper.make_graph(w.nodes, model.name or "minicnn", [helper.make_tensor_value_info(x_name, elem, ["N", *shape])],
                               [helper.make_tensor_value_info(out, elem, out_shape)], w.inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int(opset))], producer_name="minicnn",

@@ -175,6 +175,7 @@ _CLASS_CHECKS = {("Rescaling", "scale"): _numbers,
                  ("Resize", "scales"): _numbers_or_none, ("Resize", "sizes"): _dims_or_none, ("Resize", "mode"): _str,
                  ("Resize", "coordinate_transformation_mode"): _str, ("Resize", "nearest_mode"): _str,
                  ("Gather", "indices"): _int_or_ints, ("Expand", "shape"): _ints, ("DilatedPool2D", "kind"): _str,
+                 ("Tile", "repeats"): _dims,
                  # torchxrayvision's calibration (minicnn.layers.OperatingPoints): NaN = not calibrated
                  ("OperatingPoints", "thresholds"): _thresholds}
 

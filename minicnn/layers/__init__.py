@@ -12,7 +12,7 @@ from .dense import Dense
 from .elementwise import Activation, Identity, OperatingPoints, Rescaling
 from .norm import BatchNorm2D
 from .onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather, Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
-                       Transpose, Unary)
+                       Tile, Transpose, Unary)
 from .pool import AdaptiveAvgPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from .shape import Add, BufferedConcat, Concat, Flatten, ZeroPad2D
 
@@ -21,7 +21,7 @@ __all__ = ["Layer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense", "Re
            "AdaptiveAvgPool2D", "Flatten", "ZeroPad2D", "Concat", "BufferedConcat", "Add", "Activation", "Rescaling", "Identity",
            "Binary", "Reshape", "Transpose", "Pad", "Clip", "MatMul", "OnnxSoftmax", "HardSigmoid", "PRelu",
            "Unary", "Reduce", "Slice", "LRN", "ConvTranspose2D", "Resize",
-           "BatchMatMul", "Gather", "Expand", "DilatedPool2D",
+           "BatchMatMul", "Gather", "Expand", "DilatedPool2D", "Tile",
            "OperatingPoints"]
 
 # The classes a saved model may name (``minicnn.load`` rebuilds only these; nothing is imported by name).

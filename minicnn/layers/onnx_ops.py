@@ -22,6 +22,7 @@
     BatchMatMul     y = a @ b for two activations (NumPy matmul broadcasting, rank >= 2 each)
     Gather(indices, axis)   y = take(x, indices, axis) with constant indices; dx scatters dy back (add.at)
     Expand(shape)   y = broadcast_to(x, shape) (ONNX bidirectional rule); dx reduces the broadcast axes
+    Tile(repeats)   y = np.tile(x, repeats)                     dx = dy summed over the tiles
     DilatedPool2D   max / average pooling with dilated windows (plain NumPy over the KH*KW window taps)
     ConvTranspose2D  the adjoint of a Conv2D: y = conv2d_backward's dx with x as dy (the native kernels)
 
@@ -50,12 +51,18 @@ def _float(x):
 
 
 def _shape_by_running(layer, input_shape):
-    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given)."""
+    """Output shape from a forward on zeros (the batch axis run as 1 and reported as given). A layer
+    that works along axis 0 (``batch_axis()`` > 0: a Slice / Gather / Tile of the batch, the value
+    the smallest batch it can run) runs a fixed batch as it is and reports its output's size there;
+    a symbolic (None) batch is probed with that smallest batch and reported as None."""
     multi = bool(input_shape) and isinstance(input_shape[0], (tuple, list))
     shapes = input_shape if multi else [input_shape]
-    xs = [np.zeros([1 if d is None else d for d in sh], np.float32) for sh in shapes]
+    along = getattr(layer, "batch_axis", lambda: 0)()
+    xs = [np.zeros([(along or 1) if d is None else d for d in sh], np.float32) for sh in shapes]
     y = layer.forward(xs if multi else xs[0])
     layer.clear_cache()
+    if along:
+        return (None if shapes[0][0] is None else y.shape[0],) + tuple(y.shape[1:])
     return (shapes[0][0],) + tuple(y.shape[1:])
 
 
@@ -529,6 +536,10 @@ class Slice(Layer):
             idx[a % ndim] = slice(s if abs(s) < 2 ** 62 else (None), e, st)
         return tuple(idx)
 
+    def batch_axis(self):
+        """1 when this slice works along axis 0 (see ``_shape_by_running``), else 0."""
+        return int(any(a == 0 for a in self.axes))
+
     def forward(self, x, training: bool = False):
         x = _float(x)
         idx = self._index(x.ndim)
@@ -786,6 +797,13 @@ class Gather(Layer):
         self.indices = np.asarray(indices, np.int64).tolist()
         self.axis = int(axis)
 
+    def batch_axis(self):
+        """For a gather along axis 0: the smallest batch the indices fit (see ``_shape_by_running``)."""
+        if self.axis != 0:
+            return 0
+        idx = np.asarray(self.indices, np.int64).reshape(-1)
+        return int(max(idx.max() + 1, -idx.min(), 1)) if idx.size else 1
+
     def forward(self, x, training: bool = False):
         x = _float(x)
         axis = self.axis % x.ndim
@@ -833,6 +851,41 @@ class Expand(Layer):
 
     def get_config(self):
         return {"shape": list(self.shape)}
+
+
+class Tile(Layer):
+    output_shape = _shape_by_running
+    """``Tile(repeats)``: ONNX Tile, ``y = np.tile(x, repeats)`` (one count per axis of ``x``).
+
+    Backward sums ``dy`` over the tiles: viewed as (r0, n0, r1, n1, ...) it is summed over every r axis.
+    """
+
+    def __init__(self, repeats):
+        super().__init__()
+        self.repeats = [int(r) for r in repeats]
+        if min(self.repeats, default=0) < 0:
+            raise UsageError(f"Tile: repeats must be >= 0, got {self.repeats}")
+
+    def batch_axis(self):
+        """1 when axis 0 is repeated (see ``_shape_by_running``), else 0."""
+        return int(bool(self.repeats) and self.repeats[0] != 1)
+
+    def forward(self, x, training: bool = False):
+        x = _float(x)
+        if x.ndim != len(self.repeats):
+            raise UsageError(f"{self!r} has {len(self.repeats)} repeats, got a {x.ndim}-D input x.shape={x.shape}")
+        self._cache = x.shape
+        return np.tile(x, self.repeats)
+
+    def backward(self, dy, need_dx: bool = True):
+        shape = self._pop_cache()
+        if not need_dx:
+            return None
+        split = [d for r, n in zip(self.repeats, shape) for d in (r, n)]
+        return dy.reshape(split).sum(axis=tuple(range(0, 2 * len(shape), 2))).astype(dy.dtype, copy=False)
+
+    def get_config(self):
+        return {"repeats": list(self.repeats)}
 
 
 class DilatedPool2D(Layer):
@@ -909,4 +962,5 @@ ONNX_LAYERS = {"Binary": Binary, "Reshape": Reshape, "Transpose": Transpose, "Pa
                "MatMul": MatMul, "OnnxSoftmax": OnnxSoftmax, "HardSigmoid": HardSigmoid, "PRelu": PRelu,
                "Unary": Unary, "Reduce": Reduce, "Slice": Slice, "LRN": LRN,
                "ConvTranspose2D": ConvTranspose2D, "Resize": Resize,
-               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D}
+               "BatchMatMul": BatchMatMul, "Gather": Gather, "Expand": Expand, "DilatedPool2D": DilatedPool2D,
+               "Tile": Tile}

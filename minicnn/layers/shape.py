@@ -93,7 +93,8 @@ class Concat(Layer):
     def output_shape(self, input_shape):
         shapes = [tuple(s) for s in input_shape]
         out = list(shapes[0])
-        out[self.axis] = sum(s[self.axis] for s in shapes)
+        sizes = [s[self.axis] for s in shapes]
+        out[self.axis] = None if None in sizes else sum(sizes)     # None: the (symbolic) batch axis
         return tuple(out)
 
     def get_config(self):

@@ -10,8 +10,9 @@ What the import does
   external data only from inside the model's folder).
 * Each node becomes minicnn layers: Conv -> ``Conv2D`` (the native fast kernels),
   BatchNormalization -> ``BatchNorm2D``, Dropout -> ``Dropout`` (so fine-tuning trains them as
-  minicnn's own), Gemm / 2-D MatMul -> ``Dense``, pools -> ``MaxPool2D`` / ``AvgPool2D`` /
-  ``GlobalAvgPool2D`` (+ a keep-dims ``Reshape``), Add/Sub/Mul/Div/Max/Min/Sum/Mean -> ``Binary``
+  minicnn's own), Gemm with a constant B / 2-D MatMul -> ``Dense`` (Gemm's other forms, B or
+  C computed at run time or a C of any broadcastable shape: ``BatchMatMul`` + ``Binary``),
+  pools -> ``MaxPool2D`` / ``AvgPool2D`` / ``GlobalAvgPool2D`` (+ a keep-dims ``Reshape``), Add/Sub/Mul/Div/Max/Min/Sum/Mean -> ``Binary``
   (NumPy broadcasting; opset < 7's ``broadcast``/``axis`` too), and the rest as listed in
   ``SUPPORTED``. Identity (and Cast to a float type) only renames a value.
 * Nodes whose inputs are all constants (Constant, Shape of an activation, Gather, Concat of
@@ -21,6 +22,10 @@ What the import does
   (0) or infers it (-1); any other arithmetic on the batch size is refused.
 * A graph whose input has a fixed batch size ``B`` records ``meta["fixed_batch"] = B`` and
   ``Graph.predict`` runs it in chunks of ``B``.
+* Slice, Split, Gather and Tile along axis 0 (the batch) import with ONNX's semantics: the
+  output's batch differs from the input's. Such a graph's samples are not independent, so
+  ``Graph.predict`` runs it on the whole input at once (``Graph.works_along_batch``); with a fixed
+  batch the input must have exactly that many rows. Training / ``fit`` minibatches are the caller's.
 * An operator or attribute value minicnn does not support raises :class:`OnnxImportError` listing
   every unsupported operator type with its node names -- never a silent skip.
 * A file written by ``Graph.to_onnx`` carries the model's ``meta`` and ``output_activation`` in
@@ -43,7 +48,7 @@ from ..layers.elementwise import Activation
 from ..layers.norm import BatchNorm2D
 from ..layers.onnx_ops import (LRN, BatchMatMul, Binary, Clip, ConvTranspose2D, DilatedPool2D, Expand, Gather,
                                Resize, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape, Slice,
-                               Transpose, Unary)
+                               Tile, Transpose, Unary)
 from ..layers.pool import AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D
 from ..layers.shape import Concat, Flatten
 from ..model import Graph
@@ -177,8 +182,9 @@ class _Importer:
             self.acts[out] = name
         return name
 
-    def reshape_to(self, node, x_name, out_shape, in_shape, out, suffix=""):
-        """A Reshape layer to the inferred ``out_shape`` (the batch copied with 0 or inferred with -1)."""
+    def reshape_to(self, node, x_name, out_shape, in_shape, out, suffix="", src=None):
+        """A Reshape layer to the inferred ``out_shape`` (the batch copied with 0 or inferred with -1)
+        of the value ``x_name`` (or of the minicnn node ``src``)."""
         target = []
         for i, d in enumerate(out_shape):
             if isinstance(d, int) and d != BATCH_MARKER:
@@ -189,7 +195,7 @@ class _Importer:
                 target.append(-1)
         if target.count(-1) > 1:
             raise _Unsupported(f"output shape {out_shape} has more than one dimension that is not static")
-        return self.add(node, Reshape(target), [self.act(x_name)], out=out, suffix=suffix)
+        return self.add(node, Reshape(target), [src or self.act(x_name)], out=out, suffix=suffix)
 
     # -- folding ---------------------------------------------------------------------------------
     def fold(self, node):
@@ -406,8 +412,6 @@ class _Importer:
     def gather(self, node):
         idx = np.asarray(self.const(node.inputs[1], "indices"))
         axis = int(node.attrs.get("axis", 0)) % self.rank(node.inputs[0])
-        if axis == 0:
-            raise _Unsupported("a gather along the batch axis")
         self.add(node, Gather(idx, axis), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def expand(self, node):
@@ -425,6 +429,12 @@ class _Importer:
                     raise _Unsupported("an expansion of the batch axis")
                 out.append(v)
         self.add(node, Expand(out), [self.act(node.inputs[0])], out=node.outputs[0])
+
+    def tile(self, node):
+        repeats = [int(v) for v in np.asarray(self.const(node.inputs[1], "repeats")).reshape(-1)]
+        if any(abs(v) >= _BIG for v in repeats):
+            raise _Unsupported("repeats computed from the batch size")
+        self.add(node, Tile(repeats), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def depth_to_space(self, node):
         b = int(node.attrs["blocksize"])
@@ -627,22 +637,18 @@ class _Importer:
         axes = [int(v) % r for v in axes]
         if any(abs(v) >= _BIG and abs(v) < 2 ** 62 for v in list(starts) + list(ends)):
             raise _Unsupported("bounds computed from the batch size")
-        if 0 in axes:
-            raise _Unsupported("a slice of the batch axis")
         self.add(node, Slice(starts, ends, axes, steps), [self.act(node.inputs[0])], out=node.outputs[0])
 
     def split(self, node):
         a = node.attrs
         r = self.rank(node.inputs[0])
         axis = int(a.get("axis", 0)) % r
-        if axis == 0:
-            raise _Unsupported("a split of the batch axis")
         size = self.shape(node.inputs[0])[axis]
-        if not isinstance(size, int):
-            raise _Unsupported(f"a split of the symbolic axis {axis}")
         parts = a.get("split")
         if parts is None and len(node.inputs) > 1 and node.inputs[1]:
             parts = [int(v) for v in np.asarray(self.const(node.inputs[1], "split")).reshape(-1)]
+        if parts is None and not isinstance(size, int):
+            raise _Unsupported(f"an equal split of the symbolic axis {axis} (give split sizes or a fixed size)")
         if parts is None:
             n = int(a.get("num_outputs", len(node.outputs)))
             step = -(-size // n)
@@ -792,31 +798,76 @@ class _Importer:
             self.add(node, layer, [cur_node], out=node.outputs[0], suffix="/mean")
 
     def gemm(self, node):
+        """Gemm: y = alpha * A' @ B' + beta * C. A constant B with a bias of 1 or N values (or none)
+        becomes one ``Dense``; any other form (B or C computed at run time, a C of any shape that
+        broadcasts to (M, N)) is composed: Transpose for transA/transB of activations, ``BatchMatMul``
+        (or ``MatMul`` for a constant B), then ``Binary`` mul/add for alpha, beta and C."""
         a = node.attrs
-        B = np.asarray(self.const(node.inputs[1], "B"), np.float32)
-        C = self.opt_const(node, 2)
-        if len(node.inputs) > 2 and node.inputs[2] and C is None:
-            raise _Unsupported("C computed at run time")
         alpha, beta = float(a.get("alpha", 1.0)), float(a.get("beta", 1.0))
-        W = (B.T if a.get("transB", 0) else B) * alpha
-        K, M = W.shape
+        ta, tb = bool(a.get("transA", 0)), bool(a.get("transB", 0))
+        has_c = len(node.inputs) > 2 and bool(node.inputs[2])
+        c_const = has_c and self.is_const(node.inputs[2])
+        C = np.asarray(self.consts[node.inputs[2]]) if c_const else None
         x = self.act(node.inputs[0])
-        if a.get("transA", 0):
+        if ta:
             x = self.add(node, Transpose([1, 0]), [x], suffix="/transA")
-        if C is not None and np.asarray(C).size not in (1, M) or (C is not None and np.asarray(C).ndim == 2
-                                                                   and np.asarray(C).shape[0] != 1):
-            raise _Unsupported(f"C of shape {np.shape(C)} (only a bias of {M} or 1 values)")
-        layer = Dense(K, M, bias=C is not None, init="assigned")
-        layer.params["W"] = np.ascontiguousarray(W, np.float32)
-        if C is not None:
-            layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (M,)).copy()
-        self.add(node, layer, [x], out=node.outputs[0])
+        if self.is_const(node.inputs[1]):
+            B = np.asarray(self.const(node.inputs[1], "B"), np.float32)
+            W = (B.T if tb else B) * alpha
+            K, N = W.shape
+            if not has_c or (c_const and (C.size == 1 or (C.size == N and C.shape[-1:] == (N,) and C.ndim <= 2))):
+                layer = Dense(K, N, bias=has_c, init="assigned")
+                layer.params["W"] = np.ascontiguousarray(W, np.float32)
+                if has_c:
+                    layer.params["b"] = np.broadcast_to(np.asarray(C, np.float32).reshape(-1) * beta, (N,)).copy()
+                self.add(node, layer, [x], out=node.outputs[0])
+                return
+            layer = Dense(K, N, bias=False, init="assigned")
+            layer.params["W"] = np.ascontiguousarray(W, np.float32)
+            y = self.add(node, layer, [x], suffix="/matmul")
+        else:
+            b = self.act(node.inputs[1])
+            if tb:
+                b = self.add(node, Transpose([1, 0]), [b], suffix="/transB")
+            y = self.add(node, BatchMatMul(), [x, b], suffix="/matmul")
+            if alpha != 1.0:
+                y = self.scale(node, y, alpha, "/alpha")
+        if not has_c:
+            self.acts[node.outputs[0]] = y
+            return
+        if c_const:
+            layer = Binary("add", const_shape=C.shape)
+            layer.buffers["c"] = (np.asarray(C, np.float32) * beta).astype(np.float32)
+            self.add(node, layer, [y], out=node.outputs[0], suffix="/C")
+            return
+        c = self.act(node.inputs[2])
+        if beta != 1.0:
+            c = self.scale(node, c, beta, "/beta")
+        self.add(node, Binary("add"), [y, c], out=node.outputs[0], suffix="/C")
+
+    def scale(self, node, x, factor, suffix):
+        """A ``Binary`` mul by the constant ``factor``."""
+        layer = Binary("mul", const_shape=())
+        layer.buffers["c"] = np.asarray(factor, np.float32)
+        return self.add(node, layer, [x], suffix=suffix)
 
     def matmul(self, node):
         if node.inputs[0] in self.acts and node.inputs[1] in self.acts:
-            if self.rank(node.inputs[0]) < 2 or self.rank(node.inputs[1]) < 2:
-                raise _Unsupported("a 1-D operand of an activation @ activation product")
-            self.add(node, BatchMatMul(), [self.act(node.inputs[0]), self.act(node.inputs[1])], out=node.outputs[0])
+            a, b = self.act(node.inputs[0]), self.act(node.inputs[1])
+            one_d = self.rank(node.inputs[0]) == 1 or self.rank(node.inputs[1]) == 1
+            if self.rank(node.inputs[0]) == 1:        # NumPy's rule: (K,) is (1, K), the 1 dropped after
+                a = self.add(node, Reshape([1, -1]), [a], suffix="/row")
+            if self.rank(node.inputs[1]) == 1:        # (K,) is (K, 1), the 1 dropped after
+                b = self.add(node, Reshape([-1, 1]), [b], suffix="/column")
+            if not one_d:
+                self.add(node, BatchMatMul(), [a, b], out=node.outputs[0])
+                return
+            y = self.add(node, BatchMatMul(), [a, b], suffix="/matmul")
+            out = self.shape(node.outputs[0])
+            if out is None:
+                raise _Unsupported("a 1-D operand with an output shape ONNX shape inference does not give")
+            # the product's shape is ``out`` with the 1s put back at the end: the leading axes line up
+            self.reshape_to(node, None, out, out, node.outputs[0], src=y)
             return
         if not self.is_const(node.inputs[1]) or node.inputs[0] not in self.acts:
             raise _Unsupported("a constant @ activation product (only activation @ constant or activation @ activation)")
@@ -950,7 +1001,7 @@ _NEVER_FOLD = {"Dropout", "RandomNormal", "RandomUniform", "RandomNormalLike", "
 
 _HANDLERS = {
     "Conv": _Importer.conv, "ConvTranspose": _Importer.conv_transpose,
-    "Gather": _Importer.gather, "Expand": _Importer.expand,
+    "Gather": _Importer.gather, "Expand": _Importer.expand, "Tile": _Importer.tile,
     "DepthToSpace": _Importer.depth_to_space, "Resize": _Importer.resize, "Upsample": _Importer.resize, "SpaceToDepth": _Importer.depth_to_space,
     "InstanceNormalization": _Importer.normalization, "LayerNormalization": _Importer.normalization,
     "GroupNormalization": _Importer.normalization, "MaxPool": _Importer.pool, "AveragePool": _Importer.pool,

@@ -176,7 +176,7 @@ def _cases():
         "resize_nearest": _one(L.Resize(scales=[2.0, 2.0])),
         "batch_matmul": _two(L.BatchMatMul(), L.Identity(), L.Transpose([0, 1, 3, 2])),
         "gather": _one(L.Gather([0, 2], 1)), "dilated_max": _one(L.DilatedPool2D("max", 2, 1, 1, 2)),
- "expand": _one(L.Expand([1, 4, 6, 6])),
+ "expand": _one(L.Expand([1, 4, 6, 6])), "tile": _one(L.Tile([1, 2, 1, 3])),
     }
 
 
@@ -195,3 +195,16 @@ def test_every_onnx_ops_layer_exports_and_onnxruntime_agrees(tmp_path, opset):
         np.testing.assert_allclose(_ort(path, x), g.predict(x), rtol=1e-5, atol=1e-6, err_msg=name)
         back = minicnn.load_onnx(path)
         np.testing.assert_allclose(back.predict(x), g.predict(x), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_tile_of_the_batch_axis_exports_and_predicts_whole(tmp_path):
+    """Tile repeating axis 0: the native graph, onnxruntime and the re-imported graph agree, and
+    predict runs the whole input at once (its rows are not one per input row)."""
+    g = _one(L.Tile([2, 1, 1, 2]))
+    assert g.works_along_batch()
+    x = np.random.default_rng(1).standard_normal((3, 4, 6, 6)).astype(np.float32)
+    want = np.tile(x, (2, 1, 1, 2))
+    np.testing.assert_array_equal(g.predict(x, batch_size=2), want)
+    path = g.to_onnx(tmp_path / "tile.onnx")
+    np.testing.assert_allclose(_ort(path, x), want, rtol=1e-6)
+    np.testing.assert_array_equal(minicnn.load_onnx(path).predict(x, batch_size=1), want)

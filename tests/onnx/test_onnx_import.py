@@ -187,3 +187,94 @@ def test_mutated_files_fail_only_with_minicnn_errors(tmp_path):
         except MinicnnError:
             outcomes["refused"] += 1
     assert outcomes["ok"] > 10 and outcomes["refused"] > 10, outcomes
+
+
+@pytest.mark.parametrize("b_runtime", [False, True])
+@pytest.mark.parametrize("c_kind", ["none", "vector", "matrix", "column", "runtime"])
+def test_gemm_every_form_matches_onnx_and_gradchecks(rng, b_runtime, c_kind):
+    """Gemm with B and/or C computed at run time, a (M, N) / (M, 1) / (N,) C, transA, transB, alpha, beta."""
+    from onnx.reference import ReferenceEvaluator
+    from minicnn.pretrained.onnx_import import graph_from_onnx
+    from minicnn.readers.onnx import parse_model
+    M, K, N = 3, 4, 5
+    vals = {"a": rng.standard_normal((K, M)), "b": rng.standard_normal((N, K))}
+    vals["c"] = {"none": None, "vector": rng.standard_normal(N), "matrix": rng.standard_normal((M, N)),
+                 "column": rng.standard_normal((M, 1)), "runtime": rng.standard_normal((M, N))}[c_kind]
+    runtime = ["a"] + (["b"] if b_runtime else []) + (["c"] if c_kind == "runtime" else [])
+    ins = ["a", "b"] + ([] if c_kind == "none" else ["c"])
+    node = helper.make_node("Gemm", ins, ["y"], transA=1, transB=1, alpha=0.7, beta=-1.3)
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info(k, TensorProto.DOUBLE, vals[k].shape)
+                                        for k in runtime],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)],
+                          [numpy_helper.from_array(vals[k], k) for k in ins if k not in runtime])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    ref = ReferenceEvaluator(m).run(None, {k: vals[k] for k in runtime})[0]
+    graph = graph_from_onnx(parse_model(m))
+    xs = [vals[k] for k in runtime]
+    y = graph.forward(xs if len(xs) > 1 else xs[0])
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6)     # constants are stored as float32
+    errs = gradcheck(graph.astype(np.float64), xs if len(xs) > 1 else xs[0], seed=2)
+    assert max(errs.values()) < 1e-5, errs
+
+
+def _batch_axis_graph(in_shape):
+    """y = concat(x[0:N:2], x[[-1]], split(x)[1]) along axis 0: three ways of working along the batch."""
+    nodes = [helper.make_node("Slice", ["x", "s0", "e0", "a0", "st"], ["sl"], name="slice"),
+             helper.make_node("Gather", ["x", "last"], ["ga"], axis=0, name="gather"),
+             helper.make_node("Split", ["x", "parts"], ["p0", "p1"], axis=0, name="split"),
+             helper.make_node("Concat", ["sl", "ga", "p1"], ["y"], axis=0, name="cat")]
+    n = in_shape[0] if isinstance(in_shape[0], int) else 5
+    inits = {"s0": np.array([0], np.int64), "e0": np.array([2 ** 62], np.int64), "a0": np.array([0], np.int64),
+             "st": np.array([2], np.int64), "last": np.array([-1], np.int64), "parts": np.array([1, n - 1], np.int64)}
+    return _model(nodes, inits, in_shape=in_shape, opset=13)
+
+
+def _batch_axis_expected(x):
+    return np.concatenate([x[0::2], x[[-1]], x[1:]])
+
+
+@pytest.mark.parametrize("in_shape", [("N", 2, 3), (5, 2, 3)])
+def test_slice_split_gather_of_the_batch_axis_predict_on_the_whole_input(tmp_path, rng, in_shape):
+    """A graph working along axis 0 (works_along_batch): predict runs the whole input at once
+    (chunks of batch_size would slice each chunk), with a fixed batch only that batch."""
+    m = _batch_axis_graph(in_shape)
+    onnx.save(m, tmp_path / "m.onnx")
+    g = minicnn.load_onnx(tmp_path / "m.onnx")
+    assert g.works_along_batch()
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    want = _batch_axis_expected(x)
+    np.testing.assert_array_equal(g.predict(x, batch_size=2), want)
+    np.testing.assert_array_equal(want, _reference(m, x))
+    errs = gradcheck(g.astype(np.float64), x.astype(np.float64), seed=3)
+    assert max(errs.values()) < 1e-6, errs
+    back = tmp_path / "back.onnx"
+    g.to_onnx(back)
+    np.testing.assert_array_equal(_reference(onnx.load(back), x), want)
+    if isinstance(in_shape[0], int):
+        with pytest.raises(minicnn.errors.UsageError, match="exactly 5 rows"):
+            g.predict(x[:3])
+
+
+def test_a_graph_without_batch_axis_ops_is_not_whole_batch(tmp_path, rng):
+    onnx.save(_small_cnn(rng), tmp_path / "m.onnx")
+    assert not minicnn.load_onnx(tmp_path / "m.onnx").works_along_batch()
+
+
+@pytest.mark.parametrize("shapes", [(("N", 3, 4), (4,)), ((4,), ("N", 4, 2)), ((4,), (4,))])
+def test_matmul_of_two_activations_with_a_1d_operand(rng, shapes):
+    """NumPy's 1-D rule: (K,) is a row on the left, a column on the right, the 1 dropped after."""
+    from onnx.reference import ReferenceEvaluator
+    from minicnn.pretrained.onnx_import import graph_from_onnx
+    from minicnn.readers.onnx import parse_model
+    node = helper.make_node("MatMul", ["a", "b"], ["y"])
+    g = helper.make_graph([node], "t", [helper.make_tensor_value_info(k, TensorProto.DOUBLE, list(s))
+                                        for k, s in zip("ab", shapes)],
+                          [helper.make_tensor_value_info("y", TensorProto.DOUBLE, None)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    graph = graph_from_onnx(parse_model(m)).astype(np.float64)
+    for n in (1, 3):
+        xs = [rng.standard_normal([n if d == "N" else d for d in s]) for s in shapes]
+        np.testing.assert_allclose(graph.forward(xs), ReferenceEvaluator(m).run(None, dict(zip("ab", xs)))[0],
+                                   rtol=1e-12)
+    errs = gradcheck(graph, xs, seed=4)
+    assert max(errs.values()) < 1e-6, errs

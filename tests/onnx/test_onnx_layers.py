@@ -8,7 +8,7 @@ from hypothesis import given, settings, strategies as st
 from minicnn.gradient_check import gradcheck
 from minicnn.layers import LAYER_CLASSES
 from minicnn.layers.onnx_ops import (LRN, Binary, Clip, HardSigmoid, MatMul, OnnxSoftmax, Pad, PRelu, Reduce, Reshape,
-                                     Slice, Transpose, Unary, unbroadcast)
+                                     Slice, Tile, Transpose, Unary, unbroadcast)
 
 TOL = 1e-6
 
@@ -184,7 +184,7 @@ def test_every_new_layer_rebuilds_from_its_config():
     layers = [Binary("mul", const_shape=[1, 3, 1, 1]), Binary("add"), Reshape([0, -1]), Transpose([0, 2, 1]),
               Pad([0, 1, 0, 1], "edge"), Clip(0, 6), MatMul(3, 2), OnnxSoftmax(1, True, True),
               HardSigmoid(0.2, 0.5), PRelu([3, 1, 1]), Unary("pow", 2.0), Reduce("max", [1]),
-              Slice([0], [2], [1]), LRN(5)]
+              Slice([0], [2], [1]), LRN(5), Tile([1, 2, 3])]
     for layer in layers:
         cls = LAYER_CLASSES[type(layer).__name__]
         again = cls.from_config(layer.get_config())
@@ -296,3 +296,20 @@ def test_dilated_pools_gradcheck_torch_and_onnx(k, s, d, p, cip, seed):
                           count_include_pad=int(cip))
     np.testing.assert_allclose(ap.forward(x), onnx_ref, rtol=1e-12)
     assert gradcheck(DilatedPool2D("avg", k, s, p, d, cip), x)["x"] < TOL
+
+
+@given(shape=st.lists(st.integers(1, 3), min_size=1, max_size=4), data=st.data(), seed=st.integers(0, 99))
+def test_tile_matches_onnx_and_gradchecks(shape, data, seed):
+    """Tile's forward is ONNX Tile's (np.tile; the node/test_tile* conformance cases run it against
+    ONNX's data); its backward sums dy over the tiles (a 0 repeat gives dx = 0)."""
+    reps = data.draw(st.lists(st.integers(0, 3), min_size=len(shape), max_size=len(shape)))
+    x = np.random.default_rng(seed).standard_normal(shape)
+    np.testing.assert_array_equal(Tile(reps).forward(x), np.tile(x, reps))
+    if min(reps) > 0:
+        assert gradcheck(Tile(reps), x, seed=seed)["x"] < TOL
+    layer = Tile(reps)
+    y = layer.forward(x)
+    dy = np.random.default_rng(seed + 1).standard_normal(y.shape)
+    want = sum(dy[tuple(slice(k * n, (k + 1) * n) for k, n in zip(ks, shape))]
+               for ks in np.ndindex(*reps)) if min(reps) > 0 else np.zeros(shape)
+    np.testing.assert_allclose(layer.backward(dy), want, rtol=1e-12, atol=1e-14)
