@@ -394,9 +394,6 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     model = load(model) if where is not None else model
     pre = Preprocessing.of(model)
     ds, mapping = _evaluation_data(model, data, split)
-    if report and (mapping is not None or ds.unknown is not None):
-        raise UsageError("--report is not available yet for a chest X-ray model's matched outputs or masked labels; "
-                         "evaluate without --report (metrics.json and the plots are written)")
     if out is None and where is not None:
         out = where if where.is_dir() else where.parent
     if dask is None:
@@ -461,7 +458,8 @@ def evaluate_run(model, data, split: str = "test", out=None, threshold=None, n_b
     if report:
         path = write_evaluation_report(model, ds, y, p, m, out / "report", n_errors=report_errors,
                                        threshold=float(np.atleast_1d(thr)[0]), model_path=_model_file(where),
-                                       data=data)
+                                       data=data, outputs=out_names if mapping is not None else None,
+                                       explain=out_names[0] if mapping is not None and len(out_names) == 1 else None)
     return EvaluationResult(m, out / "metrics.json", plots, path, y, p)
 
 

@@ -278,9 +278,19 @@ def write_html_report(out_dir, metrics: dict, y_true, y_prob, classes, images=No
 
 
 def write_evaluation_report(model, dataset, y_true, y_prob, metrics: dict, out_dir, n_errors: int = 6,
-                            threshold: float | None = None, model_path=None, data=None) -> str:
+                            threshold: float | None = None, model_path=None, data=None, outputs=None,
+                            explain: str | None = None) -> str:
     """HTML report: metrics with CIs, ROC, confusion matrix, calibration, provenance, most confident
-    errors with Grad-CAM (for a missed positive, the positive class's map)."""
+    errors with Grad-CAM (for a missed positive, the positive class's map).
+
+    ``outputs``: the names of ``y_prob``'s columns when they are some of the model's outputs (a chest
+    X-ray model evaluated on the labels a dataset has); ``explain``: the model output whose Grad-CAM
+    every error shows (such a model has no output for the negative class). Rows with an unknown
+    label (NaN: CheXpert's uncertain/blank) are left out of the plots; the metrics masked them."""
+    known = ~np.isnan(np.asarray(y_true, dtype=np.float64)).any(axis=1)
+    if not known.all():
+        y_true, y_prob = y_true[known], y_prob[known]
+        dataset = dataset.subset(np.flatnonzero(known))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = []
@@ -295,15 +305,18 @@ def write_evaluation_report(model, dataset, y_true, y_prob, metrics: dict, out_d
         for i in wrong[np.argsort(-confidence)][:n_errors]:
             path = dataset.paths[i]
             missed = y_true[i, 0] == 1.0          # a false negative: show where the model saw the finding
-            explained = positive if missed else names[pred[i]]
+            explained = explain or (positive if missed else names[pred[i]])
             heat, _ = gradcam(model, pre.load_files([path]), target_class=explained)
-            label = (f"Grad-CAM of {positive} (missed): high = more evidence for {positive}" if missed
-                     else f"Grad-CAM: high = more evidence for {explained}")
+            label = (f"Grad-CAM of {explained}" + (" (missed)" if missed else "")
+                     + f": high = more evidence for {explained}") if explain else (
+                f"Grad-CAM of {positive} (missed): high = more evidence for {positive}" if missed
+                else f"Grad-CAM: high = more evidence for {explained}")
             images.append({"file": Path(path).name, "image": pre.read(path), "heatmap": heat, "heatmap_label": label,
                            "true_label": names[y_true[i, 0]], "prediction": names[pred[i]],
                            "probabilities": {names[0.0]: float(1 - y_prob[i, 0]), names[1.0]: float(y_prob[i, 0])}})
     facts = provenance(model_path, data if data is not None else dataset.source, split=metrics.get("split"))
-    return str(write_html_report(out_dir, metrics, y_true, y_prob, output_names(model) or list(dataset.output_names),
+    return str(write_html_report(out_dir, metrics, y_true, y_prob,
+                                 list(outputs or output_names(model) or dataset.output_names),
                                  images=images, title="minicnn evaluation", class_names=list(dataset.classes),
                                  provenance={k: v for k, v in facts.items() if v is not None},
                                  class_weighted=model.meta.get("class_weighted")))

@@ -209,3 +209,18 @@ def test_nih_findings_csv_maps_to_the_outputs(model_and_outputs, tmp_path):
         y = np.array([name in fl.split("|") for fl in findings], float)
         assert m["per_class"][name]["roc_auc"] == pytest.approx(
             sklearn_metrics.roc_auc_score(y, probs[:, PATHOLOGIES.index(name)]), abs=1e-9), name
+
+
+def test_evaluate_report_on_the_pneumonia_output(model_and_outputs, tmp_path, capsys):
+    """`evaluate --report` on a chest X-ray model: the report names the evaluated output and shows
+    Grad-CAM of Pneumonia for the errors (the model has no NORMAL output to explain)."""
+    from minicnn.cli import main
+    path, files, probs, truth = model_and_outputs
+    assert main(["evaluate", str(path), str(SHARED), "--out", str(tmp_path), "--n-boot", "20", "--report",
+                 "--report-errors", "2"]) == 0
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert "Pneumonia" in html and "Not a medical device" in html
+    p = probs[:, PNEUMONIA]
+    thr = 0.5
+    if ((p >= thr) != (truth == 1)).any():              # there are errors to explain
+        assert "Grad-CAM of Pneumonia" in html
