@@ -367,6 +367,15 @@ def _bad_label(path, rows, col):
                      f"must be 0 or 1 (one column per class)", path=path, field=col)
 
 
+def _check_listed_files(paths, listing, base) -> None:
+    """Every image file a CSV lists must exist (relative paths are read from ``base``)."""
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(errno.ENOENT,
+            f"{len(missing)} of {len(paths)} image files listed in {listing} do not exist, e.g. {missing[0]}; "
+            f"paths are read relative to {base} (set image_root=...)", str(missing[0]))
+
+
 def load_csv(path, split=None, image_column=None, label_columns=None, findings_column=None,
              patient_column=None, split_column=None, image_root=None, classes=None,
              positive_class=None, check_files=True) -> Dataset:
@@ -444,11 +453,7 @@ def load_csv(path, split=None, image_column=None, label_columns=None, findings_c
     base = Path(image_root) if image_root is not None else path.parent
     paths = [base / r[image_column].strip() for r in rows]
     if check_files:
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(errno.ENOENT,
-                f"{len(missing)} of {len(paths)} image files listed in {path} do not exist, e.g. {missing[0]}; "
-                f"paths are read relative to {base} (set image_root=...)", str(missing[0]))
+        _check_listed_files(paths, path, base)
     if patient_column is not None:
         ids = [r[patient_column].strip() or None for r in rows]
         unparsed = [str(p) for p, i in zip(paths, ids) if i is None]
@@ -518,11 +523,7 @@ def load_chexpert(path, split=None, image_root=None, positive_class=None, check_
     base = Path(image_root) if image_root is not None else path.parent
     paths = [base / r[col["Path"]].strip() for r in rows]
     if check_files:
-        missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(errno.ENOENT,
-                f"{len(missing)} of {len(paths)} image files listed in {path} do not exist, e.g. {missing[0]}; "
-                f"paths are read relative to {base} (set image_root=...)", str(missing[0]))
+        _check_listed_files(paths, path, base)
     ids = [m.group(1) if (m := re.search(r"(patient\d+)", r[col["Path"]])) else None for r in rows]
     return Dataset(labels=labels, classes=classes, paths=paths, patient_ids=ids, positive_class=positive_class,
                    source=str(path), unparsed=[str(p) for p, i in zip(paths, ids) if i is None],

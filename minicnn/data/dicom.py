@@ -141,8 +141,9 @@ def display_values(ds, pixels: np.ndarray) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
-    """Read one DICOM X-ray as displayed (see the module docstring) with its PatientID."""
+def _open(path, max_pixels: int | None):
+    """``(dataset, path)`` of a DICOM file whose header passed the checks (geometry, pixel limit)
+    before any pixel data is decoded."""
     pydicom = _pydicom()
     path = Path(path)
     if not path.is_file():
@@ -158,9 +159,20 @@ def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
     except Exception as exc:  # noqa: BLE001 - pydicom parses elements lazily: a damaged one fails here
         raise DicomError(f"{path}: its image header (Rows, Columns, frames, photometric) is damaged: {exc}",
                          path=path) from exc
+    return ds, path
+
+
+def _single_frame(ds, path) -> np.ndarray:
     pixels = _stored_values(ds, path)
     if pixels.ndim != 2:
         raise DicomError(f"{path}: expected a single grayscale frame, got pixel array shape {pixels.shape}", path=path)
+    return pixels
+
+
+def read_dicom(path, max_pixels: int | None = None) -> DicomImage:
+    """Read one DICOM X-ray as displayed (see the module docstring) with its PatientID."""
+    ds, path = _open(path, max_pixels)
+    pixels = _single_frame(ds, path)
     try:
         shown = display_values(ds, pixels)
         pid = str(ds.get("PatientID", "") or "").strip() or None
@@ -179,25 +191,16 @@ def read_dicom_stored(path, max_pixels: int | None = None) -> DicomImage:
     (``2**BitsStored - 1 - v``), then ``v * 255 / (2**BitsStored - 1)``: the scale of the models
     trained with torchxrayvision (``Preprocessing`` mode ``'xrv'``), not what a viewer shows.
     """
-    pydicom = _pydicom()
-    path = Path(path)
-    if not path.is_file():
-        raise DicomError(f"DICOM file not found: {path}", path=path)
+    ds, path = _open(path, max_pixels)
     try:
-        ds = pydicom.dcmread(str(path))
-        _check_geometry(ds, path, MAX_PIXELS if max_pixels is None else int(max_pixels))
         bits = int(ds.BitsStored)
-    except DicomError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - unreadable file or damaged header fields
-        raise DicomError(f"{path}: not a readable DICOM X-ray header (BitsStored, Rows, Columns): {exc}",
+    except Exception as exc:  # noqa: BLE001 - missing or damaged BitsStored
+        raise DicomError(f"{path}: not a readable DICOM X-ray header (BitsStored): {exc}",
                          path=path, field="BitsStored") from exc
     if not 1 <= bits <= 32:
         raise DicomError(f"{path}: BitsStored {bits} is not a bit depth", path=path, field="BitsStored")
     maxval = float(2 ** bits - 1)
-    x = _stored_values(ds, path).astype(np.float64)
-    if x.ndim != 2:
-        raise DicomError(f"{path}: expected a single grayscale frame, got pixel array shape {x.shape}", path=path)
+    x = _single_frame(ds, path).astype(np.float64)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric.upper() == "MONOCHROME1":
         x = maxval - x
