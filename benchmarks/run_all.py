@@ -58,6 +58,7 @@ TASKS = {
     "small-cnn-train-b32": ("train", "small", 32, 128),
 }
 INFER_FRAMEWORKS = ("minicnn", "onnxruntime", "torch", "torch-cl")
+POOL_FIRST = "minicnn-poolfirst"       # --pool-first: minicnn after rewrite.pool_before_pointwise_conv
 TRAIN_FRAMEWORKS = ("minicnn", "torch")
 LR = 1e-3
 
@@ -91,7 +92,8 @@ def _reset_peak() -> bool:
 def _torchvision_net(net: str):
     import torchvision
     if net == "inception_v3":
-        return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True)
+        return torchvision.models.inception_v3(weights=None, aux_logits=False, init_weights=True,
+                                               transform_input=True)   # as minicnn.load builds it from a file
     return getattr(torchvision.models, net)(weights=None)
 
 
@@ -148,10 +150,13 @@ def worker(a) -> dict:
     labels = rng.integers(0, 1000, batch) if net != "small" else (rng.random((batch, 1)) < 0.5).astype(np.float32)
     flops = None
     fw = a.worker
-    if fw == "minicnn":
+    if fw in ("minicnn", POOL_FIRST):
         import minicnn
         from minicnn import losses, optim
         model = minicnn.load(a.weights)
+        if fw == POOL_FIRST:
+            from minicnn.rewrite import pool_before_pointwise_conv
+            model = pool_before_pointwise_conv(model)
         if kind == "infer":
             def run():
                 return model.predict(x, batch_size=batch, logits=True)
@@ -318,9 +323,12 @@ def main(argv=None):
     ap.add_argument("--size", type=int, default=None, help="image size for every row (smoke runs)")
     ap.add_argument("--batch", type=int, default=None, help="batch size for every row (smoke runs)")
     ap.add_argument("--no-onnxruntime", action="store_true", help="leave onnxruntime out")
+    ap.add_argument("--pool-first", action="store_true",
+                    help="inference rows: also time minicnn after rewrite.pool_before_pointwise_conv "
+                         "(DenseNet's transitions pool before their 1x1 conv)")
     ap.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
     # worker mode
-    ap.add_argument("--worker", choices=INFER_FRAMEWORKS)
+    ap.add_argument("--worker", choices=INFER_FRAMEWORKS + (POOL_FIRST,))
     ap.add_argument("--kind", choices=("infer", "train"))
     ap.add_argument("--net")
     ap.add_argument("--weights")
@@ -351,6 +359,8 @@ def main(argv=None):
                 kind = TASKS[task][0]
                 fws = [f for f in (INFER_FRAMEWORKS if kind == "infer" else TRAIN_FRAMEWORKS)
                        if f != "onnxruntime" or ort]
+                if a.pool_first and kind == "infer":
+                    fws.insert(1, POOL_FIRST)
                 if r % 2:
                     fws = fws[::-1]
                 repeats = a.repeats or (2 if a.quick else 3 if kind == "train" else 5)
@@ -386,6 +396,12 @@ def summarize(results, errors, ceilings, rounds) -> list:
         ratios = {"torch": [r["minicnn"]["median_s"] / tb for r, tb in zip(per_round, torch_best)]}
         if "onnxruntime" in fws:
             ratios["onnxruntime"] = [r["minicnn"]["median_s"] / r["onnxruntime"]["median_s"] for r in per_round]
+        if POOL_FIRST in fws:
+            ratios["pool_first_over_minicnn"] = [r[POOL_FIRST]["median_s"] / r["minicnn"]["median_s"]
+                                                 for r in per_round]
+            if "onnxruntime" in fws:
+                ratios["pool_first_over_onnxruntime"] = [r[POOL_FIRST]["median_s"] / r["onnxruntime"]["median_s"]
+                                                         for r in per_round]
         flops = per_round[0]["minicnn"]["flops"]
         rows.append({"task": task, "kind": kind, "rounds": rounds, "median_s": m, "peak_mb": mem,
                      "ratio_vs": {k: med(v) for k, v in ratios.items()}, "per_round_ratios": ratios,
@@ -419,6 +435,15 @@ def format_report(rows, elapsed) -> str:
                    f"{g.get('minicnn', float('nan')):>9.1f}{g.get('minicnn', float('nan')) / peak:>8.0%}"
                    f"{g.get('onnxruntime', float('nan')):>9.1f}  {mems:<18}{err:>8.1e}  "
                    + " ".join(f"{q:.2f}" for q in r["per_round_ratios"][ref]))
+    for r in rows:
+        q = r["per_round_ratios"]
+        if "pool_first_over_minicnn" in q:
+            out.append(f"{r['task']}: pool-first rewrite {r['median_s'][POOL_FIRST] * 1e3:.1f} ms, "
+                       f"/minicnn {statistics.median(q['pool_first_over_minicnn']):.3f} ("
+                       + " ".join(f"{v:.3f}" for v in q["pool_first_over_minicnn"]) + ")"
+                       + (f", /ORT {statistics.median(q['pool_first_over_onnxruntime']):.2f}"
+                          if "pool_first_over_onnxruntime" in q else "")
+                       + f", rel err vs torch {r['rel_err_vs_torch'].get(POOL_FIRST, float('nan')):.1e}")
     out += ["", "/ORT, /torch: medians of the per-round time ratios minicnn / reference (torch: its faster of NCHW "
                 "and channels_last per round; training rows: NCHW); <= 1.00 is no slower. Training GFLOP/s count 3x "
                 "the forward. peak MB: VmHWM - RSS after imports and model load. rel err: worst of minicnn's (and "

@@ -22,7 +22,7 @@ def test_every_benchmark_script_is_run_here():
 
 
 COMMANDS = {
-    "run_all.py": ["--only", "densenet121-b1", "small-cnn-train-b32", "--size", "32", "--batch", "2",
+    "run_all.py": ["--only", "densenet121-b1", "small-cnn-train-b32", "--size", "32", "--batch", "2", "--pool-first",
                    "--rounds", "1", "--repeats", "1"],
     "conv.py": ["--tiny"],
     "densenet.py": ["--batches", "1", "--repeats", "1", "--rounds", "1", "--size", "32", "--fast"],
