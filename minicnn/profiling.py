@@ -221,7 +221,8 @@ class Profile:
         hdr = f"{'node':<42}{'layer':<34}{'output':<20}{'ms':>9}{'GFLOP/s':>9}{'share':>8}"
         lines += [hdr, "-" * len(hdr)]
         for n in shown:
-            lines.append(f"{n.node[-41:]:<42}{n.layer[:33]:<34}{str(n.out_shape)[:19]:<20}{n.seconds * 1e3:>9.3f}"
+            name = n.node if len(n.node) <= 41 else "..." + n.node[-38:]
+            lines.append(f"{name:<42}{n.layer[:33]:<34}{str(n.out_shape)[:19]:<20}{n.seconds * 1e3:>9.3f}"
                          f"{n.gflops_per_s:>9.1f}{n.share * 100:>7.1f}%")
         return "\n".join(lines)
 
