@@ -18,9 +18,11 @@ def parse_args(description: str, argv=None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run, noisier numbers)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median reported)")
+    p.add_argument("--tiny", action="store_true", help="tiny shapes, one repeat: checks the script runs "
+                                                       "(tests/test_benchmarks_run.py); the times mean nothing")
     args = p.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 5
+        args.repeats = 1 if args.tiny else 2 if args.quick else 5
     return args
 
 

@@ -1,6 +1,7 @@
 """Conv2D forward and forward+backward: reference, NumPy im2col, minicnn's Numba path, PyTorch.
 
     python benchmarks/conv.py [--quick] [--json PATH]
+    python benchmarks/conv.py --tiny          # every shape shrunk to N <= 2, 12x12 (a smoke run)
 
 For each shape: median times and GFLOP/s (fwd = 2*N*F*(C/G)*KH*KW*OH*OW flops; fwd+bwd = 3x that,
 since dx and dW each cost one forward), the numba/torch ratio for fwd+bwd, and the machine's float32
@@ -177,10 +178,16 @@ def print_conv_table(rows, ceiling):
 # ------------------------------------------------------------------------------------------------
 # other kernels: max-pool 2x2 and batch-norm on (16, 64, 112, 112)
 # ------------------------------------------------------------------------------------------------
-def bench_pool_bn(repeats, torch):
+def tiny_shape(shape):
+    """The same conv with N <= 2 and at most 12x12 (at least the kernel): for the smoke test."""
+    N, C, S, F, k, s, p = shape
+    return (min(N, 2), C, max(min(S, 12), k), F, k, s, p)
+
+
+def bench_pool_bn(repeats, torch, shape=(16, 64, 112, 112)):
     rows = []
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((16, 64, 112, 112)).astype(np.float32)
+    x = rng.standard_normal(shape).astype(np.float32)
     try:
         from minicnn.kernels.pool import max_pool2d_backward, max_pool2d_forward
     except ImportError as e:
@@ -188,7 +195,7 @@ def bench_pool_bn(repeats, torch):
     else:
         y, arg = max_pool2d_forward(x, (2, 2), (2, 2))
         dy = rng.standard_normal(y.shape).astype(np.float32)
-        row = {"name": "maxpool2x2 (16,64,112,112)",
+        row = {"name": f"maxpool2x2 {shape}",
                "numba_fwd_s": H.median_time(lambda: max_pool2d_forward(x, (2, 2), (2, 2)), repeats),
                "numba_fb_s": H.median_time(lambda: max_pool2d_backward(dy, *max_pool2d_forward(x, (2, 2), (2, 2))[1:],
                                                                         x.shape), repeats)}
@@ -208,14 +215,14 @@ def bench_pool_bn(repeats, torch):
     except ImportError as e:
         print(f"note: batch-norm not timed ({e})")
     else:
-        g, bta = np.ones(64, np.float32), np.zeros(64, np.float32)
+        g, bta = np.ones(shape[1], np.float32), np.zeros(shape[1], np.float32)
         y, mean, inv_std, _ = batchnorm2d_forward_train(x, g, bta, 1e-5)
         dy = rng.standard_normal(y.shape).astype(np.float32)
 
         def bn_fb():
             _, m, s, _ = batchnorm2d_forward_train(x, g, bta, 1e-5)
             batchnorm2d_backward_train(dy, x, g, m, s)
-        row = {"name": "batchnorm train (16,64,112,112)",
+        row = {"name": f"batchnorm train {shape}",
                "numba_fwd_s": H.median_time(lambda: batchnorm2d_forward_train(x, g, bta, 1e-5), repeats),
                "numba_fb_s": H.median_time(bn_fb, repeats)}
         if torch is not None:
@@ -254,11 +261,12 @@ def main(argv=None):
     print("environment:", env)
     rows = []
     for shape in SHAPES:
+        shape = tiny_shape(shape) if args.tiny else shape
         print(f"timing {shape} ...", flush=True)
         rows.append(bench_shape(shape, args.repeats, torch))
-    ceiling = H.matmul_gflops(repeats=args.repeats)
+    ceiling = H.matmul_gflops(n=256 if args.tiny else 2048, repeats=args.repeats)
     print_conv_table(rows, ceiling)
-    other = bench_pool_bn(args.repeats, torch)
+    other = bench_pool_bn(args.repeats, torch, (2, 8, 16, 16) if args.tiny else (16, 64, 112, 112))
     print("\nnoise: the machine is shared; ratios within ~20% of each other are not distinguishable.")
     if args.json:
         H.write_json(args.json, {"environment": env, "matmul_gflops_f32": ceiling, "conv": rows, "other": other})

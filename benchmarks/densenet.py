@@ -2,6 +2,10 @@
 
     python benchmarks/densenet.py                       # batch 1 and 8, 3 rounds of 5 repeats
     python benchmarks/densenet.py --batches 1 --repeats 3 --rounds 1 --fast
+    python benchmarks/densenet.py --batches 1 --repeats 1 --rounds 1 --size 32   # a smoke run
+
+(``run_all.py`` measures the same rows against onnxruntime too; this script keeps ``--fast`` and
+``--minicnn-threads``.)
 
 Each measurement runs in a fresh subprocess (``--worker minicnn|torch --batch N``) that prints one
 JSON line: the median wall time of ``--repeats`` forward passes after one warm-up, and the peak RSS
@@ -49,10 +53,11 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0       # Linux: KiB
 
 
-def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool, check: str | None) -> dict:
+def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool, check: str | None,
+           size: int = 224) -> dict:
     import numpy as np
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 3, 224, 224)).astype(np.float32)
+    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
     if kind == "torch":
         import torch
         import torchvision
@@ -65,7 +70,7 @@ def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool,
                 return net(torch.from_numpy(v)).numpy()
     else:
         from minicnn.pretrained import densenet121, fast_densenet
-        model = densenet121(weights=weights)
+        model = densenet121(weights=weights, input_shape=(3, size, size))
         if fast:
             model = fast_densenet(model)
 
@@ -87,9 +92,9 @@ def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool,
     return result
 
 
-def spawn(kind, batch, repeats, weights, fast, check=None, threads=None) -> dict:
+def spawn(kind, batch, repeats, weights, fast, check=None, threads=None, size=224) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--batch", str(batch),
-           "--repeats", str(repeats)]
+           "--repeats", str(repeats), "--size", str(size)]
     if weights:
         cmd += ["--weights", weights]
     if fast:
@@ -112,13 +117,15 @@ def main():
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--rounds", type=int, default=3, help="alternating torch/minicnn runs per batch size")
+    ap.add_argument("--size", type=int, default=224, help="image size (smaller: a smoke run)")
     ap.add_argument("--weights")
     ap.add_argument("--check")
     ap.add_argument("--fast", action="store_true", help="minicnn: batch-norm folding + concat buffers")
     ap.add_argument("--minicnn-threads", type=int, help="NUMBA/OPENBLAS threads for minicnn (default: theirs)")
     args = ap.parse_args()
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batch, args.repeats, args.weights, args.fast, args.check)))
+        print(json.dumps(worker(args.worker, args.batch, args.repeats, args.weights, args.fast, args.check,
+                                args.size)))
         return
 
     import numpy as np
@@ -134,16 +141,16 @@ def main():
             rounds = []
             for r in range(args.rounds):
                 check = r == 0                        # validate the outputs once per batch size
-                t = spawn("torch", batch, args.repeats, weights, False, cb if check else None)
+                t = spawn("torch", batch, args.repeats, weights, False, cb if check else None, size=args.size)
                 m = spawn("minicnn", batch, args.repeats, weights, args.fast, ca if check else None,
-                          args.minicnn_threads)
+                          args.minicnn_threads, size=args.size)
                 if check:
                     a, b = np.load(ca), np.load(cb)
                     err = float(np.abs(a - b).max() / np.abs(b).max())
                 rounds.append((m, t))
             rows.append((batch, rounds, err))
     med = statistics.median
-    print(f"DenseNet121 224x224 inference, {os.cpu_count()} CPUs, torch threads 2, "
+    print(f"DenseNet121 {args.size}x{args.size} inference, {os.cpu_count()} CPUs, torch threads 2, "
           f"minicnn{' (folded + concat buffers)' if args.fast else ''}"
           f"{f' with {args.minicnn_threads} thread(s)' if args.minicnn_threads else ''}; "
           f"medians over {args.rounds} round(s) of the median of {args.repeats} passes")

@@ -9,7 +9,7 @@ from .model import Graph, Sequential
 
 __version__ = "0.1.0"
 __all__ = ["layers", "losses", "optim", "callbacks", "EarlyStopping", "ModelCheckpoint", "Sequential", "Graph",
-           "gradcheck", "load", "load_onnx", "predict_files"]
+           "gradcheck", "load", "load_onnx", "predict_files", "profile"]
 
 
 def load_onnx(path, input_shape=None):
@@ -30,3 +30,10 @@ def predict_files(model, paths, **kwargs):
     """Predict image files with the preprocessing saved with the model (see ``minicnn.predict``)."""
     from .predict import predict_files as _predict_files
     return _predict_files(model, paths, **kwargs)
+
+
+def profile(model, x, **kwargs):
+    """Time, FLOPs, GFLOP/s and share of the pass per node and per layer type, measured inside
+    ``Graph.predict`` (and training forward + backward with ``training=True``): see ``minicnn.profiling``."""
+    from .profiling import profile as _profile
+    return _profile(model, x, **kwargs)

@@ -7,6 +7,7 @@
     minicnn explain MODEL IMAGE               Grad-CAM overlay PNG
     minicnn export MODEL OUT.onnx              the model as an ONNX file (minicnn[onnx])
     minicnn summary MODEL | gradcheck | features | convert | demo
+    minicnn profile MODEL [--batch N]         time, FLOPs, GFLOP/s and share per node and layer type
 """
 from __future__ import annotations
 
@@ -344,6 +345,43 @@ def cmd_demo(a):
     return run_demo(out=a.out, wheel=a.wheel, threads=a.threads)
 
 
+# -- profile ---------------------------------------------------------------------------------------
+def _profile_model(name: str):
+    """What `profile` runs: a model minicnn.load reads (file, run folder or registry name), else an
+    architecture built with random weights (densenet121, ..., or the from-scratch tiny/small/medium)."""
+    from .pretrained.loading import is_model_name
+    from .pretrained.registry import ARCHITECTURES
+    from .small_cnn import WIDTHS, conv_net
+    if Path(name).exists() or is_model_name(name):
+        return _load_model(name), None
+    if name in ARCHITECTURES:
+        return ARCHITECTURES[name].build(weights=None), "random weights"
+    if name in WIDTHS:
+        return conv_net(name), "random weights"
+    raise UsageError(f"{name!r} is neither a model file nor a known name: give a file, a registry name "
+                     f"(minicnn.pretrained.registry.names()), an architecture ({', '.join(ARCHITECTURES)}) "
+                     f"or {', '.join(sorted(WIDTHS))}")
+
+
+def cmd_profile(a):
+    from .fileio import write_json
+    from .profiling import profile
+    from .train import set_threads
+    set_threads(a.threads)
+    model, note = _profile_model(a.model)
+    shape = model.input_shape or (3, 224, 224)
+    if a.image_size:
+        shape = (shape[0], a.image_size, a.image_size)
+    x = np.random.default_rng(a.seed).standard_normal((a.batch,) + tuple(shape)).astype(np.float32)
+    if note:
+        print(f"{a.model}: {note} (the timings do not depend on them)")
+    p = profile(model, x, repeats=a.repeats, training=a.training)
+    print(p.table(top=None if a.top == 0 else a.top))
+    if a.json:
+        write_json(a.json, p.to_dict(), indent=1)
+        print(f"wrote {a.json}")
+
+
 # -- parser -----------------------------------------------------------------------------------------
 def _checked(convert, ok, what):
     """An argparse ``type``: ``convert`` the text, then refuse values for which ``ok`` is false."""
@@ -547,6 +585,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dask(s, "the shards go to FEATURES.shards beside --out")
     _add_threads(s)
     s.set_defaults(func=cmd_features)
+
+    s = sub.add_parser("profile", help="time, FLOPs, GFLOP/s and share of the pass per node and per layer type",
+                       formatter_class=_Help)
+    s.add_argument("model", help="model file, run directory, registry name, or an architecture (densenet121, "
+                                 "resnet50, vgg16, inception_v3, small, ...) with random weights")
+    s.add_argument("--batch", type=_positive_int, default=1, help="images per batch")
+    s.add_argument("--image-size", type=_image_size, default=None, help="input size (default: the model's own)")
+    s.add_argument("--repeats", type=_positive_int, default=3, help="timed passes (the median per node)")
+    s.add_argument("--training", action="store_true", help="also time a training forward + backward")
+    s.add_argument("--top", type=_nonnegative_int, default=25, help="slowest nodes listed (0: every node)")
+    s.add_argument("--json", default=None, metavar="PATH", help="also write the whole profile as JSON")
+    s.add_argument("--seed", type=int, default=0, help="seed of the random input")
+    _add_threads(s)
+    s.set_defaults(func=cmd_profile)
 
     s = sub.add_parser("demo", help="run a real Keras pneumonia model on 16 real X-rays, with Grad-CAM",
                        formatter_class=_Help)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -227,7 +228,8 @@ class Graph:
         uses[self.output_name] += 1
         return uses
 
-    def forward(self, x, training: bool = False, keep=(), rngs: dict | None = None, _cache: bool = True):
+    def forward(self, x, training: bool = False, keep=(), rngs: dict | None = None, _cache: bool = True,
+                timer=None):
         """Run every node; returns the output node's value (before ``output_activation``).
 
         ``keep``: node names whose outputs are stored in ``self.activations`` (Grad-CAM, traces).
@@ -237,6 +239,8 @@ class Graph:
         ``infer`` runs (no caches, so no ``backward`` after it), intermediate arrays nobody else
         reads may be overwritten (never the inputs or kept activations), and BLAS is held at one
         thread for the pass.
+        ``timer``: a callable ``timer(node, x, y, seconds)`` called after each node's layer call with
+        its input(s), its output and the wall time of that call alone (``minicnn.profile``).
         """
         if self.output_name is None:
             raise UsageError("the model has no nodes")
@@ -248,16 +252,18 @@ class Graph:
         keep = set(keep)
         self.activations = {}
         if training or _cache:
-            return self._run_nodes(values, uses, keep, training, _cache, xs, rngs or {})
+            return self._run_nodes(values, uses, keep, training, _cache, xs, rngs or {}, timer)
         # inference: the threads are Numba's, BLAS runs one per caller (see minicnn.runtime)
         with blas_single_thread():
-            return self._run_nodes(values, uses, keep, training, _cache, xs, {})
+            return self._run_nodes(values, uses, keep, training, _cache, xs, {}, timer)
 
-    def _run_nodes(self, values, uses, keep, training, _cache, inputs, rngs):
+    def _run_nodes(self, values, uses, keep, training, _cache, inputs, rngs, timer=None):
         infer = not (training or _cache)                   # inference: Layer.infer, no caches
         for node in self.nodes.values():
             args = [values[i] for i in node.inputs]
             x = args if node.layer.multi_input else args[0]
+            if timer is not None:
+                t0 = time.perf_counter()
             try:
                 if infer:
                     y = node.layer.infer(x, overwrite=not node.layer.multi_input
@@ -268,6 +274,8 @@ class Graph:
                     y = node.layer.forward(x, training=training)
             except ValueError as e:
                 raise UsageError(f"node {node.name!r}: {e}") from None
+            if timer is not None:
+                timer(node, x, y, time.perf_counter() - t0)
             if not _cache:
                 node.layer.clear_cache()
             values[node.name] = y
@@ -306,12 +314,15 @@ class Graph:
             reach[n.name] = need_dx[n.name] or wants_grads or n.name == wrt
         return need_dx, reach
 
-    def backward(self, dy, input_grad: bool = True, wrt: str | None = None, record: dict | None = None):
+    def backward(self, dy, input_grad: bool = True, wrt: str | None = None, record: dict | None = None,
+                 timer=None):
         """Backpropagate ``dy`` (gradient w.r.t. the output node's value) through the graph.
 
         Fills every trainable layer's ``grads``. Returns dL/dx for the graph input (a list for
         several inputs) when ``input_grad``; with ``wrt=NODE`` returns dL/d(NODE's output) and stops there.
         ``record``: a dict that receives dL/d(output) of every node the gradient reaches (``trace``).
+        ``timer``: a callable ``timer(node, dy, dx, seconds)`` called after each node's ``backward``
+        (``dx`` is None when the node returns none), as in ``forward``.
         """
         need_dx, reach = self._gradient_flow(input_grad, wrt)
         if wrt is not None and wrt not in self.nodes:
@@ -326,7 +337,11 @@ class Graph:
             if g is None or not reach[node.name]:
                 node.layer.clear_cache()
                 continue
+            if timer is not None:
+                t0 = time.perf_counter()
             dx = node.layer.backward(g, need_dx=need_dx[node.name])
+            if timer is not None:
+                timer(node, g, dx, time.perf_counter() - t0)
             if not need_dx[node.name]:
                 continue
             dxs = dx if node.layer.multi_input else [dx]
@@ -343,7 +358,7 @@ class Graph:
         rows then are not one per input row, and ``predict`` cannot run the input in chunks."""
         return any(getattr(n.layer, "batch_axis", lambda: 0)() for n in self.nodes.values())
 
-    def predict(self, x, batch_size: int = 32, *, logits: bool = False, keep=()) -> np.ndarray:
+    def predict(self, x, batch_size: int = 32, *, logits: bool = False, keep=(), timer=None) -> np.ndarray:
         """Inference in batches (no caches kept), then ``output_activation``; returns a NumPy array.
 
         ``logits=True`` returns the output node's values before ``output_activation`` (for a loss).
@@ -352,6 +367,7 @@ class Graph:
         A graph with a layer that works along the batch axis (``works_along_batch``: a Slice,
         Gather or Tile of axis 0, so its output rows are not one per input row) runs the whole input
         in one forward, ``batch_size`` ignored; with a fixed batch B the input must have exactly B rows.
+        ``timer``: passed to ``forward`` for every chunk (per-node timings, ``minicnn.profile``).
         """
         x = np.asarray(x)
         if x.dtype not in (np.float32, np.float64):
@@ -369,10 +385,11 @@ class Graph:
             chunk = x[start:start + batch_size]
             if fixed and len(chunk) < batch_size:     # pad the last chunk, keep its real rows
                 pad = np.zeros((batch_size - len(chunk),) + chunk.shape[1:], chunk.dtype)
-                z = self.forward(np.concatenate([chunk, pad]), training=False, keep=keep, _cache=False)[:len(chunk)]
+                z = self.forward(np.concatenate([chunk, pad]), training=False, keep=keep, _cache=False,
+                                 timer=timer)[:len(chunk)]
                 outs.append(z if logits else apply_activation(z, self.output_activation))
                 continue
-            z = self.forward(chunk, training=False, keep=keep, _cache=False)
+            z = self.forward(chunk, training=False, keep=keep, _cache=False, timer=timer)
             outs.append(z if logits else apply_activation(z, self.output_activation))
         if not outs:
             raise UsageError("predict got an empty batch")

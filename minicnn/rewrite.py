@@ -17,6 +17,15 @@
     allocates the block's final ``(N, C_total, H, W)`` buffer once, writes each layer's new
     channels into their slot, and returns the view ``buf[:, :c]``: every value is written once.
 
+``pool_before_pointwise_conv(model)``
+    A 1x1 conv (stride 1, no padding) followed by an unpadded average pool is two linear maps that
+    commute: the conv mixes channels at each pixel, the pool averages pixels within each channel,
+    and a bias survives averaging unchanged. Pooling first is the same result with fewer FLOPs (a
+    2x2 pool: 4x fewer). DenseNet's transitions are norm -> relu -> conv 1x1 -> avg pool 2x2, so
+    about 0.6 of its 5.7 GFLOP per image shrink to 0.15. Rewritten only where the pool is the conv's
+    only consumer; the pool node now reads the conv's input, the conv reads the pool, and whatever
+    read the pool reads the conv.
+
 Each returns a new Graph; the input model is not changed. ``minicnn.pretrained.fast_densenet``
 applies both to a DenseNet.
 """
@@ -28,6 +37,7 @@ import numpy as np
 
 from .errors import UsageError
 from .layers.norm import BatchNorm2D
+from .layers.pool import AvgPool2D
 from .layers.shape import BufferedConcat, Concat
 from .model import Graph
 
@@ -131,3 +141,55 @@ def use_concat_buffers(model: Graph) -> Graph:
     g.output_name = model.output_name
     return g
 
+
+
+def _is_pointwise_conv(layer) -> bool:
+    """A 1x1, stride-1, dilation-1, unpadded conv (any groups): it acts on each pixel alone."""
+    if not _is_conv(layer) or type(layer).__name__ == "SeparableConv2D":
+        return False
+    if tuple(layer.kernel_size) != (1, 1) or tuple(layer.stride) != (1, 1):
+        return False
+    return isinstance(layer.padding, str) or not any(layer._pads((1, 1)))
+
+
+def _is_unpadded_avg_pool(layer) -> bool:
+    if type(layer) is not AvgPool2D:
+        return False
+    if isinstance(layer.padding, str):
+        return layer.padding.lower() == "valid"
+    pad = layer.padding if isinstance(layer.padding, (list, tuple)) else [layer.padding]
+    return not any(pad)
+
+
+def poolable_pairs(model: Graph) -> list[tuple[str, str]]:
+    """``(conv, pool)`` node pairs where a pointwise conv's only consumer is an unpadded average pool."""
+    consumers = _consumers(model)
+    pairs = []
+    for n in model.nodes.values():
+        if _is_unpadded_avg_pool(n.layer) and len(n.inputs) == 1 and n.inputs[0] in model.nodes:
+            src = model.nodes[n.inputs[0]]
+            if _is_pointwise_conv(src.layer) and consumers[src.name] == [n.name]:
+                pairs.append((src.name, n.name))
+    return pairs
+
+
+def pool_before_pointwise_conv(model: Graph) -> Graph:
+    """A new Graph where each ``conv 1x1 -> avg pool`` pair runs as ``avg pool -> conv 1x1`` (module doc).
+
+    Node names are kept; ``meta['pooled_first']`` lists the conv nodes moved after their pool.
+    """
+    pairs = dict(poolable_pairs(model))            # conv -> pool
+    pool_to_conv = {pool: conv for conv, pool in pairs.items()}
+    g = _copy_graph_shell(model)
+    for n in model.nodes.values():
+        if n.name in pairs:                        # the conv: added right after its pool
+            continue
+        if n.name in pool_to_conv:
+            conv = model.nodes[pool_to_conv[n.name]]
+            g.add(n.name, copy.deepcopy(n.layer), inputs=list(conv.inputs))
+            g.add(conv.name, copy.deepcopy(conv.layer), inputs=[n.name])
+            continue
+        g.add(n.name, copy.deepcopy(n.layer), inputs=[pool_to_conv.get(i, i) for i in n.inputs])
+    g.output_name = pool_to_conv.get(model.output_name, model.output_name)
+    g.meta["pooled_first"] = sorted(pairs)
+    return g

@@ -37,6 +37,7 @@ ALLOWED = {
                    "transfer", "distributed",
                    "small_cnn", "report", "viz", "gradcam"},
     "distributed": {"model", "serialization", "data", "predict", "transfer"},
+    "profiling": {"model", "layers"},
     "demo": {"metrics", "gradcam", "pretrained", "report", "model", "serialization", "viz", "data", "predict"},
 }
 # The one upward arrow allowed: Graph.compile/fit/evaluate import minicnn.fitting inside the method
