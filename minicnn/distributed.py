@@ -80,8 +80,10 @@ def connect(address: str) -> Client:
         if not n.isdigit() or int(n) < 1:
             raise UsageError(f"--dask local:N needs a positive number of workers, got {address!r}")
         with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
+            # one thread per worker, and Numba's thread pool sized to it from the start (an idle
+            # second OpenMP thread would only compete for the cores the other workers use)
             cluster = LocalCluster(n_workers=int(n), threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address=None)
+                                   host="127.0.0.1", dashboard_address=None, env={"NUMBA_NUM_THREADS": "1"})
         client = Client(cluster)
         client._minicnn_owns_cluster = cluster                   # closed with the client by `close`
         return client
