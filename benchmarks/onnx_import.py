@@ -1,6 +1,6 @@
 """An ONNX-imported torchvision DenseNet121 against minicnn's native DenseNet121, same weights.
 
-    python benchmarks/onnx_import.py [--quick] [--json PATH] [--batch 3]
+    python benchmarks/onnx_import.py [--quick | --tiny] [--json PATH]
 
 torchvision's densenet121 (random weights) is saved as a state dict (read by the native builder)
 and exported with torch.onnx.export (TorchScript exporter; the dynamo exporter gives the same
@@ -28,19 +28,20 @@ def main(argv=None):
     from minicnn.pretrained import densenet121
     torch.manual_seed(0)
     net = torchvision.models.densenet121(weights=None).eval()
-    x = np.random.default_rng(0).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    size, batch = (32, 2) if args.tiny else (224, 3)          # --tiny: the script runs (the times mean nothing)
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
     with tempfile.TemporaryDirectory() as d:
         pth, onx = os.path.join(d, "d121.pth"), os.path.join(d, "d121.onnx")
         torch.save(net.state_dict(), pth)
-        torch.onnx.export(net, (torch.zeros(1, 3, 224, 224),), onx, dynamo=False, input_names=["x"],
+        torch.onnx.export(net, (torch.zeros(1, 3, size, size),), onx, dynamo=False, input_names=["x"],
                           dynamic_axes={"x": {0: "N"}})
-        native, imported = densenet121(weights=pth), minicnn.load_onnx(onx)
+        native, imported = densenet121(weights=pth, input_shape=(3, size, size)), minicnn.load_onnx(onx)
     err = check_close("imported vs native", imported.predict(x), native.predict(x), 1e-4)
     t_native = median_time(lambda: native.predict(x), args.repeats)
     t_imported = median_time(lambda: imported.predict(x), args.repeats)
     result = {"batch": len(x), "native_s": t_native, "imported_s": t_imported, "ratio": t_imported / t_native,
               "rel_err": err}
-    print(f"DenseNet121 224x224 batch {len(x)}: native {t_native:.3f} s, ONNX-imported {t_imported:.3f} s, "
+    print(f"DenseNet121 {size}x{size} batch {len(x)}: native {t_native:.3f} s, ONNX-imported {t_imported:.3f} s, "
           f"ratio {t_imported / t_native:.2f} (outputs agree to {err:.1e})")
     if args.json:
         import json

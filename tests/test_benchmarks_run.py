@@ -27,11 +27,12 @@ COMMANDS = {
     "conv.py": ["--tiny"],
     "densenet.py": ["--batches", "1", "--repeats", "1", "--rounds", "1", "--size", "32", "--fast"],
     "dask_overhead.py": ["--images", "4", "--size", "32", "--rounds", "1", "--shard", "2"],
+    "onnx_import.py": ["--tiny"],
 }
 NEEDS = {"run_all.py": ("torch", "torchvision"), "conv.py": (), "densenet.py": ("torch", "torchvision"),
-         "dask_overhead.py": ("dask", "distributed")}
+         "dask_overhead.py": ("dask", "distributed"), "onnx_import.py": ("torch", "torchvision", "onnx")}
 PRINTS = {"run_all.py": "densenet121-b1", "conv.py": "forward+backward", "densenet.py": "per-round time ratios",
-          "dask_overhead.py": "per-task overhead"}
+          "dask_overhead.py": "per-task overhead", "onnx_import.py": "ONNX-imported"}
 
 
 def test_benchmark_scripts_run_on_tiny_sizes(tmp_path):
