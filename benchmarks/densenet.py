@@ -29,27 +29,15 @@ import sys
 import tempfile
 import time
 
-
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux: write 5 to /proc/self/clear_refs) so that loading
-    the weights does not hide the inference peak; False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _harness as H  # noqa: E402
 
 
 def _rss_mb() -> float:
     """Peak RSS in MB: VmHWM (resettable) when /proc is there, else ru_maxrss."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
+    hwm = H.status_kb("VmHWM")
+    if hwm is not None:
+        return hwm / 1024.0
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0       # Linux: KiB
 
 
@@ -77,7 +65,7 @@ def worker(kind: str, batch: int, repeats: int, weights: str | None, fast: bool,
         def run(v=x):
             return model.predict(v, batch_size=len(v))
     run(rng.standard_normal((1, 3, 64, 64)).astype(np.float32))   # small warm-up: Numba loads its kernels
-    reset = _reset_peak()
+    reset = H.reset_peak()
     base = _rss_mb()
     out = run()                                  # warm-up at full size
     times = []

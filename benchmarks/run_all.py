@@ -64,29 +64,6 @@ LR = 1e-3
 
 
 # ------------------------------------------------------------------------------------------------
-# memory
-# ------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-# ------------------------------------------------------------------------------------------------
 # networks
 # ------------------------------------------------------------------------------------------------
 def _torchvision_net(net: str):
@@ -176,8 +153,8 @@ def worker(a) -> dict:
             model.backward(np.zeros_like(z), input_grad=False)
             model.load_state_dict(saved)
             flops = 3 * batch * _conv_dense_flops(model, x[:1])[1]
-        base = _status_kb("VmRSS")
-        reset = _reset_peak()
+        base = H.status_kb("VmRSS")
+        reset = H.reset_peak()
         t0 = time.perf_counter()
         if kind == "infer":
             out, flops = _conv_dense_flops(model, x)                          # the full-size warm-up
@@ -193,8 +170,8 @@ def worker(a) -> dict:
 
         def run():
             return sess.run(None, {name: x})[0]
-        base = _status_kb("VmRSS")
-        reset = _reset_peak()
+        base = H.status_kb("VmRSS")
+        reset = H.reset_peak()
         t0 = time.perf_counter()
         out = run()
     else:
@@ -233,8 +210,8 @@ def worker(a) -> dict:
                   ty[:len(small)]).backward()
             mod.load_state_dict(saved)
             opt.zero_grad(set_to_none=True)
-        base = _status_kb("VmRSS")
-        reset = _reset_peak()
+        base = H.status_kb("VmRSS")
+        reset = H.reset_peak()
         t0 = time.perf_counter()
         out = run()
     warm = time.perf_counter() - t0
@@ -243,7 +220,7 @@ def worker(a) -> dict:
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-    peak = _status_kb("VmHWM")
+    peak = H.status_kb("VmHWM")
     if a.check:
         np.save(a.check, np.asarray(out, np.float64))
     return {"framework": fw, "median_s": statistics.median(times), "times": times, "warmup_s": warm,

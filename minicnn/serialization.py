@@ -52,15 +52,26 @@ def _pos_int(limit):
     return check
 
 
-def _pair(v):
-    items = v if isinstance(v, list) else [v]
-    if not (1 <= len(items) <= 2 and all(_is_int(i) and 1 <= i <= MAX_WINDOW for i in items)):
-        raise _Bad(f"must be a positive int or a pair of them (at most {MAX_WINDOW})")
+def _or_none(check):
+    """``check``, with null allowed."""
+    def check_or_none(v):
+        if v is not None:
+            check(v)
+    return check_or_none
 
 
-def _pair_or_none(v):
-    if v is not None:
-        _pair(v)
+def _pairs(low: int):
+    """An int >= ``low`` or a pair of them (window sizes, strides, dilations; 0 for output padding)."""
+    what = "a positive" if low == 1 else "a non-negative"
+
+    def check(v):
+        items = v if isinstance(v, list) else [v]
+        if not (1 <= len(items) <= 2 and all(_is_int(i) and low <= i <= MAX_WINDOW for i in items)):
+            raise _Bad(f"must be {what} int or a pair of them (at most {MAX_WINDOW})")
+    return check
+
+
+_pair = _pairs(1)
 
 
 def _padding(v):
@@ -74,11 +85,6 @@ def _padding(v):
 def _number(v):
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise _Bad("must be a finite number")
-
-
-def _number_or_none(v):
-    if v is not None:
-        _number(v)
 
 
 def _numbers(v):
@@ -106,36 +112,15 @@ def _ints(v):
         raise _Bad(f"must be a list of at most {MAX_RANK * 2} ints")
 
 
-def _ints_or_none(v):
-    if v is not None:
-        _ints(v)
-
-
 def _int_or_ints(v):
     v = [v] if _is_int(v) else v
     if not (isinstance(v, list) and len(v) <= MAX_DIM and all(_is_int(i) and abs(i) < 2 ** 63 for i in v)):
         raise _Bad(f"must be an int or a list of at most {MAX_DIM:,} ints")
 
 
-def _nonneg_pair(v):
-    items = v if isinstance(v, list) else [v]
-    if not (1 <= len(items) <= 2 and all(_is_int(i) and 0 <= i <= MAX_WINDOW for i in items)):
-        raise _Bad(f"must be a non-negative int or a pair of them (at most {MAX_WINDOW})")
-
-
-def _numbers_or_none(v):
-    if v is not None:
-        _numbers(v)
-
-
 def _dims(v):
     if not (isinstance(v, list) and len(v) <= MAX_RANK and all(_is_int(i) and 0 <= i <= MAX_DIM for i in v)):
         raise _Bad(f"must be a list of at most {MAX_RANK} non-negative ints (at most {MAX_DIM:,})")
-
-
-def _dims_or_none(v):
-    if v is not None:
-        _dims(v)
 
 
 def _thresholds(v):
@@ -153,26 +138,26 @@ def _axis(v):
 _CHECKS = {"in_channels": _pos_int(MAX_DIM), "out_channels": _pos_int(MAX_DIM), "num_features": _pos_int(MAX_DIM),
            "in_features": _pos_int(MAX_DIM), "out_features": _pos_int(MAX_DIM), "groups": _pos_int(MAX_DIM),
            "depth_multiplier": _pos_int(MAX_DIM), "capacity": _pos_int(MAX_DIM),
-           "kernel_size": _pair, "dilation": _pair, "output_size": _pair, "stride": _pair_or_none,
-           "padding": _padding, "eps": _number, "momentum": _number, "p": _number, "alpha": _number_or_none,
+           "kernel_size": _pair, "dilation": _pair, "output_size": _pair, "stride": _or_none(_pair),
+           "padding": _padding, "eps": _number, "momentum": _number, "p": _number, "alpha": _or_none(_number),
            "scale": _bool, "offset": _numbers, "bias": _bool, "center": _bool, "count_include_pad": _bool,
            "continues": _bool, "init": _str, "method": _str, "name": _str, "seed": _seed, "axis": _axis}
 _CLASS_CHECKS = {("Rescaling", "scale"): _numbers,
                  # ONNX operator layers (minicnn.layers.onnx_ops)
-                 ("Binary", "op"): _str, ("Binary", "const_shape"): _dims_or_none, ("Binary", "const_first"): _bool,
+                 ("Binary", "op"): _str, ("Binary", "const_shape"): _or_none(_dims), ("Binary", "const_first"): _bool,
                  ("Reshape", "shape"): _ints, ("Transpose", "perm"): _dims,
                  ("Pad", "pads"): _ints, ("Pad", "mode"): _str, ("Pad", "value"): _number,
-                 ("Clip", "min"): _number_or_none, ("Clip", "max"): _number_or_none,
+                 ("Clip", "min"): _or_none(_number), ("Clip", "max"): _or_none(_number),
                  ("OnnxSoftmax", "log"): _bool, ("OnnxSoftmax", "coerce_2d"): _bool,
                  ("HardSigmoid", "beta"): _number, ("HardSigmoid", "swish"): _bool,
                  ("PRelu", "slope_shape"): _dims,
-                 ("Reduce", "op"): _str, ("Reduce", "axes"): _ints_or_none, ("Reduce", "keepdims"): _bool,
+                 ("Reduce", "op"): _str, ("Reduce", "axes"): _or_none(_ints), ("Reduce", "keepdims"): _bool,
                  ("Slice", "starts"): _ints, ("Slice", "ends"): _ints, ("Slice", "axes"): _ints,
-                 ("Slice", "steps"): _ints_or_none,
-                 ("Unary", "p"): _number_or_none,
+                 ("Slice", "steps"): _or_none(_ints),
+                 ("Unary", "p"): _or_none(_number),
                  ("LRN", "size"): _pos_int(MAX_WINDOW), ("LRN", "beta"): _number, ("LRN", "bias"): _number,
-                 ("ConvTranspose2D", "output_padding"): _nonneg_pair,
-                 ("Resize", "scales"): _numbers_or_none, ("Resize", "sizes"): _dims_or_none, ("Resize", "mode"): _str,
+                 ("ConvTranspose2D", "output_padding"): _pairs(0),
+                 ("Resize", "scales"): _or_none(_numbers), ("Resize", "sizes"): _or_none(_dims), ("Resize", "mode"): _str,
                  ("Resize", "coordinate_transformation_mode"): _str, ("Resize", "nearest_mode"): _str,
                  ("Gather", "indices"): _int_or_ints, ("Expand", "shape"): _ints, ("DilatedPool2D", "kind"): _str,
                  ("Tile", "repeats"): _dims,

@@ -569,21 +569,15 @@ class LRN(Layer):
         super().__init__()
         self.size, self.alpha, self.beta, self.bias = int(size), float(alpha), float(beta), float(bias)
 
-    def _window_sum(self, a):
+    def _window_sum(self, a, mirrored: bool = False):
+        """Sum of ``a`` over each channel's window; ``mirrored``: its transpose (for the backward)."""
         lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
+        if mirrored:
+            lo, hi = hi, lo
         C = a.shape[1]
         cs = np.concatenate([np.zeros_like(a[:, :1]), np.cumsum(a, axis=1)], axis=1)
         top = np.minimum(np.arange(C) + hi + 1, C)
         bot = np.maximum(np.arange(C) - lo, 0)
-        return cs[:, top] - cs[:, bot]
-
-    def _adjoint_window_sum(self, g):
-        """The transpose of ``_window_sum`` (the window mirrored)."""
-        lo, hi = (self.size - 1) // 2, -(-(self.size - 1) // 2)
-        C = g.shape[1]
-        cs = np.concatenate([np.zeros_like(g[:, :1]), np.cumsum(g, axis=1)], axis=1)
-        top = np.minimum(np.arange(C) + lo + 1, C)
-        bot = np.maximum(np.arange(C) - hi, 0)
         return cs[:, top] - cs[:, bot]
 
     def forward(self, x, training: bool = False):
@@ -598,7 +592,8 @@ class LRN(Layer):
         if not need_dx:
             return None
         t = dy * x * (-self.beta) * s ** (-self.beta - 1)
-        return (dy * s ** -self.beta + 2 * self.alpha / self.size * x * self._adjoint_window_sum(t)).astype(dy.dtype)
+        dx = dy * s ** -self.beta + 2 * self.alpha / self.size * x * self._window_sum(t, mirrored=True)
+        return dx.astype(dy.dtype)
 
     def get_config(self):
         return {"size": self.size, "alpha": self.alpha, "beta": self.beta, "bias": self.bias}

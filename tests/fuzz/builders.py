@@ -61,18 +61,20 @@ def _torch_sd():
             "bn.num_batches_tracked": torch.tensor(3)}
 
 
-def pth_zip() -> bytes:
+def _torch_bytes(obj, legacy: bool = False) -> bytes:
+    """``torch.save(obj)`` as bytes: the zip serialization, or the legacy (torch < 1.6) one."""
     import torch
     bio = io.BytesIO()
-    torch.save(_torch_sd(), bio)
+    torch.save(obj, bio, _use_new_zipfile_serialization=not legacy)
     return bio.getvalue()
+
+
+def pth_zip() -> bytes:
+    return _torch_bytes(_torch_sd())
 
 
 def pth_legacy() -> bytes:
-    import torch
-    bio = io.BytesIO()
-    torch.save(_torch_sd(), bio, _use_new_zipfile_serialization=False)
-    return bio.getvalue()
+    return _torch_bytes(_torch_sd(), legacy=True)
 
 
 def keras_h5() -> bytes:
@@ -176,17 +178,11 @@ def _xrv_tiny():
 
 
 def xrv_zip() -> bytes:
-    import torch
-    bio = io.BytesIO()
-    torch.save(_xrv_tiny(), bio)
-    return bio.getvalue()
+    return _torch_bytes(_xrv_tiny())
 
 
 def xrv_legacy() -> bytes:
-    import torch
-    bio = io.BytesIO()
-    torch.save(_xrv_tiny(), bio, _use_new_zipfile_serialization=False)
-    return bio.getvalue()
+    return _torch_bytes(_xrv_tiny(), legacy=True)
 
 
 def xrv_full() -> bytes:
@@ -195,9 +191,7 @@ def xrv_full() -> bytes:
     import torch
     import torchxrayvision as xrv
     torch.manual_seed(0)
-    bio = io.BytesIO()
-    torch.save(xrv.models.DenseNet(weights=None).eval(), bio)
-    return bio.getvalue()
+    return _torch_bytes(xrv.models.DenseNet(weights=None).eval())
 
 
 def xrv_oldtorch(tmp: Path) -> bytes:
