@@ -35,6 +35,9 @@ import numpy as np
 import numba
 from numba import njit, prange
 
+from minicnn.kernels.conv import conv2d_forward
+from minicnn.shapes import conv_output_size
+
 FB = 16
 FASTMATH = {"contract", "nsz", "arcp", "nnan", "ninf"}
 
@@ -73,7 +76,7 @@ def prepare(x, W, pad, P=8, NB=2):
     F, _, KH, KW = W.shape
     xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
     Hp, Wp = H + 2 * pad, Wd + 2 * pad
-    OH, OW = Hp - KH + 1, Wp - KW + 1
+    OH, OW = conv_output_size(H, KH, 1, pad, pad, 1), conv_output_size(Wd, KW, 1, pad, pad, 1)
     assert OW % P == 0, "prototype: output width must be a multiple of P"
     NPOS = N * OH * OW
     ntile = NPOS // P
@@ -95,18 +98,21 @@ def prepare(x, W, pad, P=8, NB=2):
 
 def main():
     kern = make_kernel()
-    from minicnn.kernels.conv import conv2d_forward
+    compiled = False
     for (N, C, H, F, k, pad) in [(8, 128, 56, 32, 3, 1), (8, 256, 56, 128, 1, 0), (1, 128, 56, 32, 3, 1)]:
         rng = np.random.default_rng(0)
         x = rng.standard_normal((N, C, H, H), dtype=np.float32)
         W = rng.standard_normal((F, C, k, k), dtype=np.float32)
         args, y = prepare(x, W, pad)
-        old = numba.core.config.SLP_VECTORIZE
-        numba.core.config.SLP_VECTORIZE = 1
-        try:
-            kern(*args)                     # compiles with the SLP vectorizer on
-        finally:
-            numba.core.config.SLP_VECTORIZE = old
+        if not compiled:                    # one signature for every shape: compile once, SLP on
+            old = numba.core.config.SLP_VECTORIZE
+            numba.core.config.SLP_VECTORIZE = 1
+            try:
+                kern(*args)
+            finally:
+                numba.core.config.SLP_VECTORIZE = old
+            compiled = True
+        kern(*args)                         # warm-up
         ts = []
         for _ in range(7):
             t = time.perf_counter()
@@ -114,7 +120,7 @@ def main():
             ts.append(time.perf_counter() - t)
         ref = conv2d_forward(x, W, None, padding=pad)
         err = float(np.abs(y - ref).max() / np.abs(ref).max())
-        fl = 2 * N * F * H * H * C * k * k
+        fl = 2 * y.size * C * k * k
         print(f"{(N, C, H, F, k)}: rel err {err:.1e}, {fl / min(ts) / 1e9:.0f} GFLOP/s (best of 7)")
 
 
