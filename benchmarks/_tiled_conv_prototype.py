@@ -23,7 +23,8 @@ How it works (what the next step builds into ``minicnn/kernels``):
   ``vgatherqps`` and the kernel drops to ~85 GFLOP/s. So this prototype needs OW % 8 == 0.
 * indices that LLVM cannot prove non-negative cost a wraparound select per load: taps are uint64,
   views are sliced once per task.
-Left to do: OW not a multiple of 8 (an overlapping last tile, or P = OW kernels), stride > 1,
+Now wired in as ``minicnn.kernels.conv_tiled`` (method "tiled"); this script stays as the experiment.
+Left to do here: stride > 1,
 padding without a copy (BN+ReLU writing into a padded buffer), bias/ReLU epilogue, the packed-weight
 cache and its invalidation, backward kernels, wiring as ``method="tiled"`` with equality tests.
 """

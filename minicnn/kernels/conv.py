@@ -32,8 +32,13 @@ several methods (``method=``), each in its own file:
                   are then x itself, transposed
 ``direct``        ``conv_direct.py``: one input channel per group (depthwise): direct Numba loops,
                   since the per-group matrix products would be tiny
+``tiled``         ``conv_tiled.py``: float32, groups=1, stride 1 forward: a register-tiled direct
+                  conv (8 positions x 32 filters per Numba task, no columns, no BLAS); its
+                  backward is the banded one
 ``auto``          the default: ``direct`` for Cg == 1 with G > 1, else ``pointwise`` where it
-                  applies, else ``banded`` (:func:`conv_method` tells which)
+                  applies, else ``tiled`` forward for at most 64 filters with C*KH*KW >= 288
+                  (DenseNet's 3x3 convs: measured 1.15-1.4x faster than ``banded``; slower
+                  with many filters), else ``banded`` (:func:`conv_method` tells which)
 ================  ===============================================================================
 
 Why banded is the default: Numba's threads and BLAS's threads share the cores, and OpenBLAS's
@@ -51,10 +56,10 @@ import numpy as np
 from ..errors import UsageError
 from ..shapes import as_pair, conv_output_size
 from ..runtime import ensure_configured
-from . import conv_banded, conv_direct, conv_im2col, conv_pointwise
+from . import conv_banded, conv_direct, conv_im2col, conv_pointwise, conv_tiled
 from .conv_common import is_pointwise
 
-CONV_METHODS = ("auto", "reference", "im2col", "banded", "pointwise", "direct")
+CONV_METHODS = ("auto", "reference", "im2col", "banded", "pointwise", "direct", "tiled")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -113,7 +118,16 @@ def _pointwise(g: ConvGeometry, w_shape) -> bool:
     return is_pointwise(w_shape[2], w_shape[3], g.sh, g.sw, g.pt, g.pb, g.pl, g.pr)
 
 
-def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool) -> str:
+def _tiled_pays(w_shape) -> bool:
+    """Where ``tiled`` beat ``banded`` (2026-12-02, 2 cores, GFLOP/s tiled/banded): few filters and
+    long dot products, where a GEMM with only F rows is weak: (8,128,56^2 -> 32, 3x3) 147/104,
+    (8,128,14^2 -> 32) 120/103, (8,32,56^2 -> 64) 115/108; slower with many filters or short taps:
+    (1,64,224^2 -> 64) 105/133, (1,512,14^2 -> 512) 88/92, (1,3,224^2 -> 64) 26/49, 1x7 (128 -> 128) 66/93."""
+    F, Cg, KH, KW = w_shape
+    return F <= 64 and Cg * KH * KW >= 288
+
+
+def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool, dtype) -> str:
     """The method that runs: ``auto``'s choice, or ``method`` itself once checked against the geometry."""
     if method not in CONV_METHODS:
         raise UsageError(f"unknown conv method {method!r}; choose one of {', '.join(CONV_METHODS)}")
@@ -123,6 +137,8 @@ def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool) -> str:
             return "direct"
         if _pointwise(g, w_shape) and (backward or g.G == 1):
             return "pointwise"
+        if not backward and _tiled_pays(w_shape) and conv_tiled.applies(dtype, w_shape, g) is None:
+            return "tiled"
         return "banded"
     if method == "direct" and Cg != 1:
         raise UsageError(f"conv method 'direct' needs one input channel per group (depthwise), "
@@ -131,22 +147,31 @@ def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool) -> str:
         raise UsageError(f"conv method 'pointwise' needs a 1x1 kernel, stride 1, no padding (and groups=1 forward), "
                          f"got W.shape={tuple(w_shape)}, stride={(g.sh, g.sw)}, padding={(g.pt, g.pb, g.pl, g.pr)}, "
                          f"groups={g.G}")
+    if method == "tiled" and not backward:
+        why = conv_tiled.applies(dtype, w_shape, g)
+        if why is not None:
+            raise UsageError(f"conv method 'tiled' needs {why} (float32, groups=1, stride 1, at least "
+                             f"{conv_tiled.P} output positions per sample), got dtype={np.dtype(dtype).name}, "
+                             f"W.shape={tuple(w_shape)}, stride={(g.sh, g.sw)}, groups={g.G}; use method='auto'")
     return method
 
 
 def conv_method(x_shape, w_shape, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1,
-                method="auto", backward=False) -> str:
-    """The method ``conv2d_forward`` (``backward=True``: ``conv2d_backward``) runs for these arguments."""
-    return _resolve(method, conv_geometry(x_shape, w_shape, stride, padding, dilation, groups), w_shape, backward)
+                method="auto", backward=False, dtype="float32") -> str:
+    """The method ``conv2d_forward`` (``backward=True``: ``conv2d_backward``) runs for these
+    arguments, for an input of ``dtype``."""
+    return _resolve(method, conv_geometry(x_shape, w_shape, stride, padding, dilation, groups), w_shape, backward,
+                    dtype)
 
 
 # ------------------------------------------------------------------------------------------------
 # entry points
 # ------------------------------------------------------------------------------------------------
 _FORWARD = {"im2col": conv_im2col.forward, "banded": conv_banded.forward,
-            "pointwise": conv_pointwise.forward, "direct": conv_direct.forward}
+            "pointwise": conv_pointwise.forward, "direct": conv_direct.forward, "tiled": conv_tiled.forward}
 _BACKWARD = {"im2col": conv_im2col.backward, "banded": conv_banded.backward,
-             "pointwise": conv_pointwise.backward, "direct": conv_direct.backward}
+             "pointwise": conv_pointwise.backward, "direct": conv_direct.backward,
+             "tiled": conv_banded.backward}
 
 
 def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, method="auto"):
@@ -157,7 +182,7 @@ def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     """
     x = np.ascontiguousarray(x)
     g = conv_geometry(x.shape, W.shape, stride, padding, dilation, groups)
-    method = _resolve(method, g, W.shape, backward=False)
+    method = _resolve(method, g, W.shape, backward=False, dtype=x.dtype)
     if method == "reference":
         return conv2d_forward_reference(x, W, b, stride, padding, dilation, groups)
     W = np.ascontiguousarray(W, dtype=x.dtype)
@@ -179,7 +204,7 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     N, F = x.shape[0], W.shape[0]
     if dy.shape != (N, F, g.OH, g.OW):
         raise UsageError(f"conv2d_backward: dy.shape={dy.shape}, expected {(N, F, g.OH, g.OW)}")
-    method = _resolve(method, g, W.shape, backward=True)
+    method = _resolve(method, g, W.shape, backward=True, dtype=x.dtype)
     if method == "reference":
         return conv2d_backward_reference(dy, x, W, stride, padding, dilation, groups, need_dx, need_dW)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)

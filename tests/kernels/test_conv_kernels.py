@@ -3,19 +3,22 @@
 Geometries are built to be valid by construction: draw kernel, stride, dilation, padding and groups,
 then derive the smallest input that gives at least one output row/column and add a little. A
 method that only applies to some geometries (``direct``: one input channel per group;
-``pointwise``: 1x1, stride 1, no padding, groups 1 forward) gets geometries of that kind.
+``pointwise``: 1x1, stride 1, no padding, groups 1 forward; ``tiled``: stride 1, groups 1, at least 8
+output columns) gets geometries of that kind.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, note
 from hypothesis import strategies as st
 
-from minicnn.kernels import conv_im2col
+from minicnn.errors import UsageError
+from minicnn.kernels import conv_im2col, conv_tiled
 from minicnn.kernels.conv import (CONV_METHODS, conv2d_backward, conv2d_backward_reference, conv2d_forward,
                                   conv2d_forward_reference, conv_geometry, conv_method)
 
 TOL = {np.float32: 1e-4, np.float64: 1e-10}
-FAST_METHODS = [m for m in CONV_METHODS if m != "reference"]          # auto, im2col, banded, pointwise, direct
+FAST_METHODS = [m for m in CONV_METHODS if m != "reference"]   # auto, im2col, banded, pointwise, direct, tiled
 
 
 def rel_err(a, b):
@@ -25,14 +28,14 @@ def rel_err(a, b):
 @st.composite
 def geometries(draw, method="auto", backward=False):
     """A valid geometry; of the kind ``method`` needs (``backward``: pointwise may have groups)."""
-    pointwise = method == "pointwise"
+    pointwise, tiled = method == "pointwise", method == "tiled"
     KH, KW = (1, 1) if pointwise else (draw(st.integers(1, 4), label="KH"), draw(st.integers(1, 4), label="KW"))
-    stride = (1, 1) if pointwise else (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
+    stride = (1, 1) if pointwise or tiled else (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
     dilation = (draw(st.integers(1, 2), label="dh"), draw(st.integers(1, 2), label="dw"))
     padding = (0, 0, 0, 0) if pointwise else tuple(draw(st.integers(0, 2), label=name)
                                                     for name in ("top", "bottom", "left", "right"))
-    G = 1 if pointwise and not backward else draw(st.integers(1, 3), label="groups")
-    dw_mode = True if method == "direct" else draw(st.booleans(), label="depthwise")
+    G = 1 if (pointwise and not backward) or tiled else draw(st.integers(1, 3), label="groups")
+    dw_mode = True if method == "direct" else False if tiled else draw(st.booleans(), label="depthwise")
     if dw_mode:                                       # one input channel per group (direct kernel)
         Cg, Fg = 1, draw(st.integers(1, 3), label="depth multiplier")
     else:
@@ -40,6 +43,7 @@ def geometries(draw, method="auto", backward=False):
     # the smallest padded extent that holds one dilated kernel window, then a few more rows/cols
     H = max(1, dilation[0] * (KH - 1) + 1 - padding[0] - padding[1]) + draw(st.integers(0, 4), label="extra H")
     W = max(1, dilation[1] * (KW - 1) + 1 - padding[2] - padding[3]) + draw(st.integers(0, 4), label="extra W")
+    W += 8 * tiled                                    # tiled: at least 8 output positions per sample
     N = draw(st.integers(1, 2), label="N")
     return dict(N=N, C=Cg * G, H=H, W=W, F=Fg * G, KH=KH, KW=KW, stride=stride, padding=padding,
                 dilation=dilation, groups=G)
@@ -65,6 +69,10 @@ def test_forward_matches_reference(method, dtype, data, seed, use_bias):
     note(g)
     x, W, b = make(g, dtype, seed)
     b = b if use_bias else None
+    if method == "tiled" and dtype == np.float64:
+        with pytest.raises(UsageError, match="'tiled' needs float32"):
+            conv2d_forward(x, W, b, **conv_args(g), method=method)
+        return
     y = conv2d_forward(x, W, b, **conv_args(g), method=method)
     y_ref = conv2d_forward_reference(x, W, b, **conv_args(g))
     assert np.array_equal(conv2d_forward(x, W, b, **conv_args(g), method="reference"), y_ref)
@@ -133,10 +141,60 @@ def test_im2col_chunks_match_reference():
     ((2, 8, 9, 9), (4, 8, 1, 1), dict(stride=2), "banded", "banded"),
     ((2, 8, 9, 9), (4, 8, 3, 3), dict(padding=1), "banded", "banded"),
     ((2, 1, 9, 9), (4, 1, 3, 3), dict(), "banded", "banded"),                           # one channel, groups 1
+    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # DenseNet's 3x3
+    ((2, 128, 9, 9), (128, 128, 3, 3), dict(padding=1), "banded", "banded"),            # many filters
+    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1, stride=2), "banded", "banded"),
+    ((2, 128, 3, 3), (32, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # 13 wide positions
+    ((2, 128, 2, 2), (32, 128, 3, 3), dict(padding=1), "banded", "banded"),             # 6 wide positions
 ])
 def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
     assert conv_method(x_shape, w_shape, **kw) == forward
     assert conv_method(x_shape, w_shape, **kw, backward=True) == backward
+
+
+def test_auto_takes_tiled_for_float32_only():
+    assert conv_method((2, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64) == "banded"
+
+
+@pytest.mark.parametrize("N, C, H, W, F, k, padding, dilation", [
+    (2, 128, 7, 7, 32, 3, 1, 1),           # DenseNet's last block: 7 columns, wide rows of 9
+    (1, 9, 14, 14, 33, 3, 1, 1),           # F one past a 32-filter group
+    (3, 5, 5, 11, 70, 3, (1, 0, 2, 1), (1, 2)),
+    (2, 6, 1, 9, 64, 1, 0, 1),             # 1x1 over a 9-wide single row: the overlapping last tile
+    (1, 4, 4, 4, 16, (2, 3), 2, 1),        # 16 positions, wide rows of 8
+])
+def test_tiled_matches_reference_across_tiles_and_filter_groups(N, C, H, W, F, k, padding, dilation):
+    rng = np.random.default_rng(0)
+    k = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    Wt = rng.standard_normal((F, C, *k)).astype(np.float32)
+    b = rng.standard_normal(F).astype(np.float32)
+    y = conv2d_forward(x, Wt, b, padding=padding, dilation=dilation, method="tiled")
+    y_ref = conv2d_forward_reference(x.astype(np.float64), Wt.astype(np.float64), b.astype(np.float64),
+                                     padding=padding, dilation=dilation)
+    assert y.dtype == np.float32 and y.shape == y_ref.shape
+    assert rel_err(y, y_ref) < 1e-5
+    # the same call again and a call with a changed weight: nothing is cached between calls
+    assert np.array_equal(conv2d_forward(x, Wt, b, padding=padding, dilation=dilation, method="tiled"), y)
+    Wt[0] += 1.0
+    y2 = conv2d_forward(x, Wt, b, padding=padding, dilation=dilation, method="tiled")
+    assert rel_err(y2, conv2d_forward_reference(x, Wt, b, padding=padding, dilation=dilation)) < 1e-5
+
+
+def test_tiled_kernel_file_is_its_generator_output():
+    with open(conv_tiled.GENERATED) as fh:
+        assert fh.read() == conv_tiled.kernel_source(), \
+            "regenerate minicnn/kernels/_conv_tiled_kernel.py with: python -m minicnn.kernels.conv_tiled"
+
+
+@pytest.mark.parametrize("w_shape, kw, match", [
+    ((4, 2, 3, 3), dict(groups=2), "groups=1"),
+    ((4, 4, 3, 3), dict(stride=2), "stride 1"),
+    ((4, 4, 3, 3), dict(), "at least 8 output positions"),
+])
+def test_tiled_refuses_geometries_it_does_not_cover(w_shape, kw, match):
+    with pytest.raises(UsageError, match=match):
+        conv2d_forward(np.zeros((1, 4, 4, 4), np.float32), np.zeros(w_shape, np.float32), None, method="tiled", **kw)
 
 
 @pytest.mark.parametrize("w_shape, kw, method, match", [

@@ -1,0 +1,139 @@
+"""Conv method ``tiled``: a register-tiled direct convolution (float32 forward, groups=1, stride 1).
+
+No columns and no BLAS: a Numba task computes P=8 consecutive output positions x NB=2 blocks of 16
+filters, 256 accumulators held as plain local scalars so that LLVM keeps them in 16 vector
+registers, and runs over every tap ``(c, i, j)`` of the kernel::
+
+    acc[p, f] += xp[n, c, oh + i*dh, ow + p + j*dw] * W[f, c, i, j]
+
+* The input is padded once to ``xp`` (N, C, Hp, Wp). Output positions use the padded width as row
+  pitch ("wide rows"): position ``r = oh*Wp + ow`` of sample n reads ``xp`` at ``n*C*Hp*Wp + r +
+  tap``, so 8 consecutive positions are 8 consecutive floats for any OW; the Wp - OW positions of a
+  row that are not outputs are computed and dropped (``yoff[r] == -1``). A sample's last tile
+  overlaps the one before it and stores only the positions it owns, so any size works.
+* Weights are packed per call to (Fpad/16, C*KH*KW, 16), Fpad = F rounded up to 32 with zero
+  filters (packing costs a copy of W, small next to the conv, and nothing can go stale).
+* The kernel source is generated (:func:`kernel_source`; 256 scalars are what a template is for)
+  and committed as ``_conv_tiled_kernel.py`` so Numba can cache it; a test holds the file to the
+  generator. Regenerate with ``python -m minicnn.kernels.conv_tiled``.
+* It is compiled once, for one signature, with LLVM's SLP vectorizer on (Numba turns it off by
+  default; without it every FMA is scalar), ``fastmath`` without ``reassoc`` (with it the tap loop
+  becomes gathers). Further compiles are disabled, so a call with other types fails loudly instead
+  of running a slow unvectorised copy.
+* Deterministic for any thread count: every output value is one task's sum, in tap order.
+
+The readable reference is ``minicnn.kernels.conv.conv2d_forward_reference``. Geometry ``g`` is a
+``minicnn.kernels.conv.ConvGeometry``; the arguments are checked there.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+P, NB, FB = 8, 2, 16                        # positions x filter blocks x filters per block
+FASTMATH = {"contract", "nsz", "arcp", "nnan", "ninf"}
+GENERATED = os.path.join(os.path.dirname(__file__), "_conv_tiled_kernel.py")
+
+
+def applies(x_dtype, w_shape, g) -> str | None:
+    """None when ``tiled`` can run this conv, else the reason it cannot."""
+    if np.dtype(x_dtype) != np.float32:
+        return "float32 input"
+    if g.G != 1:
+        return "groups=1"
+    if g.sh != 1 or g.sw != 1:
+        return "stride 1"
+    if (g.OH - 1) * (g.OW + (w_shape[3] - 1) * g.dw) + g.OW < P:
+        return f"at least {P} output positions per sample"
+    return None
+
+
+def forward(x, W, b, g):
+    """y (N, F, OH, OW) = conv2d(x, W) + b (float32, groups=1, stride 1)."""
+    N, C, H, Wd = x.shape
+    F, _, KH, KW = W.shape
+    Hp, Wp = H + g.pt + g.pb, Wd + g.pl + g.pr
+    OH, OW = g.OH, g.OW
+    xp = x if Hp == H and Wp == Wd else np.pad(x, ((0, 0), (0, 0), (g.pt, g.pb), (g.pl, g.pr)))
+    R = (OH - 1) * Wp + OW                                   # wide positions per sample
+    r = np.arange(R)
+    yoff = np.where(r % Wp < OW, (r // Wp) * OW + r % Wp, -1).astype(np.int64)
+    c, i, j = np.meshgrid(np.arange(C), np.arange(KH) * g.dh, np.arange(KW) * g.dw, indexing="ij")
+    taps = (c * (Hp * Wp) + i * Wp + j).ravel().astype(np.uint64)
+    GF = NB * FB
+    Fpad = -(-F // GF) * GF
+    Wz = np.zeros((Fpad, C * KH * KW), np.float32)
+    Wz[:F] = W.reshape(F, -1)
+    wpk = np.ascontiguousarray(Wz.reshape(Fpad // FB, FB, -1).transpose(0, 2, 1))
+    bias = np.zeros(F, np.float32) if b is None else np.ascontiguousarray(b, np.float32)
+    y = np.empty((N, F, OH, OW), np.float32)
+    _kernel()(np.ascontiguousarray(xp).reshape(-1), wpk, taps, yoff, bias, y.reshape(-1),
+              N, F, R, -(-R // P), Fpad // GF)
+    return y
+
+
+_compiled = None
+
+
+def _kernel():
+    """The generated kernel, compiled (or loaded from the cache) once with SLP on."""
+    global _compiled                # a compile-once memo of a pure function, not model state
+    if _compiled is None:
+        import numba
+        from numba.core.compiler_lock import global_compiler_lock
+        from . import _conv_tiled_kernel as gen
+        f32, i64 = numba.float32, numba.int64
+        sig = (f32[::1], f32[:, :, ::1], numba.uint64[::1], i64[::1], f32[::1], f32[::1], i64, i64, i64, i64, i64)
+        with global_compiler_lock:
+            old = numba.core.config.SLP_VECTORIZE
+            numba.core.config.SLP_VECTORIZE = 1
+            try:
+                gen.tiled_kernel.compile(sig)
+            finally:
+                numba.core.config.SLP_VECTORIZE = old
+        gen.tiled_kernel.disable_compile()
+        _compiled = gen.tiled_kernel
+    return _compiled
+
+
+def kernel_source() -> str:
+    """The source of ``_conv_tiled_kernel.py``: the tap loop with P x NB x 16 scalar accumulators."""
+    L = ['"""Generated by ``minicnn.kernels.conv_tiled.kernel_source``: do not edit; regenerate with',
+         '``python -m minicnn.kernels.conv_tiled`` (explained in ``conv_tiled.py``)."""',
+         "import numpy as np", "from numba import prange", "",
+         "from ..runtime import njit", "from .conv_tiled import FASTMATH", "", "",
+         "@njit(cache=True, parallel=True, fastmath=FASTMATH)",
+         "def tiled_kernel(xp, wpk, taps, yoff, bias, y, N, F, R, ntile, nfg):",
+         "    T = taps.shape[0]",
+         "    XS = xp.shape[0] // N",
+         "    YS = y.shape[0] // N",
+         "    OHW = YS // F",
+         "    for task in prange(N * ntile * nfg):",
+         "        fg = task % nfg",
+         "        rest = task // nfg",
+         "        tl = rest % ntile",
+         "        n = rest // ntile",
+         f"        r0 = min(tl * {P}, R - {P})",
+         "        xv = xp[n * XS + r0:]"]
+    L += [f"        w{b}m = wpk[fg * {NB} + {b}]" for b in range(NB)]
+    L += [f"        a{b}_{p}_{f} = np.float32(0.0)" for b in range(NB) for p in range(P) for f in range(FB)]
+    L += ["        for t in range(T):", "            xo = taps[t]"]
+    L += [f"            w{b}_{f} = w{b}m[t, {f}]" for b in range(NB) for f in range(FB)]
+    for p in range(P):
+        L.append(f"            x{p} = xv[xo + np.uint64({p})]")
+        L += [f"            a{b}_{p}_{f} += x{p} * w{b}_{f}" for b in range(NB) for f in range(FB)]
+    L += ["        yv = y[n * YS:]"]
+    for p in range(P):
+        L += [f"        r = r0 + {p}", f"        yo = yoff[r]", f"        if r >= tl * {P} and yo >= 0:"]
+        for b in range(NB):
+            for f in range(FB):
+                L += [f"            ff = (fg * {NB} + {b}) * {FB} + {f}", "            if ff < F:",
+                      f"                yv[ff * OHW + yo] = a{b}_{p}_{f} + bias[ff]"]
+    return "\n".join(L) + "\n"
+
+
+if __name__ == "__main__":
+    with open(GENERATED, "w") as fh:
+        fh.write(kernel_source())
+    print(f"wrote {GENERATED}")
