@@ -4,7 +4,8 @@ import numpy as np
 from numba import prange
 
 from ..runtime import njit
-from .conv_tiled import FASTMATH
+
+FASTMATH = {'arcp', 'contract', 'ninf', 'nnan', 'nsz'}  # conv_tiled.FASTMATH
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
