@@ -93,3 +93,66 @@ def test_every_conv_method_is_accepted_by_conv2d():
 def test_graph_switch_takes_only_methods_every_layer_knows():
     with pytest.raises(ValueError, match="'auto' or 'reference'"):
         small_model(np.float32).set_kernel_method("banded")
+
+
+def _tiled_model(method):
+    """A 3x3 conv with 32 in / 16 out channels at 12x12: what ``auto`` runs on ``tiled`` in float32."""
+    return Sequential([layers.Conv2D(32, 16, 3, padding=1, seed=1, method=method), layers.ReLU(),
+                       layers.AdaptiveAvgPool2D(1), layers.Flatten(), layers.Dense(16, 1, seed=2)],
+                      input_shape=(32, 12, 12))
+
+
+def test_predict_train_predict_sees_new_weights_after_step_load_and_astype():
+    """Issue 12: no fast path keeps packed or re-laid-out weights past an optimizer step,
+    ``load_state_dict`` or ``astype``; every prediction equals the plain loops on the current weights."""
+    from minicnn import optim
+    from minicnn.kernels.conv import conv_method
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 32, 12, 12)).astype(np.float32)
+    fast, slow = _tiled_model("auto"), _tiled_model("reference")
+    assert conv_method((2, 32, 12, 12), (16, 32, 3, 3), padding=(1, 1, 1, 1)) == "tiled"
+
+    def same(tol=2e-5, x=x):
+        a, b = fast.predict(x), slow.predict(x)
+        assert a.dtype == b.dtype
+        assert np.max(np.abs(a - b)) <= tol * max(np.max(np.abs(b)), 1e-30)
+        return a
+
+    first = same()
+    fast.forward(x, training=True)
+    fast.backward(np.ones((2, 1), np.float32))
+    optim.SGD(fast.params(), lr=0.5).step(fast.grads())
+    slow.load_state_dict(fast.state_dict())
+    stepped = same()
+    assert np.max(np.abs(stepped - first)) > 1e-3                    # the step changed what predict returns
+    sd = {k: v * 0.5 for k, v in fast.state_dict().items()}
+    fast.load_state_dict(sd)
+    slow.load_state_dict(sd)
+    assert np.max(np.abs(same() - stepped)) > 1e-3
+    fast.astype(np.float64)
+    slow.astype(np.float64)
+    assert fast.params()["0.W"].dtype == np.float64
+    assert same(1e-12, x.astype(np.float64)).dtype == np.float64
+
+
+def test_tiled_results_do_not_depend_on_the_thread_count():
+    """``tiled`` gives each output one task with a fixed summation order, so it honours the
+    deterministic switch by construction: 1 and 2 threads give bit-identical outputs."""
+    import numba
+
+    from minicnn import runtime
+    from minicnn.kernels.conv import conv2d_forward
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2 to compare thread counts")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 32, 20, 20)).astype(np.float32)
+    W = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
+    before = runtime.settings()
+    try:
+        out = []
+        for threads in (1, 2):
+            runtime.configure(threads=threads, deterministic=False)
+            out.append(conv2d_forward(x, W, None, padding=(1, 1, 1, 1), method="tiled"))
+    finally:
+        runtime.configure(threads=before.threads or numba.config.NUMBA_NUM_THREADS, deterministic=before.deterministic)
+    np.testing.assert_array_equal(out[0], out[1])
