@@ -266,8 +266,7 @@ class Graph:
                 t0 = time.perf_counter()
             try:
                 if infer:
-                    y = node.layer.infer(x, overwrite=not node.layer.multi_input
-                                         and self._may_overwrite(node, x, values, uses, inputs))
+                    y = node.layer.infer(x, overwrite=self._may_overwrite(node, args[0], values, uses, inputs))
                 elif node.layer.uses_rng and node.name in rngs:
                     y = node.layer.forward(x, training=training, rng=rngs[node.name])
                 else:
@@ -290,14 +289,14 @@ class Graph:
     __call__ = forward
 
     def _may_overwrite(self, node, x, values, uses, inputs) -> bool:
-        """May ``node``'s layer write its output over its input ``x`` (``Layer.infer``)?
+        """May ``node``'s layer write its output over its (first) input ``x`` (``Layer.infer``)?
 
         Yes when ``x`` is a float array that owns its memory (not a view, e.g. of a concatenation
         buffer), no later node reads it, and no memory of it is reachable any other way: no other
-        live value, caller's input or kept activation is ``x`` itself (Identity passes arrays
-        through) or a view into it (Flatten returns one).
+        live value (the node's other inputs included), caller's input or kept activation is ``x``
+        itself (Identity passes arrays through) or a view into it (Flatten returns one).
         """
-        (name,) = node.inputs
+        name = node.inputs[0]
         if not (isinstance(x, np.ndarray) and x.base is None and x.flags.writeable and x.flags.c_contiguous
                 and x.dtype in (np.float32, np.float64) and uses[name] == 1):
             return False

@@ -262,7 +262,7 @@ def test_predict_overwrites_in_place_where_allowed():
     """The in-place path is really taken (else the test above would pass vacuously)."""
     g = aliasing_graph()
     seen = {}
-    for name in ("relu_a", "bn_b", "bn2", "relu_in", "relu_c"):
+    for name in ("relu_a", "bn_b", "bn2", "relu_in", "relu_c", "sum", "out"):
         layer = g.nodes[name].layer
         original = layer.infer
 
@@ -271,7 +271,27 @@ def test_predict_overwrites_in_place_where_allowed():
             return _f(x, overwrite=overwrite)
         layer.infer = spy
     g.predict(np.ones((1, 2, 6, 6), np.float32))
-    assert seen == {"relu_in": False, "relu_a": False, "bn_b": True, "bn2": True, "relu_c": False}
+    assert seen == {"relu_in": False, "relu_a": False, "bn_b": True, "bn2": True, "relu_c": False,
+                    "sum": True, "out": False}       # Add sums into a dead first input, not into a view
+
+
+def test_add_sums_into_its_first_input_only_when_nobody_reads_it_later():
+    g = Graph(input_shape=(3,))
+    g.add("a", layers.ReLU())
+    g.add("b", layers.ReLU(), inputs=g.input_names[0])
+    g.add("twice", layers.Add(), inputs=["a", "a"])              # one array on both edges: no overwrite
+    g.add("ab", layers.Add(), inputs=["b", "twice"])             # "b" is read again below: no overwrite
+    g.add("last", layers.Add(), inputs=["twice", "ab", "b"])     # "twice" dies here: summed into it
+    seen = {}
+    for name in ("twice", "ab", "last"):
+        original = g.nodes[name].layer.infer
+        g.nodes[name].layer.infer = (lambda xs, overwrite=False, _n=name, _f=original:
+                                     seen.__setitem__(_n, overwrite) or _f(xs, overwrite=overwrite))
+    x = np.array([[-1.0, 2.0, 3.0]], np.float32)
+    r = np.maximum(x, 0)
+    np.testing.assert_array_equal(g.predict(x), 2 * r + (r + 2 * r) + r)
+    assert seen == {"twice": False, "ab": False, "last": True}
+    np.testing.assert_array_equal(x, [[-1.0, 2.0, 3.0]])
 
 
 def test_predict_of_a_subclass_that_only_redefines_forward_uses_that_forward():

@@ -32,13 +32,15 @@ several methods (``method=``), each in its own file:
                   are then x itself, transposed
 ``direct``        ``conv_direct.py``: one input channel per group (depthwise): direct Numba loops,
                   since the per-group matrix products would be tiny
-``tiled``         ``conv_tiled.py``: float32, groups=1, stride 1 forward: a register-tiled direct
-                  conv (8 positions x 32 filters per Numba task, no columns, no BLAS); its
-                  backward is the banded one
+``tiled``         ``conv_tiled.py``: float32, groups=1, stride 1: a register-tiled direct conv
+                  (8 positions x 32 filters per Numba task, no columns, no BLAS); backward: dx
+                  by the same kernel on dy (transposed, flipped filters), dW by ``banded``
 ``auto``          the default: ``direct`` for Cg == 1 with G > 1, else ``pointwise`` where it
                   applies, else ``tiled`` forward for at most 64 filters with C*KH*KW >= 288
                   (DenseNet's 3x3 convs: measured 1.15-1.4x faster than ``banded``; slower
-                  with many filters), else ``banded`` (:func:`conv_method` tells which)
+                  with many filters), else ``banded``; backward: ``tiled`` (its dx) for at
+                  least 64 input channels, at most 64 filters and F*KH*KW >= 288, else
+                  ``banded`` (:func:`conv_method` tells which)
 ================  ===============================================================================
 
 Why banded is the default: Numba's threads and BLAS's threads share the cores, and OpenBLAS's
@@ -127,7 +129,17 @@ def _tiled_pays(w_shape) -> bool:
     return F <= 64 and Cg * KH * KW >= 288
 
 
-def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool, dtype) -> str:
+def _tiled_dx_pays(w_shape) -> bool:
+    """Where ``tiled``'s dx made the whole backward faster than ``banded``'s (2026-12-03, 2 cores,
+    time tiled/banded, dW from banded in both): (8,128,56^2 -> 32, 3x3) 0.76, (8,128,28^2) 0.79,
+    (8,128,14^2) 0.90, (1,128,56^2) 0.68, (16,64,56^2 -> 64) 0.89, (1,64,224^2 -> 64) 0.73,
+    (8,32,56^2 -> 64) 0.94; slower with few input or many filters: (1,3,224^2 -> 64) 1.56,
+    (32,16,64^2 -> 32) 1.14, (8,256,14^2 -> 256) 1.10, (1,512,14^2 -> 512) 0.97; 1x1s run pointwise."""
+    F, Cg, KH, KW = w_shape
+    return Cg >= 64 and F <= 64 and F * KH * KW >= 288
+
+
+def _resolve(method: str, g: ConvGeometry, x_shape, w_shape, backward: bool, dtype) -> str:
     """The method that runs: ``auto``'s choice, or ``method`` itself once checked against the geometry."""
     if method not in CONV_METHODS:
         raise UsageError(f"unknown conv method {method!r}; choose one of {', '.join(CONV_METHODS)}")
@@ -139,6 +151,8 @@ def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool, dtype) -> st
             return "pointwise"
         if not backward and _tiled_pays(w_shape) and conv_tiled.applies(dtype, w_shape, g) is None:
             return "tiled"
+        if backward and _tiled_dx_pays(w_shape) and conv_tiled.applies_backward(dtype, x_shape, w_shape, g) is None:
+            return "tiled"
         return "banded"
     if method == "direct" and Cg != 1:
         raise UsageError(f"conv method 'direct' needs one input channel per group (depthwise), "
@@ -147,12 +161,14 @@ def _resolve(method: str, g: ConvGeometry, w_shape, backward: bool, dtype) -> st
         raise UsageError(f"conv method 'pointwise' needs a 1x1 kernel, stride 1, no padding (and groups=1 forward), "
                          f"got W.shape={tuple(w_shape)}, stride={(g.sh, g.sw)}, padding={(g.pt, g.pb, g.pl, g.pr)}, "
                          f"groups={g.G}")
-    if method == "tiled" and not backward:
-        why = conv_tiled.applies(dtype, w_shape, g)
+    if method == "tiled":
+        why = (conv_tiled.applies_backward(dtype, x_shape, w_shape, g) if backward
+               else conv_tiled.applies(dtype, w_shape, g))
         if why is not None:
             raise UsageError(f"conv method 'tiled' needs {why} (float32, groups=1, stride 1, at least "
                              f"{conv_tiled.P} output positions per sample), got dtype={np.dtype(dtype).name}, "
-                             f"W.shape={tuple(w_shape)}, stride={(g.sh, g.sw)}, groups={g.G}; use method='auto'")
+                             f"W.shape={tuple(w_shape)}, stride={(g.sh, g.sw)}, padding={(g.pt, g.pb, g.pl, g.pr)}, "
+                             f"groups={g.G}; use method='auto'")
     return method
 
 
@@ -160,8 +176,8 @@ def conv_method(x_shape, w_shape, stride=(1, 1), padding=(0, 0, 0, 0), dilation=
                 method="auto", backward=False, dtype="float32") -> str:
     """The method ``conv2d_forward`` (``backward=True``: ``conv2d_backward``) runs for these
     arguments, for an input of ``dtype``."""
-    return _resolve(method, conv_geometry(x_shape, w_shape, stride, padding, dilation, groups), w_shape, backward,
-                    dtype)
+    g = conv_geometry(x_shape, w_shape, stride, padding, dilation, groups)
+    return _resolve(method, g, x_shape, w_shape, backward, dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -171,7 +187,7 @@ _FORWARD = {"im2col": conv_im2col.forward, "banded": conv_banded.forward,
             "pointwise": conv_pointwise.forward, "direct": conv_direct.forward, "tiled": conv_tiled.forward}
 _BACKWARD = {"im2col": conv_im2col.backward, "banded": conv_banded.backward,
              "pointwise": conv_pointwise.backward, "direct": conv_direct.backward,
-             "tiled": conv_banded.backward}
+             "tiled": conv_tiled.backward}
 
 
 def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1, method="auto"):
@@ -182,7 +198,7 @@ def conv2d_forward(x, W, b=None, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(
     """
     x = np.ascontiguousarray(x)
     g = conv_geometry(x.shape, W.shape, stride, padding, dilation, groups)
-    method = _resolve(method, g, W.shape, backward=False, dtype=x.dtype)
+    method = _resolve(method, g, x.shape, W.shape, backward=False, dtype=x.dtype)
     if method == "reference":
         return conv2d_forward_reference(x, W, b, stride, padding, dilation, groups)
     W = np.ascontiguousarray(W, dtype=x.dtype)
@@ -204,7 +220,7 @@ def conv2d_backward(dy, x, W, stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 
     N, F = x.shape[0], W.shape[0]
     if dy.shape != (N, F, g.OH, g.OW):
         raise UsageError(f"conv2d_backward: dy.shape={dy.shape}, expected {(N, F, g.OH, g.OW)}")
-    method = _resolve(method, g, W.shape, backward=True, dtype=x.dtype)
+    method = _resolve(method, g, x.shape, W.shape, backward=True, dtype=x.dtype)
     if method == "reference":
         return conv2d_backward_reference(dy, x, W, stride, padding, dilation, groups, need_dx, need_dW)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)

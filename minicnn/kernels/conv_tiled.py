@@ -22,6 +22,15 @@ registers, and runs over every tap ``(c, i, j)`` of the kernel::
   of running a slow unvectorised copy.
 * Deterministic for any thread count: every output value is one task's sum, in tap order.
 
+Backward: for stride 1, ``dx`` is itself a forward conv, of ``dy`` with the filters transposed
+(C, F, KH, KW) and flipped in space, padded by the dilated kernel extent minus the forward padding::
+
+    dx[n, c, h, w] = sum_{f, i, j} dy_p[n, f, h + i*dh, w + j*dw] * W[f, c, KH-1-i, KW-1-j]
+    dy_p = dy padded by (dh*(KH-1) - top, dh*(KH-1) - bottom, dw*(KW-1) - left, dw*(KW-1) - right)
+
+so :func:`backward` runs it on this kernel (no column scatter: 3-4x faster than ``banded``'s dx
+for DenseNet's 3x3 convs) and takes ``dW`` from ``banded``.
+
 The readable reference is ``minicnn.kernels.conv.conv2d_forward_reference``. Geometry ``g`` is a
 ``minicnn.kernels.conv.ConvGeometry``; the arguments are checked there.
 """
@@ -30,6 +39,8 @@ from __future__ import annotations
 import os
 
 import numpy as np
+
+from . import conv_banded
 
 P, NB, FB = 8, 2, 16                        # positions x filter blocks x filters per block
 FASTMATH = {"contract", "nsz", "arcp", "nnan", "ninf"}
@@ -47,6 +58,29 @@ def applies(x_dtype, w_shape, g) -> str | None:
     if (g.OH - 1) * (g.OW + (w_shape[3] - 1) * g.dw) + g.OW < P:
         return f"at least {P} output positions per sample"
     return None
+
+
+def dx_geometry(x_shape, w_shape, g):
+    """The geometry of ``dx`` as a forward conv of ``dy`` (stride 1), or None when a forward padding
+    exceeds the dilated kernel extent (then ``dy_p`` would need a negative padding)."""
+    KH, KW = w_shape[2], w_shape[3]
+    eh, ew = g.dh * (KH - 1), g.dw * (KW - 1)
+    pads = (eh - g.pt, eh - g.pb, ew - g.pl, ew - g.pr)
+    if min(pads) < 0:
+        return None
+    return g._replace(pt=pads[0], pb=pads[1], pl=pads[2], pr=pads[3], OH=x_shape[2], OW=x_shape[3])
+
+
+def applies_backward(x_dtype, x_shape, w_shape, g) -> str | None:
+    """None when :func:`backward` can compute ``dx`` with this kernel, else the reason it cannot."""
+    why = applies(x_dtype, w_shape, g)
+    if why is not None:
+        return why
+    gt = dx_geometry(x_shape, w_shape, g)
+    if gt is None:
+        return "padding at most the dilated kernel extent - 1 (for dx)"
+    wt_shape = (w_shape[1], w_shape[0], w_shape[2], w_shape[3])
+    return applies(x_dtype, wt_shape, gt)
 
 
 def forward(x, W, b, g):
@@ -71,6 +105,17 @@ def forward(x, W, b, g):
     _kernel()(np.ascontiguousarray(xp).reshape(-1), wpk, taps, yoff, bias, y.reshape(-1),
               N, F, R, -(-R // P), Fpad // GF)
     return y
+
+
+def backward(dy, x, W, g, need_dx, need_dW):
+    """``(dx or None, dW or None)``: dx by this kernel on dy (module docstring), dW by ``banded``."""
+    dx = dW = None
+    if need_dx:
+        Wt = np.ascontiguousarray(W.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])
+        dx = forward(dy, Wt, None, dx_geometry(x.shape, W.shape, g))
+    if need_dW:
+        dW = conv_banded.backward(dy, x, W, g, False, True)[1]
+    return dx, dW
 
 
 _compiled = None

@@ -72,7 +72,8 @@ class Layer:
 
         Same values as ``forward``; a layer may skip work only backward needs (MaxPool2D's argmax).
         ``overwrite=True``: the caller guarantees nothing else reads ``x``, so an elementwise layer
-        may write its output over it (ReLU, BatchNorm2D) instead of allocating.
+        may write its output over it (ReLU, BatchNorm2D) instead of allocating. A multi-input
+        layer gets the list of inputs and ``overwrite`` is about the first one (Add sums into it).
         """
         y = self.forward(x, training=False)
         self.clear_cache()

@@ -107,14 +107,33 @@ class Add(Layer):
     multi_input = True
 
     def forward(self, xs, training: bool = False):
+        xs = self._checked(xs)
+        self._cache = len(xs)
+        return self._sum(xs, np.empty_like(xs[0]))
+
+    def infer(self, xs, overwrite: bool = False):
+        """``overwrite=True`` (nothing else reads ``xs[0]``): the sum is written over ``xs[0]``."""
+        if not self._own_infer(Add):
+            return super().infer(xs, overwrite)
+        xs = self._checked(xs)
+        return self._sum(xs, xs[0] if overwrite else np.empty_like(xs[0]))
+
+    def _checked(self, xs):
         xs = [np.asarray(x) for x in xs]
         if any(x.shape != xs[0].shape for x in xs):
             raise UsageError(f"{self!r}: inputs must have equal shapes, got {[x.shape for x in xs]}")
-        self._cache = len(xs)
-        y = xs[0].copy()
-        for x in xs[1:]:
-            y += x
-        return y
+        return xs
+
+    @staticmethod
+    def _sum(xs, out):
+        """xs[0] + xs[1] + ... into ``out`` (xs[0]'s dtype): one pass per added input, no copy first."""
+        if len(xs) == 1:
+            np.copyto(out, xs[0])
+            return out
+        np.add(xs[0], xs[1], out=out)
+        for x in xs[2:]:
+            out += x
+        return out
 
     def backward(self, dy, need_dx: bool = True):
         n = self._pop_cache()

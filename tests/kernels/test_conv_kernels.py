@@ -32,8 +32,11 @@ def geometries(draw, method="auto", backward=False):
     KH, KW = (1, 1) if pointwise else (draw(st.integers(1, 4), label="KH"), draw(st.integers(1, 4), label="KW"))
     stride = (1, 1) if pointwise or tiled else (draw(st.integers(1, 3), label="sh"), draw(st.integers(1, 3), label="sw"))
     dilation = (draw(st.integers(1, 2), label="dh"), draw(st.integers(1, 2), label="dw"))
-    padding = (0, 0, 0, 0) if pointwise else tuple(draw(st.integers(0, 2), label=name)
-                                                    for name in ("top", "bottom", "left", "right"))
+    # tiled backward: dx is a forward conv of dy padded by the dilated kernel extent minus the padding
+    most = ((2, 2, 2, 2) if not (tiled and backward) else
+            tuple(min(2, d * (k - 1)) for d, k in ((dilation[0], KH),) * 2 + ((dilation[1], KW),) * 2))
+    padding = (0, 0, 0, 0) if pointwise else tuple(draw(st.integers(0, m), label=name)
+                                                    for m, name in zip(most, ("top", "bottom", "left", "right")))
     G = 1 if (pointwise and not backward) or tiled else draw(st.integers(1, 3), label="groups")
     dw_mode = True if method == "direct" else False if tiled else draw(st.booleans(), label="depthwise")
     if dw_mode:                                       # one input channel per group (direct kernel)
@@ -90,6 +93,10 @@ def test_backward_matches_reference(method, dtype, data, seed):
     y = conv2d_forward_reference(x, W, None, **conv_args(g))
     dy = np.random.default_rng(seed + 1).standard_normal(y.shape).astype(dtype)
     dy_before = dy.copy()
+    if method == "tiled" and dtype == np.float64:
+        with pytest.raises(UsageError, match="'tiled' needs float32"):
+            conv2d_backward(dy, x, W, **conv_args(g), method=method)
+        return
     dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), method=method)
     dx_ref, dW_ref, db_ref = conv2d_backward_reference(dy, x, W, **conv_args(g))
     np.testing.assert_array_equal(dy, dy_before)
@@ -102,8 +109,9 @@ def test_backward_matches_reference(method, dtype, data, seed):
 @given(data=st.data(), seed=st.integers(0, 2**16))
 def test_backward_need_flags(method, data, seed):
     g = data.draw(geometries(method, backward=True))
-    x, W, _ = make(g, np.float64, seed)
+    x, W, _ = make(g, np.float32 if method == "tiled" else np.float64, seed)    # tiled: float32 only
     dy = np.random.default_rng(seed).standard_normal(conv2d_forward_reference(x, W, None, **conv_args(g)).shape)
+    dy = dy.astype(x.dtype)
     full = conv2d_backward(dy, x, W, **conv_args(g), method=method)
     dx, dW, db = conv2d_backward(dy, x, W, **conv_args(g), need_dW=False, method=method)
     assert dW is None and db is None
@@ -141,10 +149,14 @@ def test_im2col_chunks_match_reference():
     ((2, 8, 9, 9), (4, 8, 1, 1), dict(stride=2), "banded", "banded"),
     ((2, 8, 9, 9), (4, 8, 3, 3), dict(padding=1), "banded", "banded"),
     ((2, 1, 9, 9), (4, 1, 3, 3), dict(), "banded", "banded"),                           # one channel, groups 1
-    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # DenseNet's 3x3
+    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),               # DenseNet's 3x3
+    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=3), "tiled", "banded"),              # dx would need pad -1
+    ((2, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "tiled", "tiled"),
+    ((2, 32, 9, 9), (64, 32, 3, 3), dict(padding=1), "tiled", "banded"),                # few input channels
+    ((2, 128, 9, 9), (16, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # dx taps 16*9 < 288
     ((2, 128, 9, 9), (128, 128, 3, 3), dict(padding=1), "banded", "banded"),            # many filters
     ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1, stride=2), "banded", "banded"),
-    ((2, 128, 3, 3), (32, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # 13 wide positions
+    ((2, 128, 3, 3), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),               # 13 wide positions
     ((2, 128, 2, 2), (32, 128, 3, 3), dict(padding=1), "banded", "banded"),             # 6 wide positions
 ])
 def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
@@ -154,6 +166,36 @@ def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
 
 def test_auto_takes_tiled_for_float32_only():
     assert conv_method((2, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64) == "banded"
+    assert conv_method((2, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64, backward=True) == "banded"
+
+
+def test_tiled_backward_refuses_a_padding_its_dx_cannot_take():
+    x = np.zeros((1, 4, 12, 12), np.float32)
+    W = np.zeros((4, 4, 3, 3), np.float32)
+    dy = np.zeros_like(conv2d_forward_reference(x, W, None, padding=3))
+    assert conv2d_forward(x, W, None, padding=3, method="tiled").shape == dy.shape
+    with pytest.raises(UsageError, match="'tiled' needs padding at most"):
+        conv2d_backward(dy, x, W, padding=3, method="tiled")
+    dx, dW, _ = conv2d_backward(dy, x, W, padding=3)                 # auto: banded
+    assert dx.shape == x.shape and dW.shape == W.shape
+
+
+@pytest.mark.parametrize("N, C, H, W, F, k, padding, dilation", [
+    (2, 128, 9, 9, 32, 3, 1, 1),           # DenseNet's 3x3: dx over 4 groups of 32 output channels
+    (1, 70, 6, 11, 33, (3, 2), (2, 0, 1, 1), (1, 2)),
+    (3, 64, 1, 12, 64, (1, 3), (0, 0, 1, 1), 1),
+])
+def test_tiled_backward_matches_reference(N, C, H, W, F, k, padding, dilation):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    Wt = rng.standard_normal((F, C) + ((k, k) if isinstance(k, int) else k)).astype(np.float32)
+    kw = dict(padding=padding, dilation=dilation)
+    dy = rng.standard_normal(conv2d_forward_reference(x, Wt, None, **kw).shape).astype(np.float32)
+    ref = conv2d_backward_reference(dy.astype(np.float64), x.astype(np.float64), Wt.astype(np.float64), **kw)
+    got = conv2d_backward(dy, x, Wt, **kw, method="tiled")
+    for name, a, b in zip(("dx", "dW", "db"), got, ref):
+        assert a.dtype == np.float32 and a.shape == b.shape, name
+        assert rel_err(a, b) < 1e-5, (name, rel_err(a, b))
 
 
 @pytest.mark.parametrize("N, C, H, W, F, k, padding, dilation", [

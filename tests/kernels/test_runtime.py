@@ -93,8 +93,54 @@ runtime.configure(threads=1, spin=10000)       # the spin in force: accepted
     assert spin == "10000" and settings["threads"] == 1
 
 
+GLIBC = sys.platform.startswith("linux") and __import__("platform").libc_ver()[0] == "glibc"
+
+
+@pytest.mark.skipif(not GLIBC, reason="the memory policy acts on glibc's malloc")
+def test_the_first_kernel_call_keeps_freed_memory_unless_told_or_the_environment_says():
+    settings, _ = run_child()
+    assert settings["reuse_memory"] is True and settings["memory_source"] == "minicnn default"
+    settings, _ = run_child(MALLOC_TRIM_THRESHOLD_="131072")
+    assert settings["reuse_memory"] is False and "MALLOC_TRIM_THRESHOLD_=131072" in settings["memory_source"]
+    settings, _ = run_child(setup="runtime.configure(reuse_memory=False)")
+    assert settings["reuse_memory"] is False and "reuse_memory=False" in settings["memory_source"]
+
+
+@pytest.mark.skipif(not GLIBC, reason="the memory policy acts on glibc's malloc")
+def test_kept_memory_is_reused_not_faulted_in_again():
+    """What the policy is for: a second pass of 25 MB activations reuses the first one's pages
+    (with glibc's own policy the freed heap top is trimmed and every pass faults its pages in again)."""
+    probe = r"""
+import resource
+import numpy as np
+def a_pass():                                                     # 4 live 25 MB activations, then freed
+    a = [np.ones(25 << 18, np.float32) for _ in range(4)]
+    del a
+def faults_of_round_trips():
+    a_pass()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(4):
+        a_pass()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print("FAULTS", faults_of_round_trips(), file=sys.stderr)
+"""
+    counts = []
+    for setup in ("", "runtime.configure(reuse_memory=False)"):
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
+        env.update(NUMBA_NUM_THREADS="2", PYTHONPATH=str(ROOT))
+        code = CHILD.format(setup=setup, after=probe).replace("-- imported --", "imported")
+        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        counts.append(int(re.findall(r"FAULTS (\d+)", p.stderr)[0]))
+    kept, own = counts
+    assert kept * 10 < own, counts                     # measured: 0 vs 8,280 page faults
+
+
 def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="spin must be"):
         runtime.configure(spin=-1)
     with pytest.raises(ValueError, match="threads must be"):
         runtime.configure(threads=0)
+    with pytest.raises(ValueError, match="reuse_memory must be"):
+        runtime.configure(reuse_memory="yes")
