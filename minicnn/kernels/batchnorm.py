@@ -40,6 +40,8 @@ from ..errors import UsageError
 from ..runtime import njit
 from .methods import run_fast
 
+REDUCE = {"reassoc", "contract"}   # fastmath flags of the reduction kernels (see _channel_sum)
+
 
 def _per_channel(v, C, fill, dtype):
     """``None`` -> a vector of ``fill``; otherwise ``v`` as a contiguous (C,) vector of ``dtype``."""
@@ -66,9 +68,13 @@ def _check_count(x):
         raise UsageError(f"batch-norm training needs more than 1 value per channel, got x.shape={x.shape}")
 
 
-# Sums over one channel in float64 with four independent accumulators: the additions do not wait
-# on each other, so the loop runs several times faster than one running sum (same float64 accuracy).
-@njit(cache=True)
+# Sums over one channel in float64 with four independent accumulators, compiled with ``REDUCE``:
+# ``reassoc`` lets LLVM reorder the additions, i.e. vectorise the loops (Numba's default keeps one
+# strict order, which allows no vectors); the sums stay float64 and no NaN/inf rule is relaxed.
+# Measured 2026-12-03, 2 cores, (8, 256, 56, 56) float32: training forward 6.85 -> 2.64 ms,
+# backward 7.53 -> 3.35 ms (a copy of x takes 1.75). One channel is one thread's sum in a fixed
+# order, so results do not depend on the thread count.
+@njit(cache=True, fastmath=REDUCE)
 def _channel_sum(x, c, shift):
     """sum over n, i of (x[n, c, i] - shift) and of its square."""
     N, _, L = x.shape
@@ -98,7 +104,7 @@ def _channel_sum(x, c, shift):
     return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=REDUCE)
 def _channel_dot(dy, x, c, shift):
     """sum over n, i of dy[n, c, i] and of dy[n, c, i] * (x[n, c, i] - shift)."""
     N, _, L = x.shape
@@ -149,7 +155,7 @@ def batchnorm2d_forward_train(x, gamma, beta, eps, method="auto"):
     return y, mean, inv_std, uvar
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=REDUCE)
 def _bn_forward_train_kernel(x, gamma, beta, eps, y, mean, inv_std, uvar):
     N, C, L = x.shape
     M = N * L
@@ -208,7 +214,7 @@ def batchnorm2d_backward_train(dy, x, gamma, mean, inv_std, method="auto"):
     return dx, dgamma, dbeta
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, fastmath=REDUCE)
 def _bn_backward_train_kernel(dy, x, gamma, mean, inv_std, dx, dgamma, dbeta):
     N, C, L = x.shape
     M = N * L
