@@ -34,7 +34,10 @@ Why these defaults (all measured on 2 cores):
   spinning NumPy BLAS thread that took a core from the next pass's Numba kernels: 0.142 s per
   batch-1 pass, 0.117 s with BLAS limited to one thread (perf: 28% of all cycles in OpenBLAS's
   ``blas_thread_server``). ``blas_single_thread()`` is the context that holds every loaded BLAS at
-  one thread (the conv kernels and the inference pass use it) and restores the limits on exit.
+  one thread (the conv kernels and every ``Graph`` pass, forward and backward, use it) and
+  restores the limits on exit. In training the same contention cost a DenseNet121 batch-8
+  backward 1.47 s against 1.08 s with BLAS held (its 3x3 conv kernels ran 2x slower right after
+  a threaded BLAS call of the 1x1 conv backward).
 * **Threads.** By default Numba uses all ``NUMBA_NUM_THREADS`` threads and BLAS its own default;
   ``configure(threads=n)`` sets both to ``n`` for the whole process.
 * **Memory.** A pass allocates and frees its activations, ~25 MB each for a batch of 8 at 56x56.

@@ -50,9 +50,21 @@ def test_limits_restored_when_a_layer_raises():
         assert all(n == 2 for n in blas_threads())
 
 
-def test_training_forward_leaves_blas_threads_alone():
-    """Only inference is held at one BLAS thread; a training pass keeps threaded BLAS for big Dense layers."""
-    model = Sequential([layers.Dense(4, 3, seed=0), Probe()], input_shape=(4,))
+def test_training_forward_and_backward_hold_blas_at_one_thread_and_restore():
+    """Training too: an idle threaded BLAS spinning after its call took the cores the next Numba
+    kernels needed (DenseNet121's 3x3 conv backward ran 2x slower), so every pass holds it at one."""
+    class BackProbe(Probe):
+        back = None
+
+        def backward(self, dy, need_dx=True):
+            BackProbe.back = blas_threads()
+            return super().backward(dy, need_dx)
+
+    model = Sequential([layers.Dense(4, 3, seed=0), BackProbe()], input_shape=(4,))
     with threadpoolctl.threadpool_limits(2, user_api="blas"):
-        model.forward(np.ones((2, 4), np.float32), training=True)
-        assert Probe.seen and all(n == 2 for n in Probe.seen)
+        z = model.forward(np.ones((2, 4), np.float32), training=True)
+        assert Probe.seen and all(n == 1 for n in Probe.seen)
+        assert all(n == 2 for n in blas_threads())
+        model.backward(np.ones_like(z))
+        assert BackProbe.back and all(n == 1 for n in BackProbe.back)
+        assert all(n == 2 for n in blas_threads())
