@@ -25,7 +25,7 @@ def forward(x, W, b, g):
     """y (N, F, H, W) = W @ x[n] + b for every sample n."""
     N, C, H, Wd = x.shape
     F = W.shape[0]
-    bias = np.zeros(F, x.dtype) if b is None else b
+    bias = np.zeros(0, x.dtype) if b is None else b                  # empty: no bias to add
     y = np.empty((N, F, H, Wd), x.dtype)
     with blas_single_thread():
         _pointwise_forward(x.reshape(N, C, H * Wd), W.reshape(F, C), bias, split_rows(F, N), y.reshape(N, F, H * Wd))
@@ -45,26 +45,14 @@ def backward(dy, x, W, g, need_dx, need_dW):
     with blas_single_thread():
         if need_dx:
             dx = np.empty((N, C, H * Wd), x.dtype)
-            _pointwise_dx(dy3, np.ascontiguousarray(W.reshape(F, C).T), split_rows(C, N), dx)
+            Wt = np.ascontiguousarray(W.reshape(F, C).T)               # dx[n] = W.T @ dy[n]: a forward
+            _pointwise_forward(dy3, Wt, np.zeros(0, x.dtype), split_rows(C, N), dx)
             dx = dx.reshape(x.shape)
         if need_dW:
             dW = np.empty((F, C), x.dtype)
             _pointwise_dW(dy3, x3, split_rows(F, 1), dW)
             dW = dW.reshape(W.shape)
     return dx, dW
-
-
-@njit(cache=True, parallel=True)
-def _pointwise_dx(dy, Wt, cs, dx):
-    """dx[n, c0:c1] = Wt[c0:c1] @ dy[n] (Wt = W.T (C, F)); parallel over (n, c-chunk)."""
-    N = dy.shape[0]
-    C = Wt.shape[0]
-    nc = (C + cs - 1) // cs
-    for t in prange(N * nc):
-        n = t // nc
-        c0 = (t % nc) * cs
-        c1 = min(C, c0 + cs)
-        np.dot(Wt[c0:c1], dy[n], dx[n, c0:c1])
 
 
 @njit(cache=True, parallel=True)
@@ -87,7 +75,8 @@ def _pointwise_dW(dy, x, fs, dW):
 
 @njit(cache=True, parallel=True)
 def _pointwise_forward(x, W, bias, fs, y):
-    """1x1 conv: y[n, f0:f1] = W[f0:f1] @ x[n] + b (x (N, C, P), y (N, F, P)). Parallel over (n, f-chunk)."""
+    """1x1 conv: y[n, f0:f1] = W[f0:f1] @ x[n] + b (x (N, C, P), y (N, F, P); an empty b: none).
+    Parallel over (n, f-chunk)."""
     N = x.shape[0]
     F = W.shape[0]
     nf = (F + fs - 1) // fs
@@ -97,6 +86,8 @@ def _pointwise_forward(x, W, bias, fs, y):
         f1 = min(F, f0 + fs)
         o = y[n, f0:f1]
         np.dot(W[f0:f1], x[n], o)
+        if bias.shape[0] == 0:
+            continue
         for f in range(f0, f1):
             yr = y[n, f]
             bf = bias[f]

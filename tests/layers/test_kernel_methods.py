@@ -156,3 +156,26 @@ def test_tiled_results_do_not_depend_on_the_thread_count():
     finally:
         runtime.configure(threads=before.threads or numba.config.NUMBA_NUM_THREADS, deterministic=before.deterministic)
     np.testing.assert_array_equal(out[0], out[1])
+
+
+def test_pointwise_backward_is_thread_independent_with_the_deterministic_switch():
+    import numba
+
+    from minicnn import runtime
+    from minicnn.kernels.conv import conv2d_backward
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs NUMBA_NUM_THREADS >= 2 to compare thread counts")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 48, 9, 9)).astype(np.float32)
+    W = rng.standard_normal((40, 48, 1, 1)).astype(np.float32)
+    dy = rng.standard_normal((3, 40, 9, 9)).astype(np.float32)
+    before = runtime.settings()
+    try:
+        out = []
+        for threads in (1, 2):
+            runtime.configure(threads=threads, deterministic=True)
+            out.append(conv2d_backward(dy, x, W, method="pointwise"))
+    finally:
+        runtime.configure(threads=before.threads or numba.config.NUMBA_NUM_THREADS, deterministic=before.deterministic)
+    for a, b in zip(out[0], out[1]):
+        np.testing.assert_array_equal(a, b)
