@@ -1,4 +1,4 @@
-"""Optimizers and learning-rate schedules (NumPy only), with PyTorch's update rules.
+"""Optimizers and learning-rate schedules, with PyTorch's update rules (Adam's update: ``minicnn.kernels.adam``).
 
 An optimizer takes ``model.params()`` (a dict ``name -> array``) and updates those arrays in
 place in ``step(grads)``, where ``grads`` is ``model.grads()`` (same keys)::
@@ -19,6 +19,7 @@ import math
 import numpy as np
 
 from .errors import UsageError
+from .kernels.adam import adam_update
 
 
 class Optimizer:
@@ -93,9 +94,7 @@ class Adam(Optimizer):
             s = self.state[name]
             if not s:
                 s["m"], s["v"] = np.zeros_like(p), np.zeros_like(p)
-            s["m"] = self.b1 * s["m"] + (1 - self.b1) * g
-            s["v"] = self.b2 * s["v"] + (1 - self.b2) * g * g
-            p -= (self.lr * (s["m"] / bc1) / (np.sqrt(s["v"] / bc2) + self.eps)).astype(p.dtype, copy=False)
+            adam_update(p, g, s["m"], s["v"], self.lr, self.b1, self.b2, self.eps, bc1, bc2)   # in place
 
 
 class AdamW(Adam):
