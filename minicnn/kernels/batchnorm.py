@@ -160,11 +160,15 @@ def _bn_forward_train_kernel(x, gamma, beta, eps, y, mean, inv_std, uvar):
     N, C, L = x.shape
     M = N * L
     for c in prange(C):
-        s, _ = _channel_sum(x, c, 0.0)
-        mu = s / M
-        # second pass: squared deviations from the mean (no cancellation); the first sum of
-        # (x - mu) is ~0 and corrects the rounding of mu (the "corrected two-pass" variance)
-        s1, ss = _channel_sum(x, c, mu)
+        # one pass of shifted sums, d = x - K with K one value of the channel: mean = K + sum d / M,
+        # M var = sum d^2 - (sum d)^2 / M. The subtraction's relative error is about
+        # eps64 * (mean - K)^2 / var, and since K is itself one of the M values, (mean - K)^2 <=
+        # M var: at most eps64 * M (1e-9 for 10^7 values per channel), whatever the data's offset
+        # (tests: an outlier first value on a mean of 1e4). One read of x fewer than the two-pass
+        # formula: measured 2.64 -> 2.21 ms at (8, 256, 56^2).
+        K = np.float64(x[0, c, 0])
+        s1, ss = _channel_sum(x, c, K)
+        mu = K + s1 / M
         ss = max(ss - s1 * s1 / M, 0.0)
         istd = 1.0 / np.sqrt(ss / M + eps)
         a = gamma[c] * istd

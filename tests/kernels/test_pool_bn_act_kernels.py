@@ -171,6 +171,19 @@ def test_batchnorm_float32_large_offset_is_accurate():
     np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-6)
 
 
+@pytest.mark.parametrize("first", [1e6, 1e6 + 3000.0, -2e6])
+def test_batchnorm_shift_is_a_value_of_the_channel_so_an_outlier_first_value_stays_accurate(first):
+    """The one-pass sums are shifted by the channel's first value: make it an outlier. (Unshifted
+    float64 sums would lose ~(1e6)^2 * 1e-16 = 1e-4 of the variance here.)"""
+    rng = np.random.default_rng(1)
+    x = (rng.standard_normal((4, 3, 9, 9)) * 4 + 1e6).astype(np.float32)
+    x[0, :, 0, 0] = first
+    _, mean, inv_std, uvar = B.batchnorm2d_forward_train(x, None, None, 1e-5)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(uvar, x64.var(axis=(0, 2, 3), ddof=1), rtol=1e-6)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2, 3)), rtol=1e-7)
+
+
 def test_max_pool_tie_rule_first_in_scan_order_and_padding_never_selected():
     x = np.full((1, 1, 2, 2), -5.0)
     y, idx = P.max_pool2d_forward(x, 2, 1, (1, 0, 1, 0))  # windows hang over the top-left padding
