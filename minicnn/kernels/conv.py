@@ -28,8 +28,8 @@ several methods (``method=``), each in its own file:
 ``banded``        ``conv_banded.py``: Numba threads over (sample, band of output rows), each
                   calling a single-threaded BLAS GEMM on columns that stay in L2
 ``pointwise``     ``conv_pointwise.py``: 1x1, stride 1, no padding: ``y[n] = W @ x[n]``, no
-                  columns (forward, groups=1); its backward is the im2col path, whose columns
-                  are then x itself, transposed
+                  columns (forward, groups=1); backward the same way for groups=1, grouped by
+                  the im2col path, whose columns are then x itself, transposed
 ``direct``        ``conv_direct.py``: one input channel per group (depthwise): direct Numba loops,
                   since the per-group matrix products would be tiny
 ``tiled``         ``conv_tiled.py``: float32, groups=1, stride 1: a register-tiled direct conv
@@ -37,6 +37,7 @@ several methods (``method=``), each in its own file:
                   by the same kernel on dy (transposed, flipped filters), dW by ``banded``
 ``auto``          the default: ``direct`` for Cg == 1 with G > 1, else ``pointwise`` where it
                   applies, else ``tiled`` forward for at most 64 filters with C*KH*KW >= 288
+                  and a batch of >= 256 wide output positions
                   (DenseNet's 3x3 convs: measured 1.15-1.4x faster than ``banded``; slower
                   with many filters), else ``banded``; backward: ``tiled`` (its dx) for at
                   least 64 input channels, at most 64 filters and F*KH*KW >= 288, else
@@ -120,6 +121,15 @@ def _pointwise(g: ConvGeometry, w_shape) -> bool:
     return is_pointwise(w_shape[2], w_shape[3], g.sh, g.sw, g.pt, g.pb, g.pl, g.pr)
 
 
+TILED_MIN_POSITIONS = 256   # auto takes tiled only for a batch of at least this many wide positions
+
+
+def _enough_positions(x_shape, g: ConvGeometry) -> bool:
+    """Batch-1 DenseNet121, 2026-12-03: at 7x7 (61 wide positions) tiled took 102 us against
+    banded's 79 (its per-call set-up is not paid back); from 14x14 (222) on they were even."""
+    return x_shape[0] * ((g.OH - 1) * (x_shape[3] + g.pl + g.pr) + g.OW) >= TILED_MIN_POSITIONS
+
+
 def _tiled_pays(w_shape) -> bool:
     """Where ``tiled`` beat ``banded`` (2026-12-02, 2 cores, GFLOP/s tiled/banded): few filters and
     long dot products, where a GEMM with only F rows is weak: (8,128,56^2 -> 32, 3x3) 147/104,
@@ -149,9 +159,11 @@ def _resolve(method: str, g: ConvGeometry, x_shape, w_shape, backward: bool, dty
             return "direct"
         if _pointwise(g, w_shape) and (backward or g.G == 1):
             return "pointwise"
-        if not backward and _tiled_pays(w_shape) and conv_tiled.applies(dtype, w_shape, g) is None:
+        if not backward and _tiled_pays(w_shape) and _enough_positions(x_shape, g) \
+                and conv_tiled.applies(dtype, w_shape, g) is None:
             return "tiled"
-        if backward and _tiled_dx_pays(w_shape) and conv_tiled.applies_backward(dtype, x_shape, w_shape, g) is None:
+        if backward and _tiled_dx_pays(w_shape) and _enough_positions(x_shape, g) \
+                and conv_tiled.applies_backward(dtype, x_shape, w_shape, g) is None:
             return "tiled"
         return "banded"
     if method == "direct" and Cg != 1:

@@ -149,15 +149,16 @@ def test_im2col_chunks_match_reference():
     ((2, 8, 9, 9), (4, 8, 1, 1), dict(stride=2), "banded", "banded"),
     ((2, 8, 9, 9), (4, 8, 3, 3), dict(padding=1), "banded", "banded"),
     ((2, 1, 9, 9), (4, 1, 3, 3), dict(), "banded", "banded"),                           # one channel, groups 1
-    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),               # DenseNet's 3x3
-    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=3), "tiled", "banded"),              # dx would need pad -1
-    ((2, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "tiled", "tiled"),
-    ((2, 32, 9, 9), (64, 32, 3, 3), dict(padding=1), "tiled", "banded"),                # few input channels
-    ((2, 128, 9, 9), (16, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # dx taps 16*9 < 288
-    ((2, 128, 9, 9), (128, 128, 3, 3), dict(padding=1), "banded", "banded"),            # many filters
-    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1, stride=2), "banded", "banded"),
-    ((2, 128, 3, 3), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),               # 13 wide positions
-    ((2, 128, 2, 2), (32, 128, 3, 3), dict(padding=1), "banded", "banded"),             # 6 wide positions
+    ((4, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),               # DenseNet's 3x3
+    ((2, 128, 9, 9), (32, 128, 3, 3), dict(padding=1), "banded", "banded"),             # 194 < 256 positions
+    ((4, 128, 9, 9), (32, 128, 3, 3), dict(padding=3), "tiled", "banded"),              # dx would need pad -1
+    ((4, 64, 9, 9), (64, 64, 3, 3), dict(padding=1), "tiled", "tiled"),
+    ((4, 32, 9, 9), (64, 32, 3, 3), dict(padding=1), "tiled", "banded"),                # few input channels
+    ((4, 128, 9, 9), (16, 128, 3, 3), dict(padding=1), "tiled", "banded"),              # dx taps 16*9 < 288
+    ((4, 128, 9, 9), (128, 128, 3, 3), dict(padding=1), "banded", "banded"),            # many filters
+    ((4, 128, 9, 9), (32, 128, 3, 3), dict(padding=1, stride=2), "banded", "banded"),
+    ((20, 128, 3, 3), (32, 128, 3, 3), dict(padding=1), "tiled", "tiled"),              # 13 wide positions each
+    ((100, 128, 2, 2), (32, 128, 3, 3), dict(padding=1), "banded", "banded"),           # 6 wide positions each
 ])
 def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
     assert conv_method(x_shape, w_shape, **kw) == forward
@@ -165,8 +166,9 @@ def test_auto_chooses_as_documented(x_shape, w_shape, kw, forward, backward):
 
 
 def test_auto_takes_tiled_for_float32_only():
-    assert conv_method((2, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64) == "banded"
-    assert conv_method((2, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64, backward=True) == "banded"
+    assert conv_method((4, 128, 9, 9), (32, 128, 3, 3), padding=1) == "tiled"
+    assert conv_method((4, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64) == "banded"
+    assert conv_method((4, 128, 9, 9), (32, 128, 3, 3), padding=1, dtype=np.float64, backward=True) == "banded"
 
 
 def test_tiled_backward_refuses_a_padding_its_dx_cannot_take():
