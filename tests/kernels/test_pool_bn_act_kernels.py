@@ -299,3 +299,19 @@ def test_inference_max_pool_nan_and_infinities_like_the_argmax_kernel(dtype):
         y, _ = P.max_pool2d_forward(x, k, s, pad)
         assert np.isnan(y).any() and np.isinf(y).any()
         np.testing.assert_array_equal(P.max_pool2d_values(x, k, s, pad), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k, s, pad, include", [(3, 1, 1, True), (3, 1, 1, False), (2, 2, 0, True),
+                                                (3, 2, (1, 0, 0, 1), False), ((2, 3), (1, 2), (1, 1, 2, 0), True)])
+def test_avg_pool_fast_equals_the_reference_to_the_last_bit_in_float32(dtype, k, s, pad, include):
+    """Both sum the real cells in float64 (the fast kernel's padding adds zeros): float32 results
+    are identical, float64 ones differ only by the order of at most 9 additions."""
+    x = (np.random.default_rng(3).standard_normal((2, 3, 9, 10)) * 1e3).astype(dtype)
+    fast = P.avg_pool2d_forward(x, k, s, pad, count_include_pad=include)
+    ref = P.avg_pool2d_forward_reference(x, k, s, pad, count_include_pad=include)
+    assert fast.dtype == ref.dtype == dtype
+    if dtype == np.float32:
+        np.testing.assert_array_equal(fast, ref)
+    else:
+        np.testing.assert_allclose(fast, ref, rtol=1e-14, atol=1e-12)
