@@ -124,10 +124,10 @@ def _pointwise(g: ConvGeometry, w_shape) -> bool:
 TILED_MIN_POSITIONS = 256   # auto takes tiled only for a batch of at least this many wide positions
 
 
-def _enough_positions(x_shape, g: ConvGeometry) -> bool:
+def _enough_positions(x_shape, w_shape, g: ConvGeometry) -> bool:
     """Batch-1 DenseNet121, 2026-12-03: at 7x7 (61 wide positions) tiled took 102 us against
     banded's 79 (its per-call set-up is not paid back); from 14x14 (222) on they were even."""
-    return x_shape[0] * ((g.OH - 1) * (x_shape[3] + g.pl + g.pr) + g.OW) >= TILED_MIN_POSITIONS
+    return x_shape[0] * conv_tiled.wide_positions(w_shape, g) >= TILED_MIN_POSITIONS
 
 
 def _tiled_pays(w_shape) -> bool:
@@ -159,10 +159,10 @@ def _resolve(method: str, g: ConvGeometry, x_shape, w_shape, backward: bool, dty
             return "direct"
         if _pointwise(g, w_shape) and (backward or g.G == 1):
             return "pointwise"
-        if not backward and _tiled_pays(w_shape) and _enough_positions(x_shape, g) \
+        if not backward and _tiled_pays(w_shape) and _enough_positions(x_shape, w_shape, g) \
                 and conv_tiled.applies(dtype, w_shape, g) is None:
             return "tiled"
-        if backward and _tiled_dx_pays(w_shape) and _enough_positions(x_shape, g) \
+        if backward and _tiled_dx_pays(w_shape) and _enough_positions(x_shape, w_shape, g) \
                 and conv_tiled.applies_backward(dtype, x_shape, w_shape, g) is None:
             return "tiled"
         return "banded"

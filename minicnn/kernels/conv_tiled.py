@@ -47,6 +47,11 @@ FASTMATH = {"contract", "nsz", "arcp", "nnan", "ninf"}
 GENERATED = os.path.join(os.path.dirname(__file__), "_conv_tiled_kernel.py")
 
 
+def wide_positions(w_shape, g) -> int:
+    """Positions one sample computes, with the padded width ``OW + dw*(KW-1)`` as row pitch (stride 1)."""
+    return (g.OH - 1) * (g.OW + (w_shape[3] - 1) * g.dw) + g.OW
+
+
 def applies(x_dtype, w_shape, g) -> str | None:
     """None when ``tiled`` can run this conv, else the reason it cannot."""
     if np.dtype(x_dtype) != np.float32:
@@ -55,7 +60,7 @@ def applies(x_dtype, w_shape, g) -> str | None:
         return "groups=1"
     if g.sh != 1 or g.sw != 1:
         return "stride 1"
-    if (g.OH - 1) * (g.OW + (w_shape[3] - 1) * g.dw) + g.OW < P:
+    if wide_positions(w_shape, g) < P:
         return f"at least {P} output positions per sample"
     return None
 
@@ -94,7 +99,7 @@ def forward(x, W, b, g):
     else:                                   # zero padding (np.pad costs ~60 us of Python per call)
         xp = np.zeros((N, C, Hp, Wp), np.float32)
         xp[:, :, g.pt:g.pt + H, g.pl:g.pl + Wd] = x
-    R = (OH - 1) * Wp + OW                                   # wide positions per sample
+    R = wide_positions(W.shape, g)                           # (OH - 1) * Wp + OW
     r = np.arange(R)
     col = r % Wp
     yoff = np.where(col < OW, (r // Wp) * OW + col, -1)

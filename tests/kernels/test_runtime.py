@@ -37,14 +37,21 @@ print(json.dumps(dataclasses.asdict(runtime.settings())))
 """
 
 
-def run_child(setup="", after="", **env_extra):
+def child(setup="", after="", **env_extra):
+    """CHILD run to completion in a fresh interpreter (its ``CompletedProcess``)."""
     # a minimal environment: a variable inherited from this process (where minicnn and threadpoolctl
     # are already imported) would hide the child setting it again
     env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-    env.update(OMP_DISPLAY_ENV="VERBOSE", NUMBA_NUM_THREADS="2", PYTHONPATH=str(ROOT), **env_extra)
+    env.update(NUMBA_NUM_THREADS="2", PYTHONPATH=str(ROOT), **env_extra)
     p = subprocess.run([sys.executable, "-c", CHILD.format(setup=setup, after=after)], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
+    return p
+
+
+def run_child(setup="", after="", **env_extra):
+    """``(settings, spin count OpenMP read)`` of a CHILD run with OpenMP printing its settings."""
+    p = child(setup, after, OMP_DISPLAY_ENV="VERBOSE", **env_extra)
     settings = json.loads(p.stdout.strip().splitlines()[-1])
     if settings["threading_layer"] != "omp":
         pytest.skip(f"Numba's threading layer is {settings['threading_layer']}, not GNU OpenMP")
@@ -124,17 +131,24 @@ def faults_of_round_trips():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 print("FAULTS", faults_of_round_trips(), file=sys.stderr)
 """
-    counts = []
-    for setup in ("", "runtime.configure(reuse_memory=False)"):
-        env = {k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ}
-        env.update(NUMBA_NUM_THREADS="2", PYTHONPATH=str(ROOT))
-        code = CHILD.format(setup=setup, after=probe).replace("-- imported --", "imported")
-        p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                           timeout=300)
-        assert p.returncode == 0, p.stderr[-3000:]
-        counts.append(int(re.findall(r"FAULTS (\d+)", p.stderr)[0]))
-    kept, own = counts
-    assert kept * 10 < own, counts                     # measured: 0 vs 8,280 page faults
+    kept, own = (int(re.findall(r"FAULTS (\d+)", child(setup, probe).stderr)[0])
+                 for setup in ("", "runtime.configure(reuse_memory=False)"))
+    assert kept * 10 < own, (kept, own)                # measured: 0 vs 8,280 page faults
+
+
+@pytest.mark.skipif(not GLIBC, reason="the memory policy acts on glibc's malloc")
+def test_the_memory_policy_cannot_change_after_it_was_applied():
+    after = """
+try:
+    runtime.configure(reuse_memory=False)
+except ValueError as e:
+    assert "before the first kernel call" in str(e)
+else:
+    raise AssertionError("configure(reuse_memory=False) after the policy was applied was accepted")
+runtime.configure(reuse_memory=True)           # the policy in force: accepted
+"""
+    settings, _ = run_child(after=after)
+    assert settings["reuse_memory"] is True
 
 
 def test_bad_arguments_are_refused():

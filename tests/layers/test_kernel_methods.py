@@ -135,47 +135,42 @@ def test_predict_train_predict_sees_new_weights_after_step_load_and_astype():
     assert same(1e-12, x.astype(np.float64)).dtype == np.float64
 
 
-def test_tiled_results_do_not_depend_on_the_thread_count():
-    """``tiled`` gives each output one task with a fixed summation order, so it honours the
-    deterministic switch by construction: 1 and 2 threads give bit-identical outputs."""
+def _at_1_and_2_threads(run, deterministic):
+    """``run()`` with 1 and then 2 Numba threads; the runtime settings are put back afterwards."""
     import numba
 
     from minicnn import runtime
-    from minicnn.kernels.conv import conv2d_forward
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs NUMBA_NUM_THREADS >= 2 to compare thread counts")
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((3, 32, 20, 20)).astype(np.float32)
-    W = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
     before = runtime.settings()
     try:
         out = []
         for threads in (1, 2):
-            runtime.configure(threads=threads, deterministic=False)
-            out.append(conv2d_forward(x, W, None, padding=(1, 1, 1, 1), method="tiled"))
+            runtime.configure(threads=threads, deterministic=deterministic)
+            out.append(run())
     finally:
         runtime.configure(threads=before.threads or numba.config.NUMBA_NUM_THREADS, deterministic=before.deterministic)
-    np.testing.assert_array_equal(out[0], out[1])
+    return out
+
+
+def test_tiled_results_do_not_depend_on_the_thread_count():
+    """``tiled`` gives each output one task with a fixed summation order, so it honours the
+    deterministic switch by construction: 1 and 2 threads give bit-identical outputs."""
+    from minicnn.kernels.conv import conv2d_forward
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 32, 20, 20)).astype(np.float32)
+    W = rng.standard_normal((40, 32, 3, 3)).astype(np.float32)
+    one, two = _at_1_and_2_threads(lambda: conv2d_forward(x, W, None, padding=(1, 1, 1, 1), method="tiled"),
+                                   deterministic=False)
+    np.testing.assert_array_equal(one, two)
 
 
 def test_pointwise_backward_is_thread_independent_with_the_deterministic_switch():
-    import numba
-
-    from minicnn import runtime
     from minicnn.kernels.conv import conv2d_backward
-    if numba.config.NUMBA_NUM_THREADS < 2:
-        pytest.skip("needs NUMBA_NUM_THREADS >= 2 to compare thread counts")
     rng = np.random.default_rng(2)
     x = rng.standard_normal((3, 48, 9, 9)).astype(np.float32)
     W = rng.standard_normal((40, 48, 1, 1)).astype(np.float32)
     dy = rng.standard_normal((3, 40, 9, 9)).astype(np.float32)
-    before = runtime.settings()
-    try:
-        out = []
-        for threads in (1, 2):
-            runtime.configure(threads=threads, deterministic=True)
-            out.append(conv2d_backward(dy, x, W, method="pointwise"))
-    finally:
-        runtime.configure(threads=before.threads or numba.config.NUMBA_NUM_THREADS, deterministic=before.deterministic)
-    for a, b in zip(out[0], out[1]):
+    one, two = _at_1_and_2_threads(lambda: conv2d_backward(dy, x, W, method="pointwise"), deterministic=True)
+    for a, b in zip(one, two):
         np.testing.assert_array_equal(a, b)
