@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -182,6 +183,12 @@ def test_one_model_load_per_worker_also_for_a_worker_that_joins(process_cluster,
     args = ("minicnn-model-" + digest[:16], "logits", paths[:mdist.DEFAULT_SHARD_SIZE], 16, "fail")
     assert len(pickle.dumps(args)) < 10_000
     cluster.scale(2)
+    # back to 2 before the next test: a worker still retiring when it registers its model plugin
+    # breaks the scheduler's broadcast (seen once: CommClosedError in register_worker_plugin)
+    deadline = time.monotonic() + 60
+    while len(client.scheduler_info()["workers"]) != 2:
+        assert time.monotonic() < deadline, "the third worker did not retire within 60 s"
+        time.sleep(0.05)
 
 
 def test_a_killed_worker_costs_only_its_task(process_cluster, model, data, tmp_path):
